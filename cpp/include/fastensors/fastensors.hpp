@@ -1,0 +1,8 @@
+// fastensors: a fast, strict engine for safetensors files. Umbrella header.
+#pragma once
+
+#include "fastensors/dtype.hpp"
+#include "fastensors/error.hpp"
+#include "fastensors/file.hpp"
+#include "fastensors/header.hpp"
+#include "fastensors/writer.hpp"

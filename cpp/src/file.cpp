@@ -1,0 +1,109 @@
+#include "fastensors/file.hpp"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+#include "fastensors/error.hpp"
+#include "io_internal.h"
+
+namespace fastensors {
+
+Backend parse_backend(std::string_view name) {
+  if (name == "mmap") return Backend::Mmap;
+  if (name == "pread") return Backend::Pread;
+  throw Error(ErrorCode::InvalidArgument, "unknown backend '" + std::string(name) + "' (use \"mmap\" or \"pread\")");
+}
+
+std::shared_ptr<File> File::open(const std::string& path, Backend backend) {
+  std::shared_ptr<File> f(new File());
+  f->path_ = path;
+  f->backend_ = backend;
+  f->fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (f->fd_ < 0) {
+    int e = errno;
+    throw Error(e == ENOENT ? ErrorCode::FileNotFound : ErrorCode::Io,
+                std::string("cannot open: ") + std::strerror(e), path, {}, e);
+  }
+  struct stat st;
+  if (::fstat(f->fd_, &st) != 0) detail::throw_io("fstat", path);
+  if (S_ISDIR(st.st_mode)) {
+    throw Error(ErrorCode::Io, "is a directory", path, {}, EISDIR);
+  }
+  f->file_size_ = static_cast<std::uint64_t>(st.st_size);
+
+  std::uint8_t first8[8] = {};
+  std::uint64_t got = f->file_size_ < 8 ? f->file_size_ : 8;
+  detail::pread_exact(f->fd_, first8, got, 0, path);
+  std::uint64_t n = parse_header_length(first8, got, f->file_size_, path);
+
+  if (backend == Backend::Mmap) {
+    // Copy-on-write: views are writable and writes never reach the file.
+    void* p = ::mmap(nullptr, f->file_size_, PROT_READ | PROT_WRITE, MAP_PRIVATE, f->fd_, 0);
+    if (p == MAP_FAILED) detail::throw_io("mmap", path);
+    f->map_ = static_cast<std::uint8_t*>(p);
+    f->header_ = parse_header(f->map_ + 8, n, f->file_size_, path);
+  } else {
+    std::vector<std::uint8_t> json(n);
+    detail::pread_exact(f->fd_, json.data(), n, 8, path);
+    f->header_ = parse_header(json.data(), n, f->file_size_, path);
+  }
+  return f;
+}
+
+File::~File() { close(); }
+
+void File::close() noexcept {
+  if (map_ != nullptr) {
+    ::munmap(map_, file_size_);
+    map_ = nullptr;
+  }
+  if (fd_ >= 0) {
+    ::close(fd_);
+    fd_ = -1;
+  }
+}
+
+std::vector<std::string> File::offset_keys() const {
+  std::vector<std::string> keys;
+  keys.reserve(header_.tensors.size());
+  for (const auto& t : header_.tensors) keys.push_back(t.name);
+  return keys;
+}
+
+std::uint8_t* File::data(const TensorInfo& tensor) const noexcept {
+  if (map_ == nullptr) return nullptr;
+  return map_ + header_.data_start + tensor.begin;
+}
+
+void File::read(const TensorInfo& tensor, std::uint64_t offset, void* dst, std::uint64_t size) const {
+  if (closed()) throw Error(ErrorCode::InvalidArgument, "the file is closed", path_, tensor.name);
+  if (offset > tensor.nbytes() || size > tensor.nbytes() - offset) {
+    throw Error(ErrorCode::InvalidArgument,
+                "read of " + std::to_string(size) + " bytes at " + std::to_string(offset) + " is outside the tensor",
+                path_, tensor.name);
+  }
+  if (size == 0) return;
+  std::uint64_t at = header_.data_start + tensor.begin + offset;
+  if (map_ != nullptr) {
+    std::memcpy(dst, map_ + at, size);
+  } else {
+    detail::pread_exact(fd_, dst, size, at, path_);
+  }
+}
+
+void File::prefetch(const TensorInfo& tensor) const noexcept {
+  if (map_ == nullptr || tensor.nbytes() == 0) return;
+  std::uint64_t start = header_.data_start + tensor.begin;
+  static const std::uint64_t page = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
+  std::uint64_t aligned = start - start % page;
+  ::madvise(map_ + aligned, tensor.end + header_.data_start - aligned, MADV_WILLNEED);
+}
+
+}  // namespace fastensors

@@ -1,0 +1,28 @@
+"""fastensors: a fast, strict, embeddable engine for safetensors files.
+
+A drop-in for the ``safetensors`` API (``safe_open``, ``serialize``,
+``deserialize``, ``SafetensorError``, ``fastensors.numpy``,
+``fastensors.torch``) backed by a C++ core."""
+
+from . import _core
+from ._errors import *  # noqa: F401,F403  (the typed error classes)
+from ._errors import __all__ as _error_names
+from ._open import TensorInfo, TensorSlice, safe_open
+from ._serialize import TensorSpec, deserialize, serialize, serialize_file
+
+__version__: str = _core.__version__
+
+# The reference exposes its handle class under this name.
+_safe_open_handle = safe_open
+
+__all__ = [
+    "__version__",
+    "safe_open",
+    "TensorInfo",
+    "TensorSlice",
+    "TensorSpec",
+    "serialize",
+    "serialize_file",
+    "deserialize",
+    *_error_names,
+]

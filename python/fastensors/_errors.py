@@ -1,0 +1,145 @@
+"""The exception types. ``SafetensorError`` is the reference package's name;
+each broken rule has its own subclass (docs/format.md lists the rules)."""
+
+from __future__ import annotations
+
+from . import _core
+
+
+class SafetensorError(Exception):
+    """Base class of every error fastensors raises about files and tensors."""
+
+    tensor: str | None = None
+    path: str | None = None
+
+
+class SafetensorIOError(SafetensorError, OSError):
+    """An operating-system call failed while reading or writing."""
+
+
+class FileNotFound(SafetensorError, FileNotFoundError):
+    """The file does not exist (also a ``FileNotFoundError``)."""
+
+
+class HeaderTooSmall(SafetensorError):
+    """The file is shorter than the 8-byte header length."""
+
+
+class HeaderTooLarge(SafetensorError):
+    """The header length is over the 100,000,000-byte limit."""
+
+
+class InvalidHeaderLength(SafetensorError):
+    """The header length runs past the end of the file."""
+
+
+class InvalidUtf8(SafetensorError):
+    """The header bytes are not UTF-8."""
+
+
+class InvalidJson(SafetensorError):
+    """The header is not JSON."""
+
+
+class InvalidHeader(SafetensorError):
+    """The header is JSON but not a safetensors header."""
+
+
+class NestingTooDeep(SafetensorError):
+    """The header's JSON nests deeper than 128 levels."""
+
+
+class DuplicateKey(SafetensorError):
+    """A tensor name, tensor field or metadata key appears twice."""
+
+
+class UnknownDtype(SafetensorError):
+    """A dtype name outside the safetensors dtype table."""
+
+
+class InvalidShape(SafetensorError):
+    """A shape that is not a list of non-negative integers."""
+
+
+class InvalidOffset(SafetensorError):
+    """data_offsets that are malformed or do not tile the data section."""
+
+
+class OffsetsBackwards(InvalidOffset):
+    """data_offsets end before they begin."""
+
+
+class OffsetsGap(InvalidOffset):
+    """A hole before a tensor (the first tensor must start at 0)."""
+
+
+class OffsetsOverlap(InvalidOffset):
+    """A tensor starts before the previous one ends."""
+
+
+class SizeOverflow(SafetensorError):
+    """Shape times element size does not fit in 64 bits."""
+
+
+class SizeMismatch(SafetensorError):
+    """Byte length differs from dtype bits x elements / 8."""
+
+
+class MisalignedSubByte(SafetensorError):
+    """A sub-byte tensor does not end on a byte boundary."""
+
+
+class TrailingBytes(SafetensorError):
+    """Bytes follow the last tensor."""
+
+
+class TruncatedData(SafetensorError):
+    """The file ends before the last tensor does."""
+
+
+class InvalidMetadata(SafetensorError):
+    """``__metadata__`` is not an object whose values are strings."""
+
+
+class TensorNotFound(SafetensorError):
+    """No tensor of that name."""
+
+
+class InvalidArgument(SafetensorError, ValueError):
+    """A caller error: bad arguments to a reader or writer."""
+
+
+# Error code (C++ fastensors::ErrorCode) -> Python class.
+_BY_CODE = {
+    "Io": SafetensorIOError,
+    "FileNotFound": FileNotFound,
+    "HeaderTooSmall": HeaderTooSmall,
+    "HeaderTooLarge": HeaderTooLarge,
+    "InvalidHeaderLength": InvalidHeaderLength,
+    "InvalidUtf8": InvalidUtf8,
+    "InvalidJson": InvalidJson,
+    "InvalidHeader": InvalidHeader,
+    "NestingTooDeep": NestingTooDeep,
+    "DuplicateKey": DuplicateKey,
+    "UnknownDtype": UnknownDtype,
+    "InvalidShape": InvalidShape,
+    "InvalidOffsets": InvalidOffset,
+    "OffsetsBackwards": OffsetsBackwards,
+    "OffsetsGap": OffsetsGap,
+    "OffsetsOverlap": OffsetsOverlap,
+    "Overflow": SizeOverflow,
+    "SizeMismatch": SizeMismatch,
+    "MisalignedSubByte": MisalignedSubByte,
+    "TrailingBytes": TrailingBytes,
+    "TruncatedData": TruncatedData,
+    "InvalidMetadata": InvalidMetadata,
+    "TensorNotFound": TensorNotFound,
+    "InvalidArgument": InvalidArgument,
+}
+
+_missing = set(_core.error_codes()) ^ set(_BY_CODE)
+if _missing:  # the two lists are kept in step by hand; fail loudly if they drift
+    raise ImportError(f"fastensors error classes out of step with the core: {sorted(_missing)}")
+_core._set_error_classes(dict(_BY_CODE))
+
+__all__ = ["SafetensorError"] + sorted({c.__name__ for c in _BY_CODE.values()} - {"SafetensorError"})

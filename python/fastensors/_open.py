@@ -1,0 +1,173 @@
+"""``safe_open``: the reference package's reader, plus zero-copy numpy views,
+full numpy basic indexing in ``get_slice`` and ``tensor_info``."""
+
+from __future__ import annotations
+
+import os
+from typing import Dict, List, NamedTuple, Optional, Tuple
+
+import numpy as np
+
+from . import _core
+from ._dtypes import SUB_BYTE, nbytes_of
+from ._frameworks import get_framework
+
+
+class TensorInfo(NamedTuple):
+    """What the header says of one tensor; reading it touches no data."""
+
+    dtype: str
+    shape: Tuple[int, ...]
+    data_offsets: Tuple[int, int]
+
+    @property
+    def nbytes(self) -> int:
+        return self.data_offsets[1] - self.data_offsets[0]
+
+
+class safe_open:
+    """Open a safetensors file lazily.
+
+    ``framework``: "np"/"numpy" or "pt"/"torch"/"pytorch". ``backend``:
+    "mmap" (default: the file is mapped copy-on-write and numpy tensors are
+    zero-copy, writable views that keep the mapping alive) or "pread" (bytes
+    are read on demand; nothing stays mapped)."""
+
+    def __init__(self, filename, framework, device="cpu", *, backend: str = "mmap"):
+        self._framework = get_framework(framework)
+        self._device = device
+        self._file = _core.File(os.fspath(filename), backend)
+
+    # -- context manager -----------------------------------------------------
+    def __enter__(self) -> "safe_open":
+        return self
+
+    def __exit__(self, _exc_type, _exc_value, _traceback) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the handle. Tensors already returned stay valid."""
+        self._file.close()
+
+    # -- header --------------------------------------------------------------
+    def keys(self) -> List[str]:
+        """Tensor names, sorted."""
+        return self._file.keys()
+
+    def offset_keys(self) -> List[str]:
+        """Tensor names in the order of their data in the file."""
+        return self._file.offset_keys()
+
+    def metadata(self) -> Optional[Dict[str, str]]:
+        """The ``__metadata__`` dict, or None when the file has none."""
+        return self._file.metadata()
+
+    def tensor_info(self, name: str) -> TensorInfo:
+        _, dtype, shape, begin, end = self._file.info(name)
+        return TensorInfo(dtype, tuple(shape), (begin, end))
+
+    # -- data ----------------------------------------------------------------
+    def _raw(self, name: str, info=None) -> Tuple[np.ndarray, str, list]:
+        """The tensor's bytes as uint8: a view of the mapping, or a fresh read."""
+        _, dtype, shape, begin, end = info or self._file.info(name)
+        if self._file.backend == "mmap":
+            raw = self._file.view(name)
+        else:
+            raw = np.empty(end - begin, np.uint8)
+            self._file.read_into(name, 0, raw)
+        return raw, dtype, shape
+
+    def get_tensor(self, name: str):
+        raw, dtype, shape = self._raw(name)
+        fw = self._framework
+        return fw.to_device(fw.from_bytes(raw, dtype, shape), self._device)
+
+    def get_tensors(self) -> Dict[str, object]:
+        """Every tensor, keyed by name, in file order."""
+        fw = self._framework
+        out = {}
+        for info in self._file.infos():
+            raw, dtype, shape = self._raw(info[0], info)
+            out[info[0]] = fw.to_device(fw.from_bytes(raw, dtype, shape), self._device)
+        return out
+
+    def get_slice(self, name: str) -> "TensorSlice":
+        return TensorSlice(self, name)
+
+
+class TensorSlice:
+    """A tensor not yet read: ``get_shape()``, ``get_dtype()`` and numpy basic
+    indexing (ints, slices with any step, Ellipsis, None). Only the bytes the
+    index needs along the first axis are read with the pread backend."""
+
+    def __init__(self, owner: safe_open, name: str):
+        self._owner = owner
+        self._name = name
+        _, self._dtype, shape, self._begin, self._end = owner._file.info(name)
+        self._shape = tuple(shape)
+
+    def get_shape(self) -> List[int]:
+        return list(self._shape)
+
+    def get_dtype(self) -> str:
+        return self._dtype
+
+    @property
+    def shape(self) -> Tuple[int, ...]:
+        return self._shape
+
+    @property
+    def dtype(self) -> str:
+        return self._dtype
+
+    def __len__(self) -> int:
+        if not self._shape:
+            raise TypeError("len() of a 0-d tensor")
+        return self._shape[0]
+
+    def _array(self, index) -> np.ndarray:
+        """The indexed values as a numpy array (in the code's numpy dtype)."""
+        owner, code, shape = self._owner, self._dtype, self._shape
+        file = owner._file
+        numpy_fw = get_framework("numpy")
+        idx = index if isinstance(index, tuple) else (index,)
+        if file.backend == "pread" and code not in SUB_BYTE and shape and idx and _is_axis_index(idx[0]):
+            rows = range(shape[0])[idx[0]] if isinstance(idx[0], slice) else None
+            if rows is None:  # an integer
+                i = _normalize_int(idx[0], shape[0])
+                lo, hi, first = i, i + 1, 0
+            elif len(rows) == 0:
+                lo, hi, first = 0, 0, slice(0, 0)
+            else:
+                lo, hi = min(rows[0], rows[-1]), max(rows[0], rows[-1]) + 1
+                step = rows.step
+                start = rows[0] - lo
+                stop = rows[-1] - lo + (1 if step > 0 else -1)
+                first = slice(start, stop if stop >= 0 else None, step)
+            row_bytes = nbytes_of(code, shape[1:])
+            raw = np.empty((hi - lo) * row_bytes, np.uint8)
+            file.read_into(self._name, lo * row_bytes, raw)
+            part = numpy_fw.from_bytes(raw, code, (hi - lo,) + shape[1:])
+            return part[(first,) + idx[1:]]
+        raw, _, _ = owner._raw(self._name)
+        return numpy_fw.from_bytes(raw, code, shape)[index]
+
+    def __getitem__(self, index):
+        arr = self._array(index)
+        if not isinstance(arr, np.ndarray):  # a scalar from full integer indexing
+            arr = np.asarray(arr)
+        if not arr.flags.c_contiguous:
+            arr = np.ascontiguousarray(arr)
+        fw = self._owner._framework
+        return fw.to_device(fw.from_numpy(arr, self._dtype), self._owner._device)
+
+
+def _is_axis_index(item) -> bool:
+    return isinstance(item, slice) or (isinstance(item, (int, np.integer)) and not isinstance(item, bool))
+
+
+def _normalize_int(i, n: int) -> int:
+    i = int(i)
+    if i < -n or i >= n:
+        raise IndexError(f"index {i} is out of bounds for axis 0 with size {n}")
+    return i + n if i < 0 else i

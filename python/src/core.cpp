@@ -1,0 +1,229 @@
+// fastensors._core: converts arguments, releases the GIL, calls the C++
+// library, converts results. No format logic lives here.
+#include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/pair.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/tuple.h>
+#include <nanobind/stl/vector.h>
+
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "fastensors/fastensors.hpp"
+
+namespace nb = nanobind;
+using namespace nb::literals;
+namespace fst = fastensors;
+
+namespace {
+
+// Python exception classes by error code, installed by fastensors._errors.
+// A raw reference: a static nb::dict would be built before Python starts.
+PyObject* g_error_classes = nullptr;
+
+void translate_error(const std::exception_ptr& p, void*) {
+  try {
+    std::rethrow_exception(p);
+  } catch (const fst::Error& e) {
+    nb::gil_scoped_acquire gil;
+    std::string code(fst::error_code_name(e.code()));
+    nb::handle cls = PyExc_RuntimeError;
+    if (g_error_classes != nullptr) {
+      if (PyObject* found = PyDict_GetItemString(g_error_classes, code.c_str())) cls = found;
+    }
+    nb::object exc;
+    if (e.errno_value() != 0) {
+      // OSError-style arguments so .errno / .filename work.
+      exc = nb::handle(cls)(e.errno_value(), std::string(e.what()),
+                            e.path().empty() ? nb::none() : nb::cast(e.path()));
+    } else {
+      exc = nb::handle(cls)(std::string(e.what()));
+    }
+    if (!e.tensor().empty()) nb::setattr(exc, "tensor", nb::cast(e.tensor()));
+    if (!e.path().empty()) nb::setattr(exc, "path", nb::cast(e.path()));
+    PyErr_SetObject(cls.ptr(), exc.ptr());
+  }
+}
+
+using Bytes = nb::ndarray<nb::numpy, std::uint8_t, nb::ndim<1>>;
+using OutBytes = nb::ndarray<std::uint8_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
+
+// One open file. Views of the mapping hold `owner` (a capsule with its own
+// reference to the File), so closing the handle never invalidates them.
+struct PyFile {
+  std::shared_ptr<fst::File> file;
+  nb::object owner;
+
+  const fst::File& get() const {
+    if (!file) throw fst::Error(fst::ErrorCode::InvalidArgument, "the file is closed");
+    return *file;
+  }
+};
+
+nb::tuple info_tuple(const fst::TensorInfo& t) {
+  nb::list shape;
+  for (auto d : t.shape) shape.append(d);
+  return nb::make_tuple(t.name, std::string(fst::dtype_name(t.dtype)), shape, t.begin, t.end);
+}
+
+nb::object metadata_dict(const fst::Header& h) {
+  if (!h.has_metadata) return nb::none();
+  nb::dict d;
+  for (const auto& kv : h.metadata) d[nb::cast(kv.first)] = nb::cast(kv.second);
+  return d;
+}
+
+fst::Dtype dtype_or_throw(const std::string& name, const std::string& tensor) {
+  auto dt = fst::parse_dtype(name);
+  if (!dt) throw fst::Error(fst::ErrorCode::UnknownDtype, "unknown dtype '" + name + "'", {}, tensor);
+  return *dt;
+}
+
+// specs: [(name, dtype, shape, data_ptr, nbytes), ...]
+std::vector<fst::TensorSource> to_sources(
+    const std::vector<std::tuple<std::string, std::string, std::vector<std::uint64_t>, std::uintptr_t,
+                                 std::uint64_t>>& specs) {
+  std::vector<fst::TensorSource> out;
+  out.reserve(specs.size());
+  for (const auto& s : specs) {
+    fst::TensorSource t;
+    t.name = std::get<0>(s);
+    t.dtype = dtype_or_throw(std::get<1>(s), t.name);
+    t.shape = std::get<2>(s);
+    t.data = reinterpret_cast<const void*>(std::get<3>(s));
+    t.nbytes = std::get<4>(s);
+    out.push_back(std::move(t));
+  }
+  return out;
+}
+
+using Specs = std::vector<std::tuple<std::string, std::string, std::vector<std::uint64_t>, std::uintptr_t, std::uint64_t>>;
+using MetaArg = std::optional<std::vector<std::pair<std::string, std::string>>>;
+
+}  // namespace
+
+NB_MODULE(_core, m) {
+  m.doc() = "fastensors C++ core (private: import fastensors instead)";
+  m.attr("__version__") = FASTENSORS_VERSION;
+  m.attr("MAX_HEADER_SIZE") = fst::kMaxHeaderSize;
+
+  nb::register_exception_translator(translate_error);
+  m.def("_set_error_classes", [](nb::dict classes) {
+        Py_XDECREF(g_error_classes);
+        g_error_classes = classes.inc_ref().ptr();
+      }, "classes"_a,
+        "Install the Python exception class for each error code name.");
+  m.def("error_codes", []() {
+    std::vector<std::string> out;
+    for (int c = 0; c <= static_cast<int>(fst::ErrorCode::InvalidArgument); ++c) {
+      out.emplace_back(fst::error_code_name(static_cast<fst::ErrorCode>(c)));
+    }
+    return out;
+  });
+
+  m.def("dtype_names", []() {
+    std::vector<std::string> out;
+    for (std::size_t i = 0; i < fst::kDtypeCount; ++i) out.emplace_back(fst::dtype_name(fst::all_dtypes()[i]));
+    return out;
+  }, "All safetensors dtype names, in the writer's sort order (ascending).");
+  m.def("dtype_bits", [](const std::string& name) { return fst::dtype_bits(dtype_or_throw(name, {})); }, "name"_a);
+
+  nb::class_<PyFile>(m, "File")
+      .def("__init__", [](PyFile* self, const std::string& path, const std::string& backend) {
+            fst::Backend b = fst::parse_backend(backend);
+            std::shared_ptr<fst::File> f;
+            {
+              nb::gil_scoped_release release;
+              f = fst::File::open(path, b);
+            }
+            new (self) PyFile{f, nb::none()};
+            auto* holder = new std::shared_ptr<fst::File>(f);
+            self->owner = nb::capsule(holder, [](void* p) noexcept {
+              delete static_cast<std::shared_ptr<fst::File>*>(p);
+            });
+          }, "path"_a, "backend"_a = "mmap")
+      .def_prop_ro("path", [](const PyFile& s) { return s.get().path(); })
+      .def_prop_ro("backend", [](const PyFile& s) {
+            return std::string(s.get().backend() == fst::Backend::Mmap ? "mmap" : "pread");
+          })
+      .def_prop_ro("file_size", [](const PyFile& s) { return s.get().file_size(); })
+      .def_prop_ro("header_size", [](const PyFile& s) { return s.get().header().header_size; })
+      .def_prop_ro("data_start", [](const PyFile& s) { return s.get().header().data_start; })
+      .def_prop_ro("closed", [](const PyFile& s) { return !s.file; })
+      .def("keys", [](const PyFile& s) { return s.get().keys(); }, "Tensor names, sorted.")
+      .def("offset_keys", [](const PyFile& s) { return s.get().offset_keys(); }, "Tensor names in file order.")
+      .def("__len__", [](const PyFile& s) { return s.get().header().tensors.size(); })
+      .def("__contains__", [](const PyFile& s, const std::string& k) { return s.get().header().find(k) != nullptr; })
+      .def("metadata", [](const PyFile& s) { return metadata_dict(s.get().header()); },
+           "The __metadata__ dict, or None when the header has none.")
+      .def("info", [](const PyFile& s, const std::string& name) { return info_tuple(s.get().info(name)); },
+           "name"_a, "(name, dtype, shape, begin, end) of one tensor.")
+      .def("infos", [](const PyFile& s) {
+            nb::list out;
+            for (const auto& t : s.get().header().tensors) out.append(info_tuple(t));
+            return out;
+          }, "(name, dtype, shape, begin, end) of every tensor, in file order.")
+      .def("view", [](const PyFile& s, const std::string& name) {
+            const fst::File& f = s.get();
+            const auto& t = f.info(name);
+            std::uint8_t* p = f.data(t);
+            if (p == nullptr) {
+              throw fst::Error(fst::ErrorCode::InvalidArgument, "the pread backend has no mapping to view", f.path(), name);
+            }
+            std::size_t shape[1] = {static_cast<std::size_t>(t.nbytes())};
+            return Bytes(p, 1, shape, s.owner);
+          }, "name"_a, "A zero-copy uint8 view of a tensor's bytes in the mapping (mmap backend).")
+      .def("read_into", [](const PyFile& s, const std::string& name, std::uint64_t offset, OutBytes out) {
+            const fst::File& f = s.get();
+            const auto& t = f.info(name);
+            nb::gil_scoped_release release;
+            f.read(t, offset, out.data(), out.shape(0));
+          }, "name"_a, "offset"_a, "out"_a, "Copy bytes of a tensor, from `offset`, into `out` (either backend).")
+      .def("prefetch", [](const PyFile& s, const std::string& name) {
+            const fst::File& f = s.get();
+            f.prefetch(f.info(name));
+          }, "name"_a)
+      .def("close", [](PyFile& s) {
+            s.file.reset();
+            s.owner = nb::none();
+          }, "Release this handle; views already taken stay valid.");
+
+  m.def("parse_buffer", [](nb::bytes data) {
+        fst::Header h;
+        {
+          const auto* p = reinterpret_cast<const std::uint8_t*>(data.c_str());
+          std::size_t n = data.size();
+          nb::gil_scoped_release release;
+          h = fst::parse_buffer(p, n, "<bytes>");
+        }
+        nb::list infos;
+        for (const auto& t : h.tensors) infos.append(info_tuple(t));
+        return nb::make_tuple(infos, metadata_dict(h), h.data_start);
+      }, "data"_a, "Validate an in-memory file; returns (infos in file order, metadata or None, data_start).");
+
+  m.def("write_file", [](const std::string& path, const Specs& specs, const MetaArg& metadata, bool durable) {
+        auto sources = to_sources(specs);
+        fst::WriteOptions opts;
+        opts.durable = durable;
+        nb::gil_scoped_release release;
+        fst::write_file(path, sources, metadata.value_or(fst::Metadata{}), metadata.has_value(), opts);
+      }, "path"_a, "specs"_a, "metadata"_a.none(), "durable"_a,
+      "Write tensors [(name, dtype, shape, data_ptr, nbytes)] atomically. The caller keeps the buffers alive.");
+
+  m.def("serialize", [](const Specs& specs, const MetaArg& metadata) {
+        auto sources = to_sources(specs);
+        std::string out;
+        {
+          nb::gil_scoped_release release;
+          out = fst::serialize(sources, metadata.value_or(fst::Metadata{}), metadata.has_value());
+        }
+        return nb::bytes(out.data(), out.size());
+      }, "specs"_a, "metadata"_a.none(), "The bytes write_file would produce.");
+
+  m.def("default_durable", &fst::WriteOptions::default_durable,
+        "True unless FASTENSORS_DURABLE=0 is set in the environment.");
+}
