@@ -490,6 +490,14 @@ Header parse_header(const std::uint8_t* json_bytes, std::uint64_t header_size, s
   if (header_size >= 3 && json_bytes[0] == 0xEF && json_bytes[1] == 0xBB && json_bytes[2] == 0xBF) {
     throw Error(ErrorCode::InvalidJson, "header starts with a byte-order mark", path);
   }
+  // A raw NUL is never valid JSON, but nlohmann's lexer reads it as the end of
+  // input, which would accept "{}" followed by NUL padding.
+  if (const void* nul = std::memchr(json_bytes, 0, header_size)) {
+    throw Error(ErrorCode::InvalidJson,
+                "header contains a NUL byte at byte " +
+                    std::to_string(static_cast<const std::uint8_t*>(nul) - json_bytes),
+                path);
+  }
   HeaderHandler handler;
   const char* first = reinterpret_cast<const char*>(json_bytes);
   bool ok = json::sax_parse(first, first + header_size, &handler, json::input_format_t::json, true);

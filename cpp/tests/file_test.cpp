@@ -1,0 +1,129 @@
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include "fastensors/error.hpp"
+#include "fastensors/file.hpp"
+#include "test_util.h"
+
+using namespace fastensors;
+using namespace fastensors::test;
+
+namespace {
+const std::string kHeader =
+    R"({"__metadata__":{"format":"pt"},"b":{"dtype":"I32","shape":[2],"data_offsets":[8,16]},)"
+    R"("a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})";
+
+std::string data() {
+  float a[2] = {1.5f, -2.0f};
+  std::int32_t b[2] = {7, -9};
+  std::string d(16, '\0');
+  std::memcpy(&d[0], a, 8);
+  std::memcpy(&d[8], b, 8);
+  return d;
+}
+}  // namespace
+
+class FileTest : public ::testing::TestWithParam<Backend> {};
+
+TEST_P(FileTest, OpensAndReads) {
+  TempDir dir;
+  auto path = dir.file("m.safetensors");
+  write_bytes(path, raw_file(kHeader, data()));
+  auto f = File::open(path, GetParam());
+  EXPECT_EQ(f->keys(), (std::vector<std::string>{"a", "b"}));
+  EXPECT_EQ(f->offset_keys(), (std::vector<std::string>{"a", "b"}));
+  ASSERT_EQ(f->metadata().size(), 1u);
+  EXPECT_EQ(f->metadata()[0].second, "pt");
+  const auto& b = f->info("b");
+  std::int32_t got[2];
+  f->read(b, 0, got, 8);
+  EXPECT_EQ(got[0], 7);
+  EXPECT_EQ(got[1], -9);
+  f->read(b, 4, got, 4);
+  EXPECT_EQ(got[0], -9);
+  EXPECT_THROW(f->read(b, 4, got, 8), Error);
+  if (GetParam() == Backend::Mmap) {
+    const auto* p = reinterpret_cast<const float*>(f->data(f->info("a")));
+    ASSERT_NE(p, nullptr);
+    EXPECT_EQ(p[0], 1.5f);
+  } else {
+    EXPECT_EQ(f->data(f->info("a")), nullptr);
+  }
+  EXPECT_THROW(f->info("zzz"), Error);
+}
+
+TEST_P(FileTest, MappingIsCopyOnWrite) {
+  if (GetParam() != Backend::Mmap) GTEST_SKIP() << "only the mmap backend maps";
+  TempDir dir;
+  auto path = dir.file("m.safetensors");
+  auto bytes = raw_file(kHeader, data());
+  write_bytes(path, bytes);
+  auto f = File::open(path, GetParam());
+  f->data(f->info("a"))[0] = 0x42;
+  EXPECT_EQ(read_bytes(path), bytes);
+}
+
+TEST_P(FileTest, MissingFileAndDirectoryAreTypedErrors) {
+  TempDir dir;
+  try {
+    File::open(dir.file("nope"), GetParam());
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::FileNotFound);
+    EXPECT_EQ(e.errno_value(), ENOENT);
+  }
+  try {
+    File::open(dir.path(), GetParam());
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::Io);
+  }
+}
+
+TEST_P(FileTest, RejectsMalformedFiles) {
+  TempDir dir;
+  auto path = dir.file("bad");
+  write_bytes(path, "");
+  EXPECT_THROW(File::open(path, GetParam()), Error);
+  write_bytes(path, raw_file(kHeader, data() + "x"));
+  try {
+    File::open(path, GetParam());
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::TrailingBytes);
+  }
+}
+
+TEST_P(FileTest, ManyThreadsReadOneFile) {
+  TempDir dir;
+  auto path = dir.file("m.safetensors");
+  write_bytes(path, raw_file(kHeader, data()));
+  auto f = File::open(path, GetParam());
+  std::vector<std::thread> threads;
+  std::vector<int> ok(8, 0);
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 2000; ++i) {
+        float a[2];
+        f->read(f->info("a"), 0, a, 8);
+        if (a[0] != 1.5f || a[1] != -2.0f) return;
+      }
+      ok[static_cast<std::size_t>(t)] = 1;
+    });
+  }
+  for (auto& th : threads) th.join();
+  for (int v : ok) EXPECT_EQ(v, 1);
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, FileTest, ::testing::Values(Backend::Mmap, Backend::Pread),
+                         [](const auto& info) { return info.param == Backend::Mmap ? "mmap" : "pread"; });
+
+TEST(Backend, Parse) {
+  EXPECT_EQ(parse_backend("mmap"), Backend::Mmap);
+  EXPECT_EQ(parse_backend("pread"), Backend::Pread);
+  EXPECT_THROW(parse_backend("MMAP"), Error);
+}

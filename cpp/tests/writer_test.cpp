@@ -1,0 +1,132 @@
+#include <dirent.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <cstring>
+#include <numeric>
+#include <vector>
+
+#include "fastensors/error.hpp"
+#include "fastensors/file.hpp"
+#include "fastensors/writer.hpp"
+#include "test_util.h"
+
+using namespace fastensors;
+using namespace fastensors::test;
+
+namespace {
+std::vector<std::string> list_dir(const std::string& path) {
+  std::vector<std::string> out;
+  DIR* d = ::opendir(path.c_str());
+  while (dirent* e = ::readdir(d)) {
+    std::string n = e->d_name;
+    if (n != "." && n != "..") out.push_back(n);
+  }
+  ::closedir(d);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+}  // namespace
+
+TEST(Writer, HeaderMatchesTheReferenceLayout) {
+  float f[2] = {1, 2};
+  std::uint8_t u[3] = {1, 2, 3};
+  std::vector<TensorSource> ts = {{"z_u8", Dtype::U8, {3}, u, 3}, {"a_f32", Dtype::F32, {2}, f, 8}};
+  auto plan = plan_header(ts, {{"format", "pt"}}, true);
+  std::string json = plan.bytes.substr(8);
+  EXPECT_EQ(json.size() % 8, 0u);
+  std::string expected =
+      R"({"__metadata__":{"format":"pt"},"a_f32":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+      R"("z_u8":{"dtype":"U8","shape":[3],"data_offsets":[8,11]}})";
+  EXPECT_EQ(json.substr(0, expected.size()), expected);
+  EXPECT_EQ(json.find_first_not_of(' ', expected.size()), std::string::npos);
+  EXPECT_EQ(plan.order, (std::vector<std::size_t>{1, 0}));
+  EXPECT_EQ(plan.data_size, 11u);
+}
+
+TEST(Writer, EscapesLikeSerdeJson) {
+  std::uint8_t u = 0;
+  std::vector<TensorSource> ts = {{std::string("q\"b\\n\n\x01\x7f\xc3\xa9", 10), Dtype::U8, {1}, &u, 1}};
+  auto plan = plan_header(ts, {}, false);
+  EXPECT_NE(plan.bytes.find(R"("q\"b\\n\n\u0001)" "\x7f\xc3\xa9\""), std::string::npos) << plan.bytes;
+}
+
+TEST(Writer, RoundTripsThroughTheReader) {
+  TempDir dir;
+  std::vector<double> big(100000);
+  std::iota(big.begin(), big.end(), 0.0);
+  std::uint16_t h[4] = {1, 2, 3, 4};
+  std::vector<TensorSource> ts = {{"big", Dtype::F64, {1000, 100}, big.data(), big.size() * 8},
+                                  {"h", Dtype::BF16, {2, 2}, h, 8},
+                                  {"empty", Dtype::F32, {0, 5}, nullptr, 0},
+                                  {"scalar", Dtype::U16, {}, h, 2}};
+  auto path = dir.file("out.safetensors");
+  write_file(path, ts, {{"k", "v"}}, true);
+  EXPECT_EQ(read_bytes(path), serialize(ts, {{"k", "v"}}, true));
+  auto f = File::open(path);
+  EXPECT_EQ(f->keys().size(), 4u);
+  std::vector<double> back(100000);
+  f->read(f->info("big"), 0, back.data(), back.size() * 8);
+  EXPECT_EQ(back, big);
+  EXPECT_EQ(f->info("scalar").shape.size(), 0u);
+  EXPECT_EQ(list_dir(dir.path()), (std::vector<std::string>{"out.safetensors"}));
+}
+
+TEST(Writer, FailureLeavesTargetAndNoTemporary) {
+  TempDir dir;
+  auto path = dir.file("out.safetensors");
+  write_bytes(path, "previous");
+  float f[2] = {1, 2};
+  std::vector<TensorSource> bad = {{"x", Dtype::F32, {3}, f, 8}};
+  EXPECT_THROW(write_file(path, bad, {}, false), Error);
+  EXPECT_EQ(read_bytes(path), "previous");
+  {
+    AtomicFile out(path);
+    out.write("partial", 7);
+    // destroyed without commit
+  }
+  EXPECT_EQ(read_bytes(path), "previous");
+  EXPECT_EQ(list_dir(dir.path()), (std::vector<std::string>{"out.safetensors"}));
+}
+
+TEST(Writer, ValidatesInputs) {
+  float f[2] = {1, 2};
+  auto code = [](const std::vector<TensorSource>& ts, const Metadata& m = {}) {
+    try {
+      plan_header(ts, m, !m.empty());
+    } catch (const Error& e) {
+      return e.code();
+    }
+    return ErrorCode::Io;
+  };
+  EXPECT_EQ(code({{"a", Dtype::F32, {2}, f, 8}, {"a", Dtype::F32, {2}, f, 8}}), ErrorCode::DuplicateKey);
+  EXPECT_EQ(code({{"__metadata__", Dtype::F32, {2}, f, 8}}), ErrorCode::InvalidArgument);
+  EXPECT_EQ(code({{"a", Dtype::F32, {2}, f, 4}}), ErrorCode::SizeMismatch);
+  EXPECT_EQ(code({{"a", Dtype::F4, {3}, f, 2}}), ErrorCode::MisalignedSubByte);
+  EXPECT_EQ(code({{"a", Dtype::F32, {1ull << 62, 8}, f, 8}}), ErrorCode::Overflow);
+  EXPECT_EQ(code({{"a", Dtype::F32, {2}, f, 8}}, {{"k", "1"}, {"k", "2"}}), ErrorCode::DuplicateKey);
+}
+
+TEST(Writer, MissingDirectoryIsFileNotFound) {
+  TempDir dir;
+  float f[1] = {1};
+  try {
+    write_file(dir.file("no/such/dir/x.safetensors"), {{"a", Dtype::F32, {1}, f, 4}}, {}, false);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::FileNotFound);
+  }
+}
+
+TEST(Writer, NonDurableStillAtomic) {
+  TempDir dir;
+  auto path = dir.file("x.safetensors");
+  float f[1] = {3};
+  WriteOptions opts;
+  opts.durable = false;
+  write_file(path, {{"a", Dtype::F32, {1}, f, 4}}, {}, false, opts);
+  auto file = File::open(path);
+  float back = 0;
+  file->read(file->info("a"), 0, &back, 4);
+  EXPECT_EQ(back, 3.0f);
+}
