@@ -132,8 +132,9 @@ class HeaderHandler {
   }
   bool number_integer(json::number_integer_t v) {
     if (state_ == State::Skip) return skip_scalar();
-    if (v >= 0) return number_unsigned(static_cast<std::uint64_t>(v));
-    return bad_number("a negative integer " + std::to_string(v));
+    // nlohmann reports non-negative literals through number_unsigned; this one
+    // had a minus sign, so "-0" is rejected too (the reference reads it as a float).
+    return bad_number("a negative number " + (v == 0 ? std::string("-0") : std::to_string(v)));
   }
   bool number_unsigned(json::number_unsigned_t v) {
     switch (state_) {
@@ -267,7 +268,23 @@ class HeaderHandler {
       std::string what = ex.what();
       auto pos = what.find("] ");
       if (pos != std::string::npos) what = what.substr(pos + 2);
-      fail(ErrorCode::InvalidJson, "at byte " + std::to_string(position) + ": " + what);
+      // Its "last read" excerpt may end inside a multi-byte character: keep
+      // the message valid UTF-8 by writing non-ASCII bytes as <0xNN>.
+      std::string clean;
+      clean.reserve(what.size());
+      for (char ch : what) {
+        auto c = static_cast<unsigned char>(ch);
+        if (c < 0x80) {
+          clean += ch;
+        } else {
+          static constexpr char kHex[] = "0123456789ABCDEF";
+          clean += "<0x";
+          clean += kHex[c >> 4];
+          clean += kHex[c & 0xF];
+          clean += '>';
+        }
+      }
+      fail(ErrorCode::InvalidJson, "at byte " + std::to_string(position) + ": " + clean);
     }
     return false;
   }
@@ -276,9 +293,11 @@ class HeaderHandler {
   static constexpr unsigned kDtype = 1, kShape = 2, kOffsets = 4;
 
   bool enter() {
-    if (++depth_ > kMaxJsonDepth) {
+    // Like the reference's parser (serde_json), which fails on reaching its
+    // 128th nested array/object: at most kMaxJsonDepth - 1 levels are accepted.
+    if (++depth_ >= kMaxJsonDepth) {
       return fail(ErrorCode::NestingTooDeep,
-                  "JSON nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
+                  "JSON nested " + std::to_string(kMaxJsonDepth) + " or more levels deep");
     }
     return true;
   }

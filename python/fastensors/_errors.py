@@ -3,6 +3,8 @@ each broken rule has its own subclass (docs/format.md lists the rules)."""
 
 from __future__ import annotations
 
+import errno as _errno
+
 from . import _core
 
 
@@ -19,6 +21,32 @@ class SafetensorIOError(SafetensorError, OSError):
 
 class FileNotFound(SafetensorError, FileNotFoundError):
     """The file does not exist (also a ``FileNotFoundError``)."""
+
+
+class SafetensorPermissionError(SafetensorIOError, PermissionError):
+    """Permission denied (also a ``PermissionError``)."""
+
+
+class SafetensorIsADirectoryError(SafetensorIOError, IsADirectoryError):
+    """A directory where a file was expected (also an ``IsADirectoryError``)."""
+
+
+class SafetensorNotADirectoryError(SafetensorIOError, NotADirectoryError):
+    """A file where a directory was expected (also a ``NotADirectoryError``)."""
+
+
+# errno -> the class raised, so `except PermissionError` works as with open().
+_IO_BY_ERRNO = {
+    _errno.EACCES: SafetensorPermissionError,
+    _errno.EPERM: SafetensorPermissionError,
+    _errno.EISDIR: SafetensorIsADirectoryError,
+    _errno.ENOTDIR: SafetensorNotADirectoryError,
+}
+
+
+def _io_error(errno: int, message: str, filename=None) -> SafetensorIOError:
+    """Build the OSError subclass for a failed system call."""
+    return _IO_BY_ERRNO.get(errno, SafetensorIOError)(errno, message, filename)
 
 
 class HeaderTooSmall(SafetensorError):
@@ -46,7 +74,7 @@ class InvalidHeader(SafetensorError):
 
 
 class NestingTooDeep(SafetensorError):
-    """The header's JSON nests deeper than 128 levels."""
+    """The header's JSON nests 128 or more levels deep (as the reference, at most 127)."""
 
 
 class DuplicateKey(SafetensorError):
@@ -140,6 +168,8 @@ _BY_CODE = {
 _missing = set(_core.error_codes()) ^ set(_BY_CODE)
 if _missing:  # the two lists are kept in step by hand; fail loudly if they drift
     raise ImportError(f"fastensors error classes out of step with the core: {sorted(_missing)}")
-_core._set_error_classes(dict(_BY_CODE))
+_core._set_error_classes({**_BY_CODE, "Io": _io_error})
 
-__all__ = ["SafetensorError"] + sorted({c.__name__ for c in _BY_CODE.values()} - {"SafetensorError"})
+__all__ = ["SafetensorError"] + sorted(
+    {c.__name__ for c in [*_BY_CODE.values(), *_IO_BY_ERRNO.values()]} - {"SafetensorError"}
+)

@@ -60,6 +60,10 @@ class TorchFramework:
         if code == "F4":  # two values per float4_e2m1fn_x2 element
             if not shape:
                 raise InvalidArgument("an F4 scalar cannot be a float4_e2m1fn_x2 tensor")
+            if shape[-1] % 2:
+                raise InvalidArgument(
+                    f"F4 shape {shape}: float4_e2m1fn_x2 needs an even last dimension; load it with framework='numpy'"
+                )
             shape[-1] //= 2
         if raw.size == 0:  # torch cannot view an empty buffer as a wider type
             return self.torch.empty(shape, dtype=dt)
@@ -69,7 +73,8 @@ class TorchFramework:
     def from_numpy(self, arr: np.ndarray, code: str):
         if code in SUB_BYTE:
             raise InvalidArgument(f"slicing {code} tensors into torch is not supported; use framework='numpy'")
-        arr = np.ascontiguousarray(arr)
+        if not arr.flags.c_contiguous:  # (np.ascontiguousarray would turn a 0-d array into 1-d)
+            arr = arr.copy(order="C")
         raw = arr.reshape(-1).view(np.uint8)
         return self.from_bytes(raw, code, arr.shape)
 

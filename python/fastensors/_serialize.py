@@ -75,7 +75,16 @@ def _check_metadata(metadata: Optional[Mapping[str, str]]) -> Optional[List[Tupl
     for k, v in items:
         if not isinstance(k, str) or not isinstance(v, str):
             raise TypeError(f"metadata must map str to str; got {k!r}: {type(v).__name__}")
+        k.encode("utf-8"), v.encode("utf-8")  # UnicodeEncodeError for lone surrogates, as the reference
     return items
+
+
+def _check_names(specs: list) -> list:
+    for spec in specs:
+        if not isinstance(spec[0], str):
+            raise TypeError(f"tensor names must be str, not {type(spec[0]).__name__}")
+        spec[0].encode("utf-8")  # UnicodeEncodeError for lone surrogates, as the reference
+    return specs
 
 
 def _specs(tensor_dict: Mapping[str, TensorSpec]) -> list:
@@ -97,7 +106,7 @@ def resolve_durable(durable: Optional[bool]) -> bool:
 
 def serialize(tensor_dict: Dict[str, TensorSpec], metadata: Optional[Dict[str, str]] = None) -> bytes:
     """The bytes of a safetensors file holding these tensors."""
-    return _core.serialize(_specs(tensor_dict), _check_metadata(metadata))
+    return _core.serialize(_check_names(_specs(tensor_dict)), _check_metadata(metadata))
 
 
 def serialize_file(
@@ -111,16 +120,17 @@ def serialize_file(
 
     ``durable=False`` (or ``FASTENSORS_DURABLE=0``) keeps the atomic rename
     but skips the fsyncs."""
-    _core.write_file(os.fspath(filename), _specs(tensor_dict), _check_metadata(metadata), resolve_durable(durable))
+    specs = _check_names(_specs(tensor_dict))
+    _core.write_file(os.fspath(filename), specs, _check_metadata(metadata), resolve_durable(durable))
 
 
 def write_specs(specs: list, filename: PathLike, metadata, durable: Optional[bool]) -> None:
     """Internal: write pre-built (name, code, shape, ptr, nbytes) tuples."""
-    _core.write_file(os.fspath(filename), specs, _check_metadata(metadata), resolve_durable(durable))
+    _core.write_file(os.fspath(filename), _check_names(specs), _check_metadata(metadata), resolve_durable(durable))
 
 
 def serialize_specs(specs: list, metadata) -> bytes:
-    return _core.serialize(specs, _check_metadata(metadata))
+    return _core.serialize(_check_names(specs), _check_metadata(metadata))
 
 
 def deserialize(data: bytes) -> List[Tuple[str, Dict[str, object]]]:

@@ -155,8 +155,8 @@ def _specs(tensors: Dict[str, "torch.Tensor"], keep_alive: list) -> list:
                 " only the full tensors, and reslice at load time, or simply call `.contiguous()` on your tensor to"
                 " pack it before saving."
             )
-        if t.device.type == "meta":
-            raise ValueError(f"tensor `{name}` is on the meta device and has no data to save")
+        if t.device.type == "meta":  # NotImplementedError, as the reference (and torch) raise
+            raise NotImplementedError(f"tensor `{name}` is on the meta device and has no data to save")
         if t.device.type != "cpu":
             t = t.to("cpu")
         dtype_name = str(t.dtype).split(".")[-1]

@@ -35,6 +35,7 @@ void translate_error(const std::exception_ptr& p, void*) {
     if (g_error_classes != nullptr) {
       if (PyObject* found = PyDict_GetItemString(g_error_classes, code.c_str())) cls = found;
     }
+    // An entry is an exception class or a factory returning an instance.
     nb::object exc;
     if (e.errno_value() != 0) {
       // OSError-style arguments so .errno / .filename work.
@@ -45,7 +46,7 @@ void translate_error(const std::exception_ptr& p, void*) {
     }
     if (!e.tensor().empty()) nb::setattr(exc, "tensor", nb::cast(e.tensor()));
     if (!e.path().empty()) nb::setattr(exc, "path", nb::cast(e.path()));
-    PyErr_SetObject(cls.ptr(), exc.ptr());
+    PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(exc.ptr())), exc.ptr());
   }
 }
 
@@ -116,7 +117,7 @@ NB_MODULE(_core, m) {
         Py_XDECREF(g_error_classes);
         g_error_classes = classes.inc_ref().ptr();
       }, "classes"_a,
-        "Install the Python exception class for each error code name.");
+        "Install the Python exception class (or factory) for each error code name.");
   m.def("error_codes", []() {
     std::vector<std::string> out;
     for (int c = 0; c <= static_cast<int>(fst::ErrorCode::InvalidArgument); ++c) {
@@ -178,10 +179,12 @@ NB_MODULE(_core, m) {
             return Bytes(p, 1, shape, s.owner);
           }, "name"_a, "A zero-copy uint8 view of a tensor's bytes in the mapping (mmap backend).")
       .def("read_into", [](const PyFile& s, const std::string& name, std::uint64_t offset, OutBytes out) {
-            const fst::File& f = s.get();
-            const auto& t = f.info(name);
+            // Hold a reference while the GIL is released: another thread may close the handle.
+            std::shared_ptr<fst::File> keep = s.file;
+            if (!keep) s.get();  // throws "the file is closed"
+            const auto& t = keep->info(name);
             nb::gil_scoped_release release;
-            f.read(t, offset, out.data(), out.shape(0));
+            keep->read(t, offset, out.data(), out.shape(0));
           }, "name"_a, "offset"_a, "out"_a, "Copy bytes of a tensor, from `offset`, into `out` (either backend).")
       .def("prefetch", [](const PyFile& s, const std::string& name) {
             const fst::File& f = s.get();

@@ -16,7 +16,8 @@ namespace fastensors {
 
 // Same limit as the reference implementation.
 inline constexpr std::uint64_t kMaxHeaderSize = 100'000'000;
-// JSON nesting accepted inside unknown fields (the reference's limit too).
+// JSON nesting that is rejected: kMaxJsonDepth levels or more (the reference,
+// serde_json, accepts at most 127).
 inline constexpr std::size_t kMaxJsonDepth = 128;
 
 struct TensorInfo {
