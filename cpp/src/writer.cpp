@@ -69,7 +69,16 @@ std::uint64_t expected_nbytes(const TensorSource& t) {
   return bits / 8;
 }
 
+// Durable writes start writeback every kWritebackWindow bytes, on ranges that
+// end at a kWritebackAlign boundary (a partial block at the end of a range
+// would be written out and then dirtied again by the next write), and wait
+// for older writeback only when more than kMaxInFlight bytes are queued; the
+// final fsync does the rest of the waiting.
 constexpr std::uint64_t kWritebackWindow = 64ull << 20;
+constexpr std::uint64_t kWritebackAlign = 2ull << 20;
+constexpr std::uint64_t kMaxInFlight = 512ull << 20;
+// Bytes handed to one writev call.
+constexpr std::uint64_t kWriteBatch = 64ull << 20;
 constexpr std::size_t kMaxIoChunk = 1u << 30;
 
 std::string directory_of(const std::string& path) {
@@ -244,17 +253,16 @@ void AtomicFile::abort() noexcept {
 void AtomicFile::after_write(std::uint64_t /*previous*/) {
   if (!options_.durable) return;
 #ifdef __linux__
-  // Keep writeback running behind the writer, one window at a time, so the
-  // final fsync has little left and dirty pages never pile up.
-  if (written_ - flushed_ >= kWritebackWindow) {
-    ::sync_file_range(fd_, static_cast<off_t>(flushed_), static_cast<off_t>(written_ - flushed_),
-                      SYNC_FILE_RANGE_WRITE);
-    if (flushed_ >= kWritebackWindow) {
-      std::uint64_t wait_from = flushed_ - kWritebackWindow;
-      ::sync_file_range(fd_, static_cast<off_t>(wait_from), static_cast<off_t>(kWritebackWindow),
+  std::uint64_t end = written_ - written_ % kWritebackAlign;
+  if (end >= flushed_ + kWritebackWindow) {
+    ::sync_file_range(fd_, static_cast<off_t>(flushed_), static_cast<off_t>(end - flushed_), SYNC_FILE_RANGE_WRITE);
+    flushed_ = end;
+    if (flushed_ - waited_ > kMaxInFlight) {
+      std::uint64_t upto = flushed_ - kMaxInFlight / 2;
+      ::sync_file_range(fd_, static_cast<off_t>(waited_), static_cast<off_t>(upto - waited_),
                         SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER);
+      waited_ = upto;
     }
-    flushed_ = written_;
   }
 #endif
 }
@@ -271,7 +279,7 @@ void AtomicFile::write_all(const std::vector<std::pair<const void*, std::size_t>
     // Gather up to IOV_MAX pieces and about one window of bytes per call.
     iov.clear();
     std::size_t batch = 0;
-    while (next < buffers.size() && iov.size() < IOV_MAX && batch < kWritebackWindow) {
+    while (next < buffers.size() && iov.size() < IOV_MAX && batch < kWriteBatch) {
       const auto& b = buffers[next];
       std::size_t left = b.second - next_off;
       if (left == 0) {
@@ -279,7 +287,7 @@ void AtomicFile::write_all(const std::vector<std::pair<const void*, std::size_t>
         next_off = 0;
         continue;
       }
-      std::size_t take = std::min({left, kMaxIoChunk, static_cast<std::size_t>(kWritebackWindow)});
+      std::size_t take = std::min({left, kMaxIoChunk, static_cast<std::size_t>(kWriteBatch - batch)});
       iov.push_back({const_cast<char*>(static_cast<const char*>(b.first) + next_off), take});
       batch += take;
       next_off += take;

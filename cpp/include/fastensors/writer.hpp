@@ -79,6 +79,7 @@ class AtomicFile {
   int fd_ = -1;
   std::uint64_t written_ = 0;
   std::uint64_t flushed_ = 0;  // bytes handed to writeback so far
+  std::uint64_t waited_ = 0;   // bytes known to be on disk
   bool committed_ = false;
 };
 
