@@ -155,7 +155,7 @@ def convert_pytorch_to_safetensors(src, dst, *, durable: Optional[bool] = None, 
         raise InvalidArgument(f"{dst!r} is a file; give a directory, or a .safetensors path for a single .bin")
 
     companions = {}
-    if os.path.isdir(src) and os.path.abspath(src) != os.path.abspath(dst):
+    if (kind == "index" or os.path.isdir(src)) and src_dir != os.path.abspath(dst):
         companions = companion_files(src_dir, [])
     with FileSet(dst, durable=dur) as fs:
         fs.stale = [stale_pattern(SAFETENSORS_PATTERN)]

@@ -33,6 +33,7 @@ from .sharding import (
 )
 
 CONFIG_NAME = "config.json"
+GENERATION_CONFIG_NAME = "generation_config.json"
 WEIGHTS_NAME = "pytorch_model.bin"
 WEIGHTS_INDEX_NAME = "pytorch_model.bin.index.json"
 
@@ -110,6 +111,36 @@ def _state_dict_to_save(model) -> Dict[str, object]:
 
 # -- saving ------------------------------------------------------------------------
 
+def _companions(model) -> Dict[str, object]:
+    """config.json (and generation_config.json for a transformers model that
+    generates), as transformers writes them."""
+    out: Dict[str, object] = {}
+    config = getattr(model, "config", None)
+    if config is not None:
+        if hasattr(config, "to_json_string") and hasattr(config, "architectures"):
+            # transformers records these in the config on every save
+            config.architectures = [type(model).__name__]
+            if hasattr(config, "dtype") and getattr(model, "dtype", None) is not None:
+                config.dtype = str(model.dtype).split(".")[-1]
+        text = config_to_json(config)
+
+        def write_config(path: str) -> None:
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(text)
+
+        out[CONFIG_NAME] = write_config
+    can_generate = getattr(model, "can_generate", None)
+    generation = getattr(model, "generation_config", None)
+    if callable(can_generate) and generation is not None and hasattr(generation, "to_json_file") and can_generate():
+        out[GENERATION_CONFIG_NAME] = generation.to_json_file
+    return out
+
+
+def transformers_index_dumps(index: dict) -> str:
+    """The index text transformers writes (sorted keys, final newline)."""
+    return json.dumps(index, indent=2, sort_keys=True) + "\n"
+
+
 def save_pretrained(
     model,
     directory,
@@ -122,33 +153,27 @@ def save_pretrained(
     """Save ``model``'s weights and ``model.config`` (if any) as config.json
     into ``directory``, replacing a previous save atomically.
 
-    Safetensors weights are sharded like ``save_sharded`` (tied weights
-    stored once; the model's ``_tied_weights_keys`` choose the name dropped,
-    as transformers does). ``safe_serialization=False`` writes
-    ``pytorch_model.bin`` shards with ``torch.save`` and a
+    The files are those ``transformers``' ``save_pretrained`` writes:
+    shards split like ``save_sharded``, tied weights stored once (the
+    model's ``_tied_weights_keys`` choose the name dropped),
+    ``{"format": "pt"}`` plus ``metadata`` in every shard, and an index with
+    ``total_parameters`` and ``total_size``. ``safe_serialization=False``
+    writes ``pytorch_model.bin`` shards with ``torch.save`` and a
     ``pytorch_model.bin.index.json`` the way transformers did, and removes
     safetensors weights of an earlier save, which loaders would prefer."""
     import torch
 
     dur = resolve_durable(durable)
-    config = getattr(model, "config", None)
-    companions = {}
-    if config is not None:
-        text = config_to_json(config)
-
-        def write_config(path: str) -> None:
-            with open(path, "w", encoding="utf-8") as f:
-                f.write(text)
-
-        companions[CONFIG_NAME] = write_config
+    companions = _companions(model)
     sd = _state_dict_to_save(model)
     total_parameters = _num_parameters(model)
     if safe_serialization:
-        prep = prepare_torch(sd, metadata, force_contiguous=True, discard_names=tied_weight_names(model, sd))
+        prep = prepare_torch(sd, None, force_contiguous=True, discard_names=tied_weight_names(model, sd))
         plan = plan_shards(prep.entries, max_shard_size, SAFETENSORS_PATTERN)
         write_planned(directory, plan, lambda p, names, meta: prep.write_shard(p, names, meta, dur),
-                      filename_pattern=SAFETENSORS_PATTERN, metadata=prep.metadata,
-                      total_parameters=total_parameters, durable=dur, companions=companions)
+                      filename_pattern=SAFETENSORS_PATTERN, metadata=None, total_parameters=total_parameters,
+                      durable=dur, file_metadata={**(metadata or {}), "format": "pt"}, companions=companions,
+                      index_dumps=transformers_index_dumps)
         return
     if metadata:
         raise InvalidArgument("metadata is stored in safetensors files only; pickle weights have no place for it")
@@ -170,9 +195,9 @@ def save_pretrained(
                 os.close(fd)
 
     write_planned(directory, plan, write_shard, filename_pattern=PICKLE_PATTERN, metadata=None,
-                  total_parameters=total_parameters, durable=dur, file_format=None, companions=companions,
+                  total_parameters=total_parameters, durable=dur, file_metadata={}, companions=companions,
                   extra_shadows=[SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME], extra_stale=[SAFETENSORS_PATTERN],
-                  index_dumps=lambda d: json.dumps(d, indent=2, sort_keys=True) + "\n")
+                  index_dumps=transformers_index_dumps)
 
 
 # -- loading -----------------------------------------------------------------------

@@ -165,25 +165,26 @@ def write_planned(
     metadata: Optional[Mapping[str, str]],
     total_parameters: Optional[int],
     durable: bool,
-    file_format: Optional[str] = "pt",
+    file_metadata: Optional[Mapping[str, str]] = None,
     companions: Optional[Mapping[str, Callable[[str], None]]] = None,
     extra_shadows: Sequence[str] = (),
     extra_stale: Sequence[str] = (),
     index_dumps: Callable[[dict], str] = hub_index_dumps,
 ) -> ShardPlan:
     """Write every shard of ``plan`` and its index into ``directory`` as one
-    atomic set. Shards carry ``{"format": file_format}``; an unsharded file also
-    carries ``metadata``; a sharded set puts ``metadata`` in the index.
+    atomic set. Every shard carries ``file_metadata`` (``{"format": "pt"}``
+    when None; pass ``{}`` for none); ``metadata`` goes where
+    huggingface_hub puts it: into an unsharded file, else into the index.
     ``companions`` maps file names to functions writing them at a path."""
     user_meta = dict(metadata or {})
-    file_meta: Dict[str, str] = {} if file_format is None else {"format": file_format}
+    base_meta: Dict[str, str] = {"format": "pt"} if file_metadata is None else dict(file_metadata)
     if not plan.is_sharded:
-        file_meta.update(user_meta)
+        base_meta.update(user_meta)
     single = filename_pattern.format(suffix="")
     index_name = single + ".index.json"
     with FileSet(directory, durable=durable) as fs:
         for fname, names in plan.filename_to_tensors.items():
-            write_shard(fs.add_weight(fname), names, dict(file_meta))
+            write_shard(fs.add_weight(fname), names, dict(base_meta))
         if plan.is_sharded:
             head: Dict[str, object] = {}
             if total_parameters is not None:
@@ -385,8 +386,8 @@ def reshard(src, dst, *, max_shard_size: SizeLike = MAX_SHARD_SIZE,
         if copy_companions and ckpt.directory is not None and os.path.abspath(ckpt.directory) != os.path.abspath(dst):
             companions = companion_files(ckpt.directory, ckpt.files + ([ckpt.index_path] if ckpt.index_path else []))
         return write_planned(dst, plan, write_shard, filename_pattern=filename_pattern, metadata=meta,
-                             total_parameters=ckpt.total_parameters(), durable=dur, file_format=file_format,
-                             companions=companions)
+                             total_parameters=ckpt.total_parameters(), durable=dur,
+                             file_metadata={"format": file_format}, companions=companions)
 
 
 def merge(src, dst_file, *, durable: Optional[bool] = None) -> str:
