@@ -154,10 +154,16 @@ def test_kwargs_reach_the_shard(sharded, monkeypatch):
 def test_missing_shard(sharded):
     directory, _, _ = sharded
     os.unlink(directory / "model-00002-of-00003.safetensors")
+    ckpt = fastensors.open_checkpoint(directory)  # lazy: found when needed
+    assert ckpt.get_tensor("c").shape == (2, 2, 2)
     with pytest.raises(fastensors.ShardNotFound, match="model-00002-of-00003") as e:
-        fastensors.open_checkpoint(directory)
+        ckpt.get_tensor("ids")
     assert e.value.tensor == "b.weight"
     assert isinstance(e.value, FileNotFoundError) and isinstance(e.value, fastensors.CheckpointError)
+    with pytest.raises(fastensors.ShardNotFound):
+        ckpt.keys()
+    with pytest.raises(fastensors.ShardNotFound):
+        fastensors.open_checkpoint(directory, lazy=False)
 
 
 def test_tensor_listed_but_absent(tmp_path):
@@ -168,9 +174,12 @@ def test_tensor_listed_but_absent(tmp_path):
     (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
     ckpt = fastensors.open_checkpoint(tmp_path)
     assert ckpt.get_tensor("a").shape == (2,)  # the first shard agrees with the index
+    assert ckpt.get_tensor("b").shape == (2,)  # "b" is where the index says
     with pytest.raises(fastensors.TensorMissingFromShard, match="'ghost'.*s2.safetensors") as e:
-        ckpt.get_tensor("b")
+        ckpt.get_tensor("ghost")
     assert e.value.tensor == "ghost"
+    with pytest.raises(fastensors.TensorMissingFromShard, match="'ghost'"):
+        ckpt.keys()
     with pytest.raises(fastensors.TensorMissingFromShard):
         fastensors.open_checkpoint(tmp_path, lazy=False)
 
@@ -220,7 +229,16 @@ def test_tensor_in_the_wrong_shard(tmp_path):
 def test_corrupted_index(tmp_path, content, match):
     (tmp_path / "model.safetensors.index.json").write_bytes(content)
     with pytest.raises(fastensors.InvalidIndex, match=match):
-        fastensors.open_checkpoint(tmp_path)
+        fastensors.open_checkpoint(tmp_path, lazy=False)
+    try:  # lazily: at the latest when the entry is used or everything is checked
+        ckpt = fastensors.open_checkpoint(tmp_path)
+    except fastensors.InvalidIndex as e:
+        assert e.path.endswith("model.safetensors.index.json")
+        return
+    with pytest.raises(fastensors.CheckpointError):  # the entry's own problem, or its shard is missing
+        ckpt.get_tensor("a")
+    with pytest.raises(fastensors.InvalidIndex, match=match):
+        ckpt.verify()
 
 
 def test_truncated_shard_is_a_header_error(sharded):

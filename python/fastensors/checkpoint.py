@@ -4,17 +4,23 @@ interface.
 
 The index and the shards must agree: every shard the index names exists,
 every tensor listed is in its shard, every tensor a shard holds is listed for
-that shard. Each rule broken has its own error naming the tensor and the
-files. Shards are opened lazily: missing files are found when the checkpoint
-is opened, the other rules are checked for a shard before any tensor of it is
-returned, and ``keys()``, ``verify()`` and iteration check every shard."""
+that shard (and for no other). Each rule broken has its own error naming the
+tensor and the files.
+
+Shards are opened lazily, and checked as they are: before a tensor is
+returned, its shard has been opened and every tensor in it found listed for
+it, and the tensor itself found in it. ``verify()`` checks everything
+(index entries, duplicate keys in the index, every shard, tensors listed but
+absent); ``keys()``, ``offset_keys()``, ``get_tensors()``, iteration and
+``lazy=False`` run it. So opening a checkpoint and reading one tensor costs
+one JSON parse and one shard header, as the reference way does."""
 
 from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from dataclasses import dataclass
-from pathlib import PureWindowsPath
 from typing import Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 import numpy as np
@@ -76,18 +82,21 @@ def locate(path) -> Tuple[str, str]:
 
 
 def _no_duplicates(pairs):
-    out = {}
-    for k, v in pairs:
-        if k in out:
-            raise ValueError(f"duplicate key {k!r}")
-        out[k] = v
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen = set()
+        for k, _ in pairs:
+            if k in seen:
+                raise ValueError(f"duplicate key {k!r}")
+            seen.add(k)
     return out
 
 
 def check_shard_name(name: str, index_path: str, extension: str = ".safetensors") -> None:
-    """Shard names are relative paths inside the checkpoint's directory."""
-    win = PureWindowsPath(name)
-    if not name or win.drive or win.root or ".." in win.parts or name.startswith("/"):
+    """Shard names are relative paths inside the checkpoint's directory: no
+    root, no drive, no ``..`` component, on any OS's reading of the name."""
+    parts = name.replace("\\", "/").split("/")
+    if (not name or name[0] in "/\\" or (len(name) > 1 and name[1] == ":") or ".." in parts):
         raise _error(InvalidIndex, f"index {index_path!r}: shard name {name!r} must be a relative path inside"
                      " the checkpoint directory", path=index_path)
     if not name.endswith(extension):
@@ -95,19 +104,15 @@ def check_shard_name(name: str, index_path: str, extension: str = ".safetensors"
                      path=index_path)
 
 
-def read_index(index_path: str, extension: str = ".safetensors") -> Tuple[Dict[str, str], Dict[str, object]]:
-    """``(weight_map, metadata)`` of an index file, validated."""
+def parse_index(index_path: str, *, check_duplicates: bool = True) -> Tuple[Dict[str, object], Dict[str, object]]:
+    """``(weight_map, metadata)`` of an index file: UTF-8 JSON (without
+    duplicate keys unless ``check_duplicates`` is false) whose top level is an
+    object with a ``weight_map`` object and an optional ``metadata`` object.
+    Entries are checked by ``check_weight_map``."""
+    raw = _read_index_bytes(index_path)
     try:
-        size = os.path.getsize(index_path)
-        if size > MAX_INDEX_BYTES:
-            raise _error(InvalidIndex, f"index {index_path!r} is {size} bytes, over the {MAX_INDEX_BYTES}-byte"
-                         " limit for an index", path=index_path)
-        with open(index_path, "rb") as f:
-            raw = f.read()
-    except FileNotFoundError:
-        raise _error(CheckpointNotFound, f"index {index_path!r} does not exist", path=index_path) from None
-    try:
-        doc = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
+        text = raw.decode("utf-8")
+        doc = json.loads(text, object_pairs_hook=_no_duplicates) if check_duplicates else json.loads(text)
     except UnicodeDecodeError as e:
         raise _error(InvalidIndex, f"index {index_path!r} is not UTF-8: {e}", path=index_path) from None
     except ValueError as e:
@@ -120,15 +125,44 @@ def read_index(index_path: str, extension: str = ".safetensors") -> Tuple[Dict[s
         meta = {}
     if not isinstance(meta, dict):
         raise _error(InvalidIndex, f"index {index_path!r}: \"metadata\" must be an object", path=index_path)
-    weight_map = doc["weight_map"]
-    checked = set()
-    for tensor, fname in weight_map.items():
-        if not isinstance(fname, str):
-            raise _error(InvalidIndex, f"index {index_path!r}: tensor {tensor!r} maps to {fname!r}, not a file name",
-                         tensor=tensor, path=index_path)
-        if fname not in checked:
-            check_shard_name(fname, index_path, extension)
-            checked.add(fname)
+    return doc["weight_map"], meta
+
+
+def _read_index_bytes(index_path: str) -> bytes:
+    try:
+        with open(index_path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > MAX_INDEX_BYTES:
+                raise _error(InvalidIndex, f"index {index_path!r} is {size} bytes, over the {MAX_INDEX_BYTES}-byte"
+                             " limit for an index", path=index_path)
+            return f.read()
+    except FileNotFoundError:
+        raise _error(CheckpointNotFound, f"index {index_path!r} does not exist", path=index_path) from None
+
+
+def check_file_entry(weight_map: Dict[str, object], fname: object, index_path: str,
+                     extension: str = ".safetensors") -> None:
+    """One weight_map value: a string naming a file inside the directory."""
+    if not isinstance(fname, str):
+        tensor = next(k for k, v in weight_map.items() if v is fname or v == fname)
+        raise _error(InvalidIndex, f"index {index_path!r}: tensor {tensor!r} maps to {fname!r}, not a file name",
+                     tensor=tensor, path=index_path)
+    check_shard_name(fname, index_path, extension)
+
+
+def check_weight_map(weight_map: Dict[str, object], index_path: str, extension: str = ".safetensors") -> None:
+    """Every value of ``weight_map`` is a valid shard name."""
+    for value in weight_map.values():
+        if not isinstance(value, str):
+            check_file_entry(weight_map, value, index_path, extension)
+    for fname in set(weight_map.values()):
+        check_shard_name(fname, index_path, extension)
+
+
+def read_index(index_path: str, extension: str = ".safetensors") -> Tuple[Dict[str, str], Dict[str, object]]:
+    """``(weight_map, metadata)`` of an index file, every entry validated."""
+    weight_map, meta = parse_index(index_path)
+    check_weight_map(weight_map, index_path, extension)
     return weight_map, meta
 
 
@@ -160,13 +194,22 @@ class Checkpoint:
         self._kwargs = safe_open_kwargs
         self._handles: Dict[str, safe_open] = {}
         self._checked = False
+        self._files: Optional[List[str]] = None
+        self._by_file_cache: Optional[Dict[str, List[str]]] = None
+        self._counts: Optional[Dict[str, int]] = None
         kind, found = locate(path)
         self.path = os.path.abspath(found)
         self.directory: Optional[str] = os.path.dirname(self.path)
         if kind == "index":
             self.is_sharded = True
             self.index_path: Optional[str] = self.path
-            self.weight_map, self.index_metadata = read_index(self.path)
+            # Entries are checked as shards are opened, and all at once by
+            # verify(): opening and reading one tensor costs one JSON parse
+            # and one shard header, like the reference way.
+            self.weight_map, self.index_metadata = parse_index(self.path, check_duplicates=not lazy)
+            self._duplicates_checked = not lazy
+            if not lazy:
+                self.verify()
         else:
             self.is_sharded = False
             self.index_path = None
@@ -175,20 +218,24 @@ class Checkpoint:
             handle = self._open_file(name)
             self._handles[name] = handle
             self.weight_map = {k: name for k in handle.keys()}
-        self.files: List[str] = list(dict.fromkeys(self.weight_map.values()))
-        self._by_file: Dict[str, List[str]] = {f: [] for f in self.files}
-        for tensor, fname in self.weight_map.items():
-            self._by_file[fname].append(tensor)
-        if self.is_sharded:
-            for fname in self.files:
-                if not os.path.isfile(os.path.join(self.directory, fname)):
-                    listed = self._by_file[fname]
-                    more = f" and {len(listed) - 1} more" if len(listed) > 1 else ""
-                    raise _error(ShardNotFound, f"shard {fname!r} does not exist; index {self.path!r} lists tensor"
-                                 f" {listed[0]!r}{more} in it", tensor=listed[0],
-                                 path=os.path.join(self.directory, fname))
-            if not lazy:
-                self.verify()
+            self._files = [name]
+            self._checked = True
+
+    @property
+    def files(self) -> List[str]:
+        """The files holding the tensors, in order of first appearance in the index."""
+        if self._files is None:
+            self._files = list(dict.fromkeys(self.weight_map.values()))
+        return self._files
+
+    @property
+    def _by_file(self) -> Dict[str, List[str]]:
+        if self._by_file_cache is None:
+            by_file: Dict[str, List[str]] = {f: [] for f in self.files}
+            for tensor, fname in self.weight_map.items():
+                by_file[fname].append(tensor)
+            self._by_file_cache = by_file
+        return self._by_file_cache
 
     # -- shards ----------------------------------------------------------------------
     def _open_file(self, fname: str) -> safe_open:
@@ -197,7 +244,12 @@ class Checkpoint:
     def _shard(self, fname: str) -> safe_open:
         handle = self._handles.get(fname)
         if handle is None:
-            handle = self._open_file(fname)
+            if self.is_sharded:
+                check_file_entry(self.weight_map, fname, self.path)
+            try:
+                handle = self._open_file(fname)
+            except FileNotFoundError:
+                self._missing_shard(fname)
             try:
                 self._check_shard(fname, handle)
             except BaseException:
@@ -206,30 +258,55 @@ class Checkpoint:
             self._handles[fname] = handle
         return handle
 
+    def _missing_shard(self, fname: str):
+        listed = self._by_file[fname]
+        more = f" and {len(listed) - 1} more" if len(listed) > 1 else ""
+        raise _error(ShardNotFound, f"shard {fname!r} does not exist; index {self.path!r} lists tensor"
+                     f" {listed[0]!r}{more} in it", tensor=listed[0], path=os.path.join(self.directory, fname))
+
     def _check_shard(self, fname: str, handle: safe_open) -> None:
-        present = set(handle.keys())
+        """Every tensor of the shard maps to it in the index, and the index
+        maps as many tensors to it as the shard holds."""
         shard_path = os.path.join(self.directory, fname)
-        for tensor in self._by_file[fname]:
-            if tensor not in present:
-                raise _error(TensorMissingFromShard, f"index {self.path!r} lists tensor {tensor!r} in shard"
-                             f" {fname!r}, which does not hold it", tensor=tensor, path=shard_path)
-        for tensor in sorted(present - set(self._by_file[fname])):
-            listed = self.weight_map.get(tensor)
+        names = handle.keys()
+        weight_map = self.weight_map
+        for tensor in names:
+            listed = weight_map.get(tensor)
+            if listed == fname:
+                continue
             if listed is None:
                 raise _error(UnlistedTensor, f"shard {fname!r} holds tensor {tensor!r}, which index {self.path!r}"
                              " does not list", tensor=tensor, path=shard_path)
-            other = os.path.join(self.directory, listed)
-            if tensor in self._peek_keys(listed):
+            other = os.path.join(self.directory, listed) if isinstance(listed, str) else repr(listed)
+            if isinstance(listed, str) and tensor in self._peek_keys(listed):
                 raise _error(TensorInMultipleShards, f"tensor {tensor!r} is stored in two shards, {listed!r} (where"
                              f" index {self.path!r} maps it) and {fname!r}", tensor=tensor, path=shard_path)
             raise _error(TensorMissingFromShard, f"index {self.path!r} lists tensor {tensor!r} in shard {listed!r},"
                          f" which does not hold it (shard {fname!r} does)", tensor=tensor, path=other)
 
+    def _check_counts(self, fname: str) -> None:
+        """The index maps no more tensors to ``fname`` than the shard holds."""
+        if self._counts is None:
+            self._counts = Counter(self.weight_map.values())
+        names = self._handles[fname].keys()
+        if self._counts[fname] != len(names):
+            present = set(names)
+            for tensor in self._by_file[fname]:
+                if tensor not in present:
+                    self._listed_but_absent(tensor, fname)
+
+    def _listed_but_absent(self, tensor: str, fname: str):
+        raise _error(TensorMissingFromShard, f"index {self.path!r} lists tensor {tensor!r} in shard {fname!r},"
+                     " which does not hold it", tensor=tensor, path=os.path.join(self.directory, fname))
+
     def _peek_keys(self, fname: str) -> set:
         handle = self._handles.get(fname)
         if handle is not None:
             return set(handle.keys())
-        f = _core.File(os.path.join(self.directory, fname), "pread")
+        try:
+            f = _core.File(os.path.join(self.directory, fname), "pread")
+        except (FileNotFoundError, SafetensorError):
+            return set()
         try:
             return set(f.keys())
         finally:
@@ -240,13 +317,27 @@ class Checkpoint:
         if fname is None:
             raise _error(TensorNotFound, f"no tensor named {name!r} in checkpoint {self.path!r}", tensor=name,
                          path=self.path)
-        return self._shard(fname)
+        handle = self._shard(fname)
+        if name not in handle._file:
+            self._listed_but_absent(name, fname)
+        return handle
 
     def verify(self) -> "Checkpoint":
-        """Open every shard and check it against the index."""
+        """Check the whole checkpoint: every index entry names a valid file,
+        every shard exists, and every shard agrees with the index."""
         if not self._checked:
+            if self.is_sharded:
+                if not self._duplicates_checked:
+                    parse_index(self.path)
+                    self._duplicates_checked = True
+                check_weight_map(self.weight_map, self.path)
+                present = set(os.listdir(self.directory))
+                for fname in self.files:
+                    if fname not in present and not os.path.isfile(os.path.join(self.directory, fname)):
+                        self._missing_shard(fname)
             for fname in self.files:
                 self._shard(fname)
+                self._check_counts(fname)
             self._checked = True
         return self
 

@@ -170,7 +170,7 @@ def save_pretrained(
     if safe_serialization:
         prep = prepare_torch(sd, None, force_contiguous=True, discard_names=tied_weight_names(model, sd))
         plan = plan_shards(prep.entries, max_shard_size, SAFETENSORS_PATTERN)
-        write_planned(directory, plan, lambda p, names, meta: prep.write_shard(p, names, meta, dur),
+        write_planned(directory, plan, prep.write_shard,
                       filename_pattern=SAFETENSORS_PATTERN, metadata=None, total_parameters=total_parameters,
                       durable=dur, file_metadata={**(metadata or {}), "format": "pt"}, companions=companions,
                       index_dumps=transformers_index_dumps)
@@ -186,13 +186,7 @@ def save_pretrained(
     plan = plan_shards(entries, max_shard_size, PICKLE_PATTERN)
 
     def write_shard(path: str, names: List[str], _meta) -> None:
-        torch.save({n: sd[n].contiguous() for n in names}, path)
-        if dur:
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        torch.save({n: sd[n].contiguous() for n in names}, path)  # write_planned syncs
 
     write_planned(directory, plan, write_shard, filename_pattern=PICKLE_PATTERN, metadata=None,
                   total_parameters=total_parameters, durable=dur, file_metadata={}, companions=companions,

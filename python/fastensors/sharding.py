@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Hashable, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
@@ -24,7 +25,7 @@ import numpy as np
 
 from ._dtypes import code_from_numpy, nbytes_of
 from ._errors import InvalidArgument
-from ._fileset import FileSet, stale_pattern
+from ._fileset import FileSet, fsync_file, stale_pattern
 from ._serialize import resolve_durable, write_specs
 
 MAX_SHARD_SIZE = "5GB"
@@ -148,7 +149,8 @@ def plan_shards(entries: Iterable[Entry], max_shard_size: SizeLike = MAX_SHARD_S
 # -- writing a planned set ---------------------------------------------------------
 
 ShardWriter = Callable[[str, List[str], Dict[str, str]], None]
-"""write(path, tensor names, file metadata): writes one shard file."""
+"""write(path, tensor names, file metadata): writes one shard file, without
+syncing (write_planned fsyncs when durable). Called from several threads."""
 
 
 def hub_index_dumps(index: dict) -> str:
@@ -183,8 +185,7 @@ def write_planned(
     single = filename_pattern.format(suffix="")
     index_name = single + ".index.json"
     with FileSet(directory, durable=durable) as fs:
-        for fname, names in plan.filename_to_tensors.items():
-            write_shard(fs.add_weight(fname), names, dict(base_meta))
+        write_shards(fs, plan, write_shard, base_meta, durable)
         if plan.is_sharded:
             head: Dict[str, object] = {}
             if total_parameters is not None:
@@ -204,6 +205,54 @@ def write_planned(
             write(fs.add_companion(name))
         fs.commit()
     return plan
+
+
+def write_threads() -> int:
+    """Shards are independent files: up to this many are written at once
+    (the core releases the GIL while writing). ``FASTENSORS_WRITE_THREADS``
+    overrides (1 writes one shard at a time, e.g. for spinning disks)."""
+    env = os.environ.get("FASTENSORS_WRITE_THREADS")
+    if env:
+        try:
+            return max(1, int(env))
+        except ValueError:
+            raise InvalidArgument(f"FASTENSORS_WRITE_THREADS={env!r} is not an integer") from None
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def write_shards(fs: FileSet, plan: ShardPlan, write_shard: ShardWriter, base_meta: Dict[str, str],
+                 durable: bool) -> None:
+    """Write every shard of ``plan`` into the staging directory of ``fs``,
+    several at once. ``write_shard`` never syncs; when ``durable``, each file
+    is fsynced in the background as soon as it is complete, so its writeback
+    overlaps the writing of the next ones."""
+    items = [(fs.add_weight(fname), names) for fname, names in plan.filename_to_tensors.items()]
+    syncer = ThreadPoolExecutor(1) if durable else None
+    synced: list = []
+
+    def job(path: str, names: List[str]) -> None:
+        write_shard(path, names, dict(base_meta))
+        if syncer is not None:
+            synced.append(syncer.submit(fsync_file, path))
+
+    workers = min(len(items), write_threads())
+    try:
+        if workers <= 1:
+            for path, names in items:
+                job(path, names)
+        else:
+            pool = ThreadPoolExecutor(workers)
+            try:
+                futures = [pool.submit(job, path, names) for path, names in items]
+                for f in futures:
+                    f.result()
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
+        for f in list(synced):
+            f.result()
+    finally:
+        if syncer is not None:
+            syncer.shutdown(wait=True, cancel_futures=True)
 
 
 # -- state dicts -------------------------------------------------------------------
@@ -233,7 +282,7 @@ def _kind(state_dict: Mapping[str, object]) -> str:
 
 class PreparedStateDict(NamedTuple):
     entries: List[Entry]
-    write_shard: Callable[[str, List[str], Dict[str, str], bool], None]
+    write_shard: ShardWriter
     metadata: Dict[str, str]  # user metadata plus {dropped name: kept name}
     total_parameters: int
 
@@ -264,11 +313,11 @@ def prepare_torch(state_dict, metadata, force_contiguous: bool,
             size = fst_torch.storage_size(t)
             entries.append(Entry(name, size, (t.device, fst_torch.storage_ptr(t), size)))
 
-    def write_shard(path: str, names: List[str], file_meta: Dict[str, str], durable: bool) -> None:
+    def write_shard(path: str, names: List[str], file_meta: Dict[str, str]) -> None:
         shard = {n: sd[n].contiguous() if force_contiguous else sd[n] for n in names}
         keep_alive: list = []
         specs = fst_torch._specs(shard, keep_alive)
-        write_specs(specs, path, file_meta, durable)
+        write_specs(specs, path, file_meta, False)
 
     return PreparedStateDict(entries, write_shard, meta, params)
 
@@ -294,10 +343,10 @@ def prepare_numpy(state_dict, metadata) -> PreparedStateDict:
     entries = [Entry(name, nbytes_of(code_from_numpy(a.dtype), a.shape), None) for name, a in sd.items()]
     params = sum(int(a.size) for a in sd.values())
 
-    def write_shard(path: str, names: List[str], file_meta: Dict[str, str], durable: bool) -> None:
+    def write_shard(path: str, names: List[str], file_meta: Dict[str, str]) -> None:
         keep_alive: list = []
         specs = fst_np._specs({n: sd[n] for n in names}, keep_alive)
-        write_specs(specs, path, file_meta, durable)
+        write_specs(specs, path, file_meta, False)
 
     return PreparedStateDict(entries, write_shard, meta, params)
 
@@ -329,7 +378,7 @@ def save_sharded(
     plan = plan_shards(prep.entries, max_shard_size, filename_pattern)
     dur = resolve_durable(durable)
     return write_planned(
-        directory, plan, lambda p, names, meta: prep.write_shard(p, names, meta, dur),
+        directory, plan, prep.write_shard,
         filename_pattern=filename_pattern, metadata=prep.metadata,
         total_parameters=prep.total_parameters, durable=dur,
     )
@@ -379,7 +428,7 @@ def reshard(src, dst, *, max_shard_size: SizeLike = MAX_SHARD_SIZE,
         def write_shard(path: str, names: List[str], file_meta: Dict[str, str]) -> None:
             keep_alive: list = []
             specs = [ckpt.raw_spec(n, keep_alive) for n in names]
-            write_specs(specs, path, file_meta, dur)
+            write_specs(specs, path, file_meta, False)  # write_planned syncs
 
         dur = resolve_durable(durable)
         companions = {}
