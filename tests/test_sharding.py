@@ -495,8 +495,10 @@ def test_reshard_and_merge_round_trip(tmp_path):
 
     arrays = {f"w{i}": sample_array(np.float16, (20 + i, 9), seed=i) for i in range(12)}
     ref_np.save_file(arrays, tmp_path / "one.safetensors", metadata={"format": "pt", "origin": "test"})
+    (tmp_path / "notes.txt").write_text("a neighbour of a lone file, not part of a model directory")
     plan = reshard(tmp_path / "one.safetensors", tmp_path / "sharded", max_shard_size="2KB")
     assert plan.is_sharded
+    assert sorted(os.listdir(tmp_path / "sharded")) == sorted([*plan.filename_to_tensors, plan.index_file])
     index = json.loads((tmp_path / "sharded" / "model.safetensors.index.json").read_text())
     assert index["metadata"]["origin"] == "test"
     # resharding a sharded checkpoint with a new limit

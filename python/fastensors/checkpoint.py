@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections import Counter
 from dataclasses import dataclass
 from typing import Dict, Iterator, List, NamedTuple, Optional, Tuple
@@ -193,6 +194,7 @@ class Checkpoint:
         self._framework = framework
         self._kwargs = safe_open_kwargs
         self._handles: Dict[str, safe_open] = {}
+        self._lock = threading.Lock()
         self._checked = False
         self._files: Optional[List[str]] = None
         self._by_file_cache: Optional[Dict[str, List[str]]] = None
@@ -242,6 +244,13 @@ class Checkpoint:
         return safe_open(os.path.join(self.directory, fname), self._framework, **self._kwargs)
 
     def _shard(self, fname: str) -> safe_open:
+        handle = self._handles.get(fname)
+        if handle is not None:
+            return handle
+        with self._lock:  # shards are written from several threads when resharding
+            return self._open_shard(fname)
+
+    def _open_shard(self, fname: str) -> safe_open:
         handle = self._handles.get(fname)
         if handle is None:
             if self.is_sharded:

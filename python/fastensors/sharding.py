@@ -410,8 +410,8 @@ def reshard(src, dst, *, max_shard_size: SizeLike = MAX_SHARD_SIZE,
             copy_companions: bool = True) -> ShardPlan:
     """Rewrite the checkpoint at ``src`` (a file, a directory or an index)
     as shards in the directory ``dst``. Tensor bytes stream from the source
-    mapping; nothing is converted. Other files of a source directory are
-    carried over. The tensor order for the split is the source's: sorted
+    mapping; nothing is converted. Other files of a model directory (``src``
+    a directory or an index) are carried over. The tensor order for the split is the source's: sorted
     names for a single file (the order ``load_file`` gives), the index order
     for a sharded checkpoint."""
     from .checkpoint import open_checkpoint
@@ -432,7 +432,8 @@ def reshard(src, dst, *, max_shard_size: SizeLike = MAX_SHARD_SIZE,
 
         dur = resolve_durable(durable)
         companions = {}
-        if copy_companions and ckpt.directory is not None and os.path.abspath(ckpt.directory) != os.path.abspath(dst):
+        from_model_dir = os.path.isdir(src) or ckpt.is_sharded  # not the neighbours of a lone file
+        if copy_companions and from_model_dir and os.path.abspath(ckpt.directory) != os.path.abspath(dst):
             companions = companion_files(ckpt.directory, ckpt.files + ([ckpt.index_path] if ckpt.index_path else []))
         return write_planned(dst, plan, write_shard, filename_pattern=filename_pattern, metadata=meta,
                              total_parameters=ckpt.total_parameters(), durable=dur,
