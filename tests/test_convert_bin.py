@@ -133,7 +133,7 @@ def test_malicious_pickle_refused_without_running(tmp_path, fmt, capsys):
     elif fmt == "legacy":
         torch.save(obj, bad, _use_new_zipfile_serialization=False)
     else:
-        bad.write_bytes(pickle.dumps(obj))
+        bad.write_bytes(pickle.dumps(obj, protocol=2))
     assert not marker.exists()
     with pytest.raises(fastensors.UnsafePickle, match="refusing to load") as e:
         ft.convert_pytorch_to_safetensors(bad, tmp_path / "out.safetensors")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import threading
 from collections import Counter
 from dataclasses import dataclass
@@ -62,10 +63,14 @@ def locate(path) -> Tuple[str, str]:
     ``model.safetensors.index.json`` (the order transformers uses), then a
     lone ``*.safetensors.index.json``, then a lone ``*.safetensors``."""
     path = os.fspath(path)
-    if os.path.isfile(path):
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        raise _error(CheckpointNotFound, f"no checkpoint at {path!r}: no such file or directory", path=path) from None
+    if stat.S_ISREG(mode):
         return ("index" if path.endswith(".json") else "file"), path
-    if not os.path.isdir(path):
-        raise _error(CheckpointNotFound, f"no checkpoint at {path!r}: no such file or directory", path=path)
+    if not stat.S_ISDIR(mode):
+        raise _error(CheckpointNotFound, f"no checkpoint at {path!r}: not a file or directory", path=path)
     for name, kind in ((SAFE_WEIGHTS_NAME, "file"), (SAFE_WEIGHTS_INDEX_NAME, "index")):
         candidate = os.path.join(path, name)
         if os.path.isfile(candidate):
@@ -131,14 +136,28 @@ def parse_index(index_path: str, *, check_duplicates: bool = True) -> Tuple[Dict
 
 def _read_index_bytes(index_path: str) -> bytes:
     try:
-        with open(index_path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size > MAX_INDEX_BYTES:
-                raise _error(InvalidIndex, f"index {index_path!r} is {size} bytes, over the {MAX_INDEX_BYTES}-byte"
-                             " limit for an index", path=index_path)
-            return f.read()
+        fd = os.open(index_path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         raise _error(CheckpointNotFound, f"index {index_path!r} does not exist", path=index_path) from None
+    try:
+        size = os.fstat(fd).st_size
+        if size > MAX_INDEX_BYTES:
+            raise _error(InvalidIndex, f"index {index_path!r} is {size} bytes, over the {MAX_INDEX_BYTES}-byte"
+                         " limit for an index", path=index_path)
+        chunks = []
+        total = 0
+        while True:  # one read in practice; loop for short reads and files still growing
+            chunk = os.read(fd, max(size + 1 - total, 1 << 16))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > MAX_INDEX_BYTES:
+                raise _error(InvalidIndex, f"index {index_path!r} is over the {MAX_INDEX_BYTES}-byte limit for an"
+                             " index", path=index_path)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def check_file_entry(weight_map: Dict[str, object], fname: object, index_path: str,
