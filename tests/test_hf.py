@@ -231,3 +231,16 @@ def test_mixin_with_transformers_config_class(tmp_path):
     model.save_pretrained(tmp_path)
     loaded = Wrapped.from_pretrained(tmp_path)
     assert loaded.config.hidden_size == 12 and torch.equal(loaded.lin.weight, model.lin.weight)
+
+
+def test_automodel_loads_a_base_model(tmp_path):
+    torch.manual_seed(3)
+    cfg = transformers.BertConfig(num_hidden_layers=2, hidden_size=32, intermediate_size=64, num_attention_heads=2,
+                                  vocab_size=VOCAB, max_position_embeddings=64)
+    model = transformers.BertModel(cfg).eval()
+    ft.save_pretrained(model, tmp_path, max_shard_size="30KB")
+    loaded, info = transformers.AutoModel.from_pretrained(tmp_path, output_loading_info=True)
+    assert type(loaded) is transformers.BertModel
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    with torch.no_grad():
+        assert torch.equal(loaded.eval()(IDS).last_hidden_state, model(IDS).last_hidden_state)
