@@ -26,3 +26,23 @@ __all__ = [
     "deserialize",
     *_error_names,
 ]
+
+# -- sharded checkpoints --------------------------------------------------------
+from .checkpoint import (  # noqa: E402
+    Checkpoint,
+    CheckpointTensor,
+    get_safetensors_metadata,
+    list_safetensors_tensors,
+    open_checkpoint,
+)
+from .sharding import ShardPlan, save_sharded  # noqa: E402
+
+__all__ += [
+    "open_checkpoint",
+    "Checkpoint",
+    "CheckpointTensor",
+    "save_sharded",
+    "ShardPlan",
+    "get_safetensors_metadata",
+    "list_safetensors_tensors",
+]

@@ -173,3 +173,54 @@ _core._set_error_classes({**_BY_CODE, "Io": _io_error})
 __all__ = ["SafetensorError"] + sorted(
     {c.__name__ for c in [*_BY_CODE.values(), *_IO_BY_ERRNO.values()]} - {"SafetensorError"}
 )
+
+
+# -- Python-only errors: sharded checkpoints and pickle conversion -------------
+# These rules live in the Python layer (there is no C++ code for them), so they
+# are deliberately not in _BY_CODE.
+
+
+class CheckpointError(SafetensorError):
+    """A checkpoint (a file, or shards with an index) is not usable as a whole."""
+
+
+class CheckpointNotFound(CheckpointError, FileNotFoundError):
+    """No checkpoint at that path (no weights file or index found)."""
+
+
+class AmbiguousCheckpoint(CheckpointError):
+    """A directory holds several candidate checkpoints and none is preferred."""
+
+
+class InvalidIndex(CheckpointError):
+    """The index JSON is malformed: not JSON, no ``weight_map``, a bad shard name."""
+
+
+class ShardNotFound(CheckpointError, FileNotFoundError):
+    """A shard named by the index does not exist."""
+
+
+class TensorMissingFromShard(CheckpointError):
+    """The index lists a tensor in a shard whose header does not have it."""
+
+
+class UnlistedTensor(CheckpointError):
+    """A shard holds a tensor that the index does not list."""
+
+
+class TensorInMultipleShards(CheckpointError):
+    """A tensor is stored in a shard other than the one the index maps it to."""
+
+
+class UnsafePickle(CheckpointError):
+    """A pickle checkpoint needs more than tensors to load (it would run code)."""
+
+
+class ConversionMismatch(CheckpointError):
+    """Values read back after a conversion differ from the source."""
+
+
+__all__ += [
+    "CheckpointError", "CheckpointNotFound", "AmbiguousCheckpoint", "InvalidIndex", "ShardNotFound",
+    "TensorMissingFromShard", "UnlistedTensor", "TensorInMultipleShards", "UnsafePickle", "ConversionMismatch",
+]

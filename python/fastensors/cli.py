@@ -8,6 +8,7 @@ import sys
 from typing import List, Optional
 
 from . import __version__
+from ._cli_checkpoint import register as _register_checkpoint_commands
 
 
 def _cmake_dir() -> str:
@@ -24,6 +25,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="print the prefix to put in CMAKE_PREFIX_PATH for find_package(fastensors)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("demo", help="save, reopen and verify a small built-in model, with timings")
+    _register_checkpoint_commands(sub)
     args = parser.parse_args(argv)
 
     if args.cmake_dir:
@@ -33,5 +35,17 @@ def main(argv: Optional[List[str]] = None) -> int:
         from .demo import run
 
         return run()
+    if getattr(args, "func", None) is not None:  # shard, merge, convert-bin
+        return _run_checkpoint_command(args)
     parser.print_help(sys.stderr)
     return 2
+
+
+def _run_checkpoint_command(args) -> int:
+    from ._errors import SafetensorError
+
+    try:
+        return args.func(args)
+    except (SafetensorError, OSError, ValueError) as e:
+        print(f"fastensors {args.command}: error: {e}", file=sys.stderr)
+        return 1

@@ -274,3 +274,12 @@ __all__ = [
     "save", "save_file", "load", "load_file", "save_model", "load_model",
     "storage_ptr", "storage_size",
 ]
+
+
+# -- Hugging Face conventions and .bin conversion -------------------------------
+# (fastensors.hf and fastensors.convert_bin hold the code; re-exported here
+# because users reach for them next to save_model/load_model.)
+from .convert_bin import convert_pytorch_to_safetensors  # noqa: E402
+from .hf import PretrainedMixin, load_pretrained, save_pretrained  # noqa: E402
+
+__all__ += ["save_pretrained", "load_pretrained", "PretrainedMixin", "convert_pytorch_to_safetensors"]
