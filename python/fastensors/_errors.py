@@ -109,6 +109,29 @@ class InvalidArgument(SafetensorError, ValueError):
     """A caller error: bad arguments to a reader or writer."""
 
 
+class UnsupportedConversion(SafetensorError, TypeError):
+    """No conversion between these two dtypes (docs/dtypes.md lists the pairs)."""
+
+
+class UnsupportedIsa(SafetensorError, RuntimeError):
+    """``FASTENSORS_ISA`` names an instruction-set level that is unknown or
+    that this CPU or build cannot run. Raised by the first conversion (and by
+    ``fastensors.isa()``), never silently replaced by another level."""
+
+
+# Raised by the Python layer only (no C++ error code).
+
+
+class UnknownDtypeName(UnknownDtype, ValueError):
+    """A dtype argument (name, numpy or torch dtype) with no safetensors dtype."""
+
+
+class InvalidOutput(InvalidArgument):
+    """An ``out=`` array of the wrong type, dtype, shape or layout, or read-only."""
+
+
+_PYTHON_ONLY = (UnknownDtypeName, InvalidOutput)
+
 # Error code (C++ fastensors::ErrorCode) -> Python class.
 _BY_CODE = {
     "Io": SafetensorIOError,
@@ -135,6 +158,8 @@ _BY_CODE = {
     "InvalidMetadata": InvalidMetadata,
     "TensorNotFound": TensorNotFound,
     "InvalidArgument": InvalidArgument,
+    "UnsupportedConversion": UnsupportedConversion,
+    "UnsupportedIsa": UnsupportedIsa,
 }
 
 _missing = set(_core.error_codes()) ^ set(_BY_CODE)
@@ -142,4 +167,6 @@ if _missing:  # the two lists are kept in step by hand; fail loudly if they drif
     raise ImportError(f"fastensors error classes out of step with the core: {sorted(_missing)}")
 _core._set_error_classes(dict(_BY_CODE))
 
-__all__ = ["SafetensorError"] + sorted({c.__name__ for c in _BY_CODE.values()} - {"SafetensorError"})
+__all__ = ["SafetensorError"] + sorted(
+    {c.__name__ for c in (*_BY_CODE.values(), *_PYTHON_ONLY)} - {"SafetensorError"}
+)
