@@ -32,6 +32,13 @@ _SHORT = {
 }
 _NAMES = {**{k.lower(): v for k, v in _SPEC_NAMES.items()}, **_SHORT}
 
+# Codes load_file(dtype=...) and convert_file convert; the rest (integers,
+# BOOL, C64) are never converted by them.
+FLOAT_CODES = frozenset(
+    {"F16", "BF16", "F32", "F64", "F8_E4M3", "F8_E5M2", "F8_E8M0", "F8_E4M3FNUZ", "F8_E5M2FNUZ",
+     "F4", "F6_E2M3", "F6_E3M2"}
+)
+
 # Bytes of source read per step when converting from a pread-backed file.
 _PREAD_CHUNK = 16 << 20
 
