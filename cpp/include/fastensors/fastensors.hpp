@@ -2,6 +2,7 @@
 #pragma once
 
 #include "fastensors/convert.hpp"
+#include "fastensors/convert_file.hpp"
 #include "fastensors/dtype.hpp"
 #include "fastensors/error.hpp"
 #include "fastensors/file.hpp"
