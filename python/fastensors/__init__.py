@@ -10,6 +10,7 @@ from ._errors import __all__ as _error_names
 from ._open import TensorInfo, TensorSlice, safe_open
 from ._serialize import TensorSpec, deserialize, serialize, serialize_file
 from ._convert import convert, isa, supported_isas
+from ._convert_file import ConversionReport, convert_file
 
 __version__: str = _core.__version__
 
@@ -26,6 +27,8 @@ __all__ = [
     "serialize_file",
     "deserialize",
     "convert",
+    "convert_file",
+    "ConversionReport",
     "isa",
     "supported_isas",
     *_error_names,

@@ -270,4 +270,31 @@ NB_MODULE(_core, m) {
         fst::convert_strided(f, src.data(), shape, strides, t, dst.data(), dst.shape(0), opt);
       }, "src"_a, "from_dtype"_a, "dst"_a, "to_dtype"_a, "isa"_a.none() = nb::none(), "threads"_a = 0,
       "Convert `src` (an unsigned-integer view of the source, any strides) into the contiguous bytes `dst`.");
+
+  m.def("convert_file", [](const std::string& src, const std::string& dst,
+                           const std::vector<std::pair<std::string, std::string>>& targets, bool durable,
+                           nb::object progress, std::size_t chunk_bytes) {
+        std::vector<std::pair<std::string, fst::Dtype>> to;
+        to.reserve(targets.size());
+        for (const auto& [name, dtype] : targets) to.emplace_back(name, dtype_or_throw(dtype, name));
+        fst::FileConversionOptions opt;
+        opt.write.durable = durable;
+        if (chunk_bytes) opt.chunk_bytes = chunk_bytes;
+        if (!progress.is_none()) {
+          // Runs on the converting thread: take the GIL, let Ctrl-C cancel.
+          opt.progress = [progress](std::uint64_t done, std::uint64_t total) {
+            nb::gil_scoped_acquire gil;
+            if (PyErr_CheckSignals() != 0) throw nb::python_error();
+            progress(done, total);
+          };
+        }
+        fst::FileConversionResult r;
+        {
+          nb::gil_scoped_release release;
+          r = fst::convert_file(src, dst, to, opt);
+        }
+        return nb::make_tuple(r.file_size, r.data_size, r.converted, r.copied);
+      }, "src"_a, "dst"_a, "targets"_a, "durable"_a, "progress"_a.none(), "chunk_bytes"_a = 0,
+      "Write `dst` with the tensors of `src`, those in targets [(name, dtype)] converted; returns "
+      "(file_size, data_size, converted, copied).");
 }
