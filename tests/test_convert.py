@@ -311,3 +311,23 @@ for call in (fastensors.isa, lambda: fastensors.convert(np.ones(2, np.float32), 
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 2
     assert "FASTENSORS_ISA='bogus'" in lines[0] and "scalar" in lines[0]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("FASTENSORS_EXHAUSTIVE") != "1", reason="set FASTENSORS_EXHAUSTIVE=1 (minutes)")
+@pytest.mark.parametrize("code", list(NARROW))
+def test_every_f32_input_against_ml_dtypes(code):
+    # All 2^32 F32 bit patterns at the active level. (The C++ test of the same
+    # name checks every other level against the scalar kernels on all 2^32.)
+    dt = NARROW[code]
+    chunk = 1 << 26
+    base = np.arange(chunk, dtype=np.uint32)
+    out = np.empty(chunk, dt)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for k in range((1 << 32) // chunk):
+            x = (base + np.uint32(k * chunk)).view(np.float32)
+            fastensors.convert(x, code, out=out)
+            want = x.astype(dt).view(uint(dt.itemsize))
+            bad = np.nonzero(out.view(uint(dt.itemsize)) != want)[0]
+            assert bad.size == 0, f"{bad.size} mismatches, first input {x.view(np.uint32)[bad[0]]:#x}"

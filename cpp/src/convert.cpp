@@ -27,9 +27,14 @@ namespace {
 
 constexpr std::array<std::string_view, kIsaCount> kIsaNames{"scalar", "avx2", "avx512", "avx512bf16"};
 
-// Elements per thread share are rounded to this, so threads never write the
-// same cache line.
+// Threads take blocks of the buffer from a shared counter (dynamic
+// scheduling), so a thread that loses its CPU to another process delays only
+// its current block, not a fixed half of the work. Blocks are multiples of 64
+// elements, so threads never write the same cache line, and there are about
+// kBlocksPerThread of them per thread, each at least kMinBlockElements.
 constexpr std::size_t kSplitAlign = 64;
+constexpr std::size_t kBlocksPerThread = 16;
+constexpr std::size_t kMinBlockElements = std::size_t{1} << 16;
 
 bool compiled_in(Isa isa) noexcept {
   switch (isa) {
@@ -156,12 +161,37 @@ detail::ConvertKernel kernel_for(Dtype from, Dtype to, const ConvertOptions& opt
   return tables().level[static_cast<std::size_t>(isa)].at(from, to);
 }
 
-// [begin, end) of thread `i` of `n` over `count` elements.
-void share(std::size_t count, int i, int n, std::size_t* begin, std::size_t* end) {
-  std::size_t per = (count + static_cast<std::size_t>(n) - 1) / static_cast<std::size_t>(n);
-  per = (per + kSplitAlign - 1) / kSplitAlign * kSplitAlign;
-  *begin = std::min(count, per * static_cast<std::size_t>(i));
-  *end = std::min(count, *begin + per);
+// Elements per block when `threads` threads share `count` elements.
+std::size_t block_size(std::size_t count, int threads) {
+  std::size_t per = count / (static_cast<std::size_t>(threads) * kBlocksPerThread);
+  per = std::max(per, kMinBlockElements);
+  return (per + kSplitAlign - 1) / kSplitAlign * kSplitAlign;
+}
+
+// Runs body(begin, end) over [0, count) in blocks on `threads` threads, each
+// under the default floating-point environment.
+template <class Body>
+void parallel_blocks(std::size_t count, int threads, const Body& body) {
+  const std::size_t block = block_size(count, threads);
+  const auto blocks = static_cast<std::int64_t>((count + block - 1) / block);
+#if defined(FASTENSORS_HAVE_OPENMP)
+#pragma omp parallel num_threads(threads)
+  {
+    DefaultFpEnv env;
+#pragma omp for schedule(dynamic, 1)
+    for (std::int64_t b = 0; b < blocks; ++b) {
+      const std::size_t begin = static_cast<std::size_t>(b) * block;
+      body(begin, std::min(count, begin + block));
+    }
+  }
+#else
+  (void)threads;
+  DefaultFpEnv env;
+  for (std::int64_t b = 0; b < blocks; ++b) {
+    const std::size_t begin = static_cast<std::size_t>(b) * block;
+    body(begin, std::min(count, begin + block));
+  }
+#endif
 }
 
 }  // namespace
@@ -225,17 +255,9 @@ void convert(Dtype from, const void* src, Dtype to, void* dst, std::size_t count
     kernel(s, d, count, stream);
     return;
   }
-#if defined(FASTENSORS_HAVE_OPENMP)
-#pragma omp parallel num_threads(threads)
-  {
-    std::size_t begin, end;
-    share(count, omp_get_thread_num(), omp_get_num_threads(), &begin, &end);
-    if (begin < end) {
-      DefaultFpEnv env;
-      kernel(s + begin * in, d + begin * out, end - begin, stream);
-    }
-  }
-#endif
+  parallel_blocks(count, threads, [&](std::size_t begin, std::size_t end) {
+    kernel(s + begin * in, d + begin * out, end - begin, stream);
+  });
 }
 
 void convert_bytes(Dtype from, const void* src, std::size_t src_bytes, Dtype to, void* dst, std::size_t dst_bytes,
@@ -339,17 +361,9 @@ void convert_strided(Dtype from, const void* src, const std::vector<std::int64_t
     strided_range(kernel, s, shape, src_strides, in, out, d, 0, count);
     return;
   }
-#if defined(FASTENSORS_HAVE_OPENMP)
-#pragma omp parallel num_threads(threads)
-  {
-    std::size_t begin, end;
-    share(count, omp_get_thread_num(), omp_get_num_threads(), &begin, &end);
-    if (begin < end) {
-      DefaultFpEnv env;
-      strided_range(kernel, s, shape, src_strides, in, out, d, begin, end);
-    }
-  }
-#endif
+  parallel_blocks(count, threads, [&](std::size_t begin, std::size_t end) {
+    strided_range(kernel, s, shape, src_strides, in, out, d, begin, end);
+  });
 }
 
 }  // namespace fastensors

@@ -78,6 +78,10 @@ FileConversionResult convert_file(const std::string& src, const std::string& dst
   std::unique_ptr<unsigned char[]> in_buf(new unsigned char[std::max<std::size_t>(chunk, 8)]);
   std::unique_ptr<unsigned char[]> out_buf(result.converted ? new unsigned char[chunk * widest_ratio] : nullptr);
 
+  // The output buffer is read right back by write(): keep it in the caches.
+  ConvertOptions convert_options = options.convert;
+  if (!convert_options.stream) convert_options.stream = false;
+
   AtomicFile out(dst, options.write);
   out.write(plan.bytes.data(), plan.bytes.size());
   if (options.progress) options.progress(out.written(), result.file_size);
@@ -94,7 +98,7 @@ FileConversionResult convert_file(const std::string& src, const std::string& dst
         out.write(in_buf.get(), n);
       } else {
         const std::size_t count = n / in_width;
-        convert(t.dtype, in_buf.get(), target, out_buf.get(), count, options.convert);
+        convert(t.dtype, in_buf.get(), target, out_buf.get(), count, convert_options);
         out.write(out_buf.get(), count * out_width);
       }
       offset += n;

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <string>
@@ -425,4 +426,33 @@ TEST(ConvertStrided, MatchesContiguous) {
   EXPECT_EQ(got, want);
   EXPECT_THROW(fst::convert_strided(Dtype::F32, base.data(), {2, 2}, {8}, Dtype::BF16, got.data(), 8), fst::Error);
   EXPECT_THROW(fst::convert_strided(Dtype::F32, base.data(), {2, 2}, {8, 4}, Dtype::BF16, got.data(), 6), fst::Error);
+}
+
+// Every F32 input (2^32 of them) through every level, against the scalar
+// reference, for each F32 -> narrow pair and F32 -> F64. Minutes of CPU:
+// runs only with FASTENSORS_EXHAUSTIVE=1.
+TEST(ConvertExhaustive, EveryF32InputAtEveryLevel) {
+  const char* flag = std::getenv("FASTENSORS_EXHAUSTIVE");
+  if (flag == nullptr || std::string(flag) != "1") GTEST_SKIP() << "set FASTENSORS_EXHAUSTIVE=1 to run";
+  constexpr std::size_t kChunk = std::size_t{1} << 24;
+  std::vector<std::uint32_t> in(kChunk);
+  std::vector<std::uint8_t> want(kChunk * 8), got(kChunk * 8);
+  std::vector<Dtype> targets(std::begin(kNarrow), std::end(kNarrow));
+  targets.push_back(Dtype::F64);
+  for (Dtype to : targets) {
+    for (std::uint64_t base = 0; base < (std::uint64_t{1} << 32); base += kChunk) {
+      for (std::size_t i = 0; i < kChunk; ++i) in[i] = static_cast<std::uint32_t>(base + i);
+      fst::ConvertOptions ref;
+      ref.isa = fst::Isa::Scalar;
+      fst::convert(Dtype::F32, in.data(), to, want.data(), kChunk, ref);
+      for (fst::Isa isa : fst::supported_isas()) {
+        if (isa == fst::Isa::Scalar) continue;
+        fst::ConvertOptions opt;
+        opt.isa = isa;
+        fst::convert(Dtype::F32, in.data(), to, got.data(), kChunk, opt);
+        ASSERT_EQ(0, std::memcmp(got.data(), want.data(), kChunk * width(to)))
+            << fst::dtype_name(to) << " at " << fst::isa_name(isa) << ", inputs from " << base;
+      }
+    }
+  }
 }

@@ -116,14 +116,19 @@ def convert_array(arr: np.ndarray, src_code: str, dst_code: str, out: Optional[n
     """``arr`` (numpy, dtype of ``src_code``, any strides) converted to ``dst_code``."""
     check_pair(src_code, dst_code)
     target = NUMPY[dst_code]
+    # Non-temporal stores only into a caller's buffer (pre-faulted, usually):
+    # into fresh pages, plain stores hit the lines the page faults just zeroed.
+    stream = None
     if out is None:
         out = np.empty(arr.shape, target)
+        stream = False
     else:
         _check_out(out, arr.shape, target, dst_code)
         if arr.size and np.may_share_memory(arr, out):
             arr = arr.copy()  # overlapping buffers would be read after being written
     if arr.size:
-        _core.convert(arr.view(_UINT[arr.itemsize]), src_code, out.reshape(-1).view(np.uint8), dst_code)
+        _core.convert(arr.view(_UINT[arr.itemsize]), src_code, out.reshape(-1).view(np.uint8), dst_code,
+                      stream=stream)
     return out
 
 
@@ -163,7 +168,7 @@ def convert_tensor(file, name: str, src_code: str, shape, dst_code: str) -> np.n
     flat_out = out.reshape(-1).view(np.uint8)
     if file.backend == "mmap":
         src = file.view(name).view(_UINT[width])
-        _core.convert(src, src_code, flat_out, dst_code)
+        _core.convert(src, src_code, flat_out, dst_code, stream=False)  # fresh pages: see convert_array
         return out
     out_width = BITS[dst_code] // 8
     step = max(1, _PREAD_CHUNK // width)
@@ -172,5 +177,6 @@ def convert_tensor(file, name: str, src_code: str, shape, dst_code: str) -> np.n
         n = min(step, out.size - first)
         part = buf[: n * width]
         file.read_into(name, first * width, part)
-        _core.convert(part.view(_UINT[width]), src_code, flat_out[first * out_width:(first + n) * out_width], dst_code)
+        _core.convert(part.view(_UINT[width]), src_code, flat_out[first * out_width:(first + n) * out_width], dst_code,
+                      stream=False)
     return out

@@ -105,9 +105,11 @@ std::vector<fst::TensorSource> to_sources(
 // -- dtype conversion: argument conversion only (logic in fastensors/convert.hpp)
 using AnyArray = nb::ndarray<nb::ro, nb::device::cpu>;
 
-fst::ConvertOptions convert_options(const std::optional<std::string>& isa, int threads) {
+fst::ConvertOptions convert_options(const std::optional<std::string>& isa, int threads,
+                                    const std::optional<bool>& stream) {
   fst::ConvertOptions opt;
   opt.threads = threads;
+  opt.stream = stream;
   if (isa) {
     auto parsed = fst::parse_isa(*isa);
     if (!parsed) throw fst::Error(fst::ErrorCode::UnsupportedIsa, "unknown instruction-set level '" + *isa + "'");
@@ -254,7 +256,7 @@ NB_MODULE(_core, m) {
         return fst::can_convert(dtype_or_throw(from, {}), dtype_or_throw(to, {}));
       }, "from"_a, "to"_a);
   m.def("convert", [](AnyArray src, const std::string& from, OutBytes dst, const std::string& to,
-                      const std::optional<std::string>& isa, int threads) {
+                      const std::optional<std::string>& isa, int threads, const std::optional<bool>& stream) {
         const fst::Dtype f = dtype_or_throw(from, {});
         const fst::Dtype t = dtype_or_throw(to, {});
         if (src.itemsize() * 8 != fst::dtype_bits(f)) {
@@ -265,11 +267,13 @@ NB_MODULE(_core, m) {
           shape[i] = static_cast<std::int64_t>(src.shape(i));
           strides[i] = src.stride(i) * static_cast<std::int64_t>(src.itemsize());
         }
-        const fst::ConvertOptions opt = convert_options(isa, threads);
+        const fst::ConvertOptions opt = convert_options(isa, threads, stream);
         nb::gil_scoped_release release;
         fst::convert_strided(f, src.data(), shape, strides, t, dst.data(), dst.shape(0), opt);
       }, "src"_a, "from_dtype"_a, "dst"_a, "to_dtype"_a, "isa"_a.none() = nb::none(), "threads"_a = 0,
-      "Convert `src` (an unsigned-integer view of the source, any strides) into the contiguous bytes `dst`.");
+      "stream"_a.none() = nb::none(),
+      "Convert `src` (an unsigned-integer view of the source, any strides) into the contiguous bytes `dst`; "
+      "stream=False for a freshly allocated `dst`.");
 
   m.def("convert_file", [](const std::string& src, const std::string& dst,
                            const std::vector<std::pair<std::string, std::string>>& targets, bool durable,

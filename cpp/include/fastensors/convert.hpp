@@ -66,7 +66,9 @@ struct ConvertOptions {
   int threads = 0;
   // Non-temporal stores for the output: empty = when the output is over
   // kStreamThresholdBytes (large outputs bypass the caches they would only
-  // evict). Results are the same either way.
+  // evict). Results are the same either way. Pass false when `dst` was just
+  // allocated (its pages not yet touched) or will be read back at once:
+  // plain stores then hit the lines the page-fault handler has just zeroed.
   std::optional<bool> stream;
 };
 
