@@ -202,7 +202,7 @@ TEST(ConvertScalar, Bf16AndF16) {
 }
 
 TEST(ConvertScalar, Fp8) {
-  // Values from ml_dtypes 0.5/0.6.
+  // Values from ml_dtypes 0.6.0.
   EXPECT_EQ(f32_from(Dtype::F8_E4M3, 0x7E), f32_bits(448.f));
   EXPECT_EQ(f32_from(Dtype::F8_E4M3, 0x01), f32_bits(0.001953125f));  // 2^-9
   EXPECT_EQ(f32_from(Dtype::F8_E4M3, 0xFF), 0xFFC00000u);
