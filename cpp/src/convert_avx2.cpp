@@ -235,15 +235,12 @@ inline __m256i round_magnitude_v(__m256i a) noexcept {
       _mm256_add_epi32(_mm256_sub_epi32(a, c32(static_cast<u32>(127 - Bias) << 23)),
                        _mm256_add_epi32(c32((1u << (s - 1)) - 1), lsb)),
       s);
-  // Subnormal results: units of the smallest subnormal, variable shift.
-  const __m256i e = _mm256_srli_epi32(a, 23);
-  const __m256i hidden = _mm256_andnot_si256(_mm256_cmpeq_epi32(e, _mm256_setzero_si256()), c32(0x800000));
-  const __m256i m = _mm256_or_si256(_mm256_and_si256(a, c32(0x7FFFFF)), hidden);
-  __m256i sh = _mm256_sub_epi32(c32(static_cast<u32>(151 - Bias - M)), _mm256_max_epu32(e, one));
-  sh = _mm256_min_epu32(sh, c32(25));
-  const __m256i half = _mm256_sub_epi32(_mm256_sllv_epi32(one, _mm256_sub_epi32(sh, one)), one);
-  const __m256i lsbs = _mm256_and_si256(_mm256_srlv_epi32(m, sh), one);
-  const __m256i rs = _mm256_srlv_epi32(_mm256_add_epi32(_mm256_add_epi32(m, half), lsbs), sh);
+  // Below the smallest normal: adding 2^(unit exponent + 23), whose ulp is
+  // the smallest subnormal, makes the FPU round to a whole number of units,
+  // to nearest even (the dispatcher guarantees that rounding mode and no
+  // DAZ); the sum's low bits are then that number.
+  const u32 magic = static_cast<u32>(127 + 1 - Bias - M + 23) << 23;
+  const __m256i rs = _mm256_sub_epi32(as_int(_mm256_add_ps(as_float(a), as_float(c32(magic)))), c32(magic));
   const __m256i is_normal = _mm256_cmpgt_epi32(a, c32((static_cast<u32>(128 - Bias) << 23) - 1));
   return _mm256_blendv_epi8(rs, rn, is_normal);
 }

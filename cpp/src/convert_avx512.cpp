@@ -208,19 +208,18 @@ template <int M, int Bias>
 inline __m512i round_magnitude_v(__m512i a) noexcept {
   constexpr int s = 23 - M;
   const __m512i one = c32(1);
+  // Normal results: rebias, then round at bit s.
   const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(a, s), one);
   const __m512i rn = _mm512_srli_epi32(
       _mm512_add_epi32(_mm512_sub_epi32(a, c32(static_cast<u32>(127 - Bias) << 23)),
                        _mm512_add_epi32(c32((1u << (s - 1)) - 1), lsb)),
       s);
-  const __m512i e = _mm512_srli_epi32(a, 23);
-  const __m512i m = _mm512_mask_or_epi32(_mm512_and_si512(a, c32(0x7FFFFF)), _mm512_test_epi32_mask(e, e),
-                                         _mm512_and_si512(a, c32(0x7FFFFF)), c32(0x800000));
-  __m512i sh = _mm512_sub_epi32(c32(static_cast<u32>(151 - Bias - M)), _mm512_max_epu32(e, one));
-  sh = _mm512_min_epu32(sh, c32(25));
-  const __m512i half = _mm512_sub_epi32(_mm512_sllv_epi32(one, _mm512_sub_epi32(sh, one)), one);
-  const __m512i lsbs = _mm512_and_si512(_mm512_srlv_epi32(m, sh), one);
-  const __m512i rs = _mm512_srlv_epi32(_mm512_add_epi32(_mm512_add_epi32(m, half), lsbs), sh);
+  // Below the smallest normal: adding 2^(unit exponent + 23), whose ulp is
+  // the smallest subnormal, makes the FPU round to a whole number of units,
+  // to nearest even (the dispatcher guarantees that rounding mode and no
+  // DAZ); the sum's low bits are then that number.
+  const u32 magic = static_cast<u32>(127 + 1 - Bias - M + 23) << 23;
+  const __m512i rs = _mm512_sub_epi32(as_int(_mm512_add_ps(as_float(a), as_float(c32(magic)))), c32(magic));
   return _mm512_mask_mov_epi32(rs, _mm512_cmpge_epu32_mask(a, c32(static_cast<u32>(128 - Bias) << 23)), rn);
 }
 
