@@ -331,3 +331,17 @@ def test_every_f32_input_against_ml_dtypes(code):
             want = x.astype(dt).view(uint(dt.itemsize))
             bad = np.nonzero(out.view(uint(dt.itemsize)) != want)[0]
             assert bad.size == 0, f"{bad.size} mismatches, first input {x.view(np.uint32)[bad[0]]:#x}"
+
+
+def test_stub_declares_the_conversion_bindings():
+    # The generated _core.pyi must parse (a keyword as a parameter name would
+    # not) and declare every conversion binding.
+    import ast
+
+    path = os.path.join(os.path.dirname(fastensors.__file__), "_core.pyi")
+    if not os.path.exists(path):
+        pytest.skip("no generated stub next to the installed package")
+    with open(path) as fh:
+        tree = ast.parse(fh.read())
+    declared = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
+    assert {"isa", "supported_isas", "can_convert", "convert", "convert_file"} <= declared

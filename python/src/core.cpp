@@ -254,7 +254,7 @@ NB_MODULE(_core, m) {
       }, "Every level this CPU runs, best first.");
   m.def("can_convert", [](const std::string& from, const std::string& to) {
         return fst::can_convert(dtype_or_throw(from, {}), dtype_or_throw(to, {}));
-      }, "from"_a, "to"_a);
+      }, "from_dtype"_a, "to_dtype"_a, "Whether convert() supports this pair of safetensors codes.");
   m.def("convert", [](AnyArray src, const std::string& from, OutBytes dst, const std::string& to,
                       const std::optional<std::string>& isa, int threads, const std::optional<bool>& stream) {
         const fst::Dtype f = dtype_or_throw(from, {});
