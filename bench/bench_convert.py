@@ -119,6 +119,19 @@ def bench_arrays(ctx) -> dict:
         rows.append({"pair": "copy F32", "variant": name, "ms": v["median"] * 1e3,
                      "gbps": copy_bytes / v["median"] / 1e9, "pct_bound": copy_bytes / v["median"] / bound * 100})
 
+    # What any conversion that allocates its result pays before converting:
+    # fresh pages, faulted in and zeroed by the kernel.
+    ctx.log("page-fault floor: allocate and fill an output")
+    load["alloc"] = [common.loadavg()]
+    alloc = interleave({
+        "np.empty + fill, 4n bytes": lambda: np.empty(n, np.float32).fill(0),
+        "np.empty + fill, 2n bytes": lambda: np.empty(n, np.float16).fill(0),
+    }, ctx.runs, ctx.log)
+    load["alloc"].append(common.loadavg())
+    results["alloc"] = alloc
+    for name, v in alloc.items():
+        rows.append({"pair": "alloc floor", "variant": name, "ms": v["median"] * 1e3})
+
     def run_pair(label, in_b, out_b, variants, goals):
         ctx.log(label)
         load[label] = [common.loadavg()]
@@ -180,13 +193,17 @@ def bench_arrays(ctx) -> dict:
             "isa": fastensors.isa(), "elements": n}
 
 
+def _maybe(x, digits):
+    return None if x is None else (round(x) if digits == 0 else round(x, digits))
+
+
 def print_arrays(rec: dict) -> None:
     rows = rec["rows"]
     print(f"\n### Arrays: {rec['elements']:,} elements, level {rec['isa']}, "
           f"memcpy bound {rec['memcpy_bound_gbps']:.1f} GB/s (read + written)\n")
     print(common.markdown_table(
         ["pair", "variant", "median ms", "GB/s (r+w)", "% of memcpy", "vs fastensors(out=)", "goal", "met"],
-        [[r["pair"], r["variant"], round(r["ms"], 1), round(r["gbps"], 1), round(r["pct_bound"]),
+        [[r["pair"], r["variant"], round(r["ms"], 1), _maybe(r.get("gbps"), 1), _maybe(r.get("pct_bound"), 0),
           (f"{r['fastensors_speedup']:.2f}x" if "fastensors_speedup" in r else None), r.get("goal"),
           ({True: "yes", False: "no"}[r["met"]] if "met" in r else None)] for r in rows]))
 

@@ -380,9 +380,43 @@ struct U32ToF32 {
   }
 };
 
+// A dtype to itself: a copy, with non-temporal stores when streaming (glibc's
+// memcpy picks them only past its own, much larger, threshold per call).
+template <std::size_t W>
+struct Copy {
+  static constexpr std::size_t kIn = W, kOut = W, kStep = 128 / W, kAlign = 32;
+  static void scalar(const void* s, void* d, std::size_t n) noexcept {
+    if (n) std::memcpy(d, s, n * W);
+  }
+  template <bool S>
+  static void block(Ptr s, Out d) noexcept {
+    const __m256i a = load256(s), b = load256(s + 32), c = load256(s + 64), e = load256(s + 96);
+    store256<S>(d, a);
+    store256<S>(d + 32, b);
+    store256<S>(d + 64, c);
+    store256<S>(d + 96, e);
+  }
+};
+
+template <std::size_t W>
+void copy_kernel(const void* src, void* dst, std::size_t n, bool stream) noexcept {
+  if (src != dst) kernel<Copy<W>>(src, dst, n, stream);
+}
+
 }  // namespace
 
 void add_avx2_kernels(KernelTable& t) {
+  for (std::size_t i = 0; i < kDtypeCount; ++i) {
+    const Dtype d = all_dtypes()[i];
+    switch (dtype_bits(d)) {
+      case 8: t.at(d, d) = copy_kernel<1>; break;
+      case 16: t.at(d, d) = copy_kernel<2>; break;
+      case 32: t.at(d, d) = copy_kernel<4>; break;
+      case 64: t.at(d, d) = copy_kernel<8>; break;
+      default: break;
+    }
+  }
+
   t.at(Dtype::BF16, Dtype::F32) = kernel<Bf16ToF32>;
   t.at(Dtype::F32, Dtype::BF16) = kernel<F32ToBf16>;
   t.at(Dtype::F16, Dtype::F32) = kernel<F16ToF32>;
