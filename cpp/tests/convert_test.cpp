@@ -288,13 +288,13 @@ TEST_P(ConvertLevel, MatchesScalarOnEveryPairWithTails) {
 }
 
 TEST_P(ConvertLevel, MisalignedOutputAndStreamingStores) {
-  // Large enough for threads, with non-temporal stores; the output starts
-  // aligned, at an element boundary (streaming after a scalar head) and one
-  // byte past alignment (no streaming possible).
+  // Non-temporal stores forced on; the output starts aligned, at an element
+  // boundary (streaming after a scalar head) and one byte past alignment (no
+  // streaming possible).
   const fst::Isa isa = GetParam();
   for (const Pair& p : all_pairs()) {
     SCOPED_TRACE(pair_name(p));
-    const std::size_t n = (std::size_t{1} << 20) + 77;
+    const std::size_t n = (std::size_t{1} << 16) + 77;
     std::vector<std::uint8_t> src(n * width(p.from) + 1);
     std::mt19937_64 rng(7);
     for (auto& b : src) b = static_cast<std::uint8_t>(rng());
@@ -307,11 +307,26 @@ TEST_P(ConvertLevel, MisalignedOutputAndStreamingStores) {
       std::vector<std::uint8_t> out(n * width(p.to) + 64);
       fst::ConvertOptions opt;
       opt.isa = isa;
-      opt.threads = 2;
       opt.stream = true;
       fst::convert(p.from, src.data() + 1, p.to, out.data() + shift, n, opt);
       ASSERT_EQ(0, std::memcmp(out.data() + shift, want.data(), want.size())) << "output shift " << shift;
     }
+  }
+}
+
+TEST_P(ConvertLevel, ThreadedBlocksMatchScalar) {
+  // Past kParallelThresholdBytes, so threads split the buffer into blocks.
+  const fst::Isa isa = GetParam();
+  const Pair pairs[] = {{Dtype::BF16, Dtype::F32}, {Dtype::F32, Dtype::F8_E4M3}, {Dtype::F32, Dtype::F16},
+                        {Dtype::F16, Dtype::BF16}, {Dtype::F32, Dtype::F32}};
+  for (const Pair& p : pairs) {
+    SCOPED_TRACE(pair_name(p));
+    const std::size_t n = fst::kParallelThresholdBytes / (width(p.from) + width(p.to)) + 12345;
+    std::vector<std::uint8_t> src(n * width(p.from));
+    std::mt19937_64 rng(11);
+    for (auto& b : src) b = static_cast<std::uint8_t>(rng());
+    const auto want = run(p.from, src, p.to, fst::Isa::Scalar, 1);
+    ASSERT_EQ(run(p.from, src, p.to, isa, 2), want);
   }
 }
 
