@@ -19,6 +19,20 @@ namespace {
 // With `stream`, the head is converted element by element until the output
 // is aligned, the blocks use non-temporal stores, and a fence orders them
 // before the return.
+// How far ahead of the block being converted its input is prefetched. One
+// core's streaming read rate is limited by how many cache misses it keeps in
+// flight; asking for lines 2 KiB ahead (beyond what the hardware prefetcher
+// has requested) raises it, which is what the narrowing kernels, reading two
+// to eight times what they write, are bound by on one core.
+constexpr std::size_t kPrefetchDistance = 2048;
+
+template <class Op>
+inline void prefetch_block(const unsigned char* s) noexcept {
+  for (std::size_t off = 0; off < Op::kStep * Op::kIn; off += 64) {
+    _mm_prefetch(reinterpret_cast<const char*>(s + kPrefetchDistance + off), _MM_HINT_T0);
+  }
+}
+
 template <class Op>
 inline void run_blocks(const void* src, void* dst, std::size_t n, bool stream) noexcept {
   static_assert((Op::kStep * Op::kOut) % Op::kAlign == 0, "a block must keep the output aligned");
@@ -32,10 +46,16 @@ inline void run_blocks(const void* src, void* dst, std::size_t n, bool stream) n
     if (head > n) head = n;
     Op::scalar(s, d, head);
     i = head;
-    for (; i + Op::kStep <= n; i += Op::kStep) Op::template block<true>(s + i * Op::kIn, d + i * Op::kOut);
+    for (; i + Op::kStep <= n; i += Op::kStep) {
+      prefetch_block<Op>(s + i * Op::kIn);
+      Op::template block<true>(s + i * Op::kIn, d + i * Op::kOut);
+    }
     _mm_sfence();
   } else {
-    for (; i + Op::kStep <= n; i += Op::kStep) Op::template block<false>(s + i * Op::kIn, d + i * Op::kOut);
+    for (; i + Op::kStep <= n; i += Op::kStep) {
+      prefetch_block<Op>(s + i * Op::kIn);
+      Op::template block<false>(s + i * Op::kIn, d + i * Op::kOut);
+    }
   }
   Op::scalar(s + i * Op::kIn, d + i * Op::kOut, n - i);
 }
