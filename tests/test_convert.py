@@ -345,3 +345,23 @@ def test_stub_declares_the_conversion_bindings():
         tree = ast.parse(fh.read())
     declared = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
     assert {"isa", "supported_isas", "can_convert", "convert", "convert_file"} <= declared
+
+
+def test_fork_after_threaded_conversion_does_not_hang():
+    # GNU OpenMP hangs a child that starts a parallel region after its parent
+    # ran one; fastensors converts on one thread in such a child instead.
+    code = """
+import os, numpy as np, fastensors
+x = np.ones(1 << 23, np.float32)   # 48 MiB read + written: threaded
+fastensors.convert(x, "bf16")
+pid = os.fork()
+if pid == 0:
+    y = fastensors.convert(x, "bf16")
+    os._exit(0 if y.view(np.uint16)[-1] == 0x3F80 else 3)
+_, status = os.waitpid(pid, 0)
+assert os.waitstatus_to_exitcode(status) == 0, status
+assert fastensors.convert(x, "f16")[-1] == 1.0   # the parent keeps its threads
+print("ok")
+"""
+    proc = run_python(code, timeout=60)
+    assert proc.stdout.strip() == "ok"

@@ -15,6 +15,9 @@
 #endif
 #if defined(FASTENSORS_HAVE_OPENMP)
 #include <omp.h>
+#include <pthread.h>
+
+#include <atomic>
 #endif
 
 #include "checked_math_internal.h"
@@ -135,9 +138,26 @@ class DefaultFpEnv {
 #endif
 };
 
+#if defined(FASTENSORS_HAVE_OPENMP)
+// GNU OpenMP is not fork-safe: in a child forked after the parent ran a
+// parallel region, the next region waits forever for the parent's threads.
+// A child of such a parent converts on one thread instead (as PyTorch does).
+std::atomic<bool> g_openmp_used{false};
+std::atomic<bool> g_openmp_unusable{false};
+
+void after_fork_in_child() {
+  if (g_openmp_used.load(std::memory_order_relaxed)) g_openmp_unusable.store(true, std::memory_order_relaxed);
+}
+
+bool openmp_usable() {
+  static const bool registered = ::pthread_atfork(nullptr, nullptr, after_fork_in_child) == 0;
+  return registered && !g_openmp_unusable.load(std::memory_order_relaxed);
+}
+#endif
+
 int thread_count(const ConvertOptions& options, std::size_t bytes) {
 #if defined(FASTENSORS_HAVE_OPENMP)
-  if (bytes < kParallelThresholdBytes) return 1;
+  if (bytes < kParallelThresholdBytes || !openmp_usable()) return 1;
   int n = options.threads > 0 ? options.threads : omp_get_max_threads();
   return std::max(n, 1);
 #else
@@ -175,6 +195,7 @@ void parallel_blocks(std::size_t count, int threads, const Body& body) {
   const std::size_t block = block_size(count, threads);
   const auto blocks = static_cast<std::int64_t>((count + block - 1) / block);
 #if defined(FASTENSORS_HAVE_OPENMP)
+  g_openmp_used.store(true, std::memory_order_relaxed);
 #pragma omp parallel num_threads(threads)
   {
     DefaultFpEnv env;
