@@ -365,3 +365,17 @@ print("ok")
 """
     proc = run_python(code, timeout=60)
     assert proc.stdout.strip() == "ok"
+
+
+def test_binding_level_override_matches():
+    from fastensors import _core
+
+    x = np.random.default_rng(5).integers(0, 2**32, 5000, dtype=np.uint32)
+    outs = []
+    for level in fastensors.supported_isas():
+        out = np.empty(x.size, np.uint8)
+        _core.convert(x, "F32", out, "F8_E5M2", isa=level)
+        outs.append(out.tobytes())
+    assert len(set(outs)) == 1
+    with pytest.raises(fastensors.UnsupportedIsa):
+        _core.convert(x, "F32", np.empty(x.size, np.uint8), "F8_E5M2", isa="sse9")

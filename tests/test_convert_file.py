@@ -279,3 +279,15 @@ def test_peak_memory_stays_near_one_tensor(tmp_path):
     with fastensors.safe_open(dst, "np") as f:
         assert f.get_tensor("layer.7.weight")[5, 7] == astype(
             np.asarray(fastensors.safe_open(src, "np").get_tensor("layer.7.weight")[5, 7]), np.float32)
+
+
+def test_in_place_conversion(tmp_path):
+    # The source stays open (pread) until the output is renamed over it.
+    path = tmp_path / "m.safetensors"
+    x = sample_array(np.float32, (300, 7), seed=3)
+    fst_np.save_file({"w": x}, path, metadata={"k": "v"})
+    fastensors.convert_file(path, path, "bf16")
+    with fastensors.safe_open(path, "np") as f:
+        assert f.metadata() == {"k": "v"}
+        assert f.get_tensor("w").tobytes() == astype(x, BF16).tobytes()
+    assert os.listdir(tmp_path) == ["m.safetensors"]

@@ -104,7 +104,8 @@ def convert_file(
     rounding (e.g. F64 or FP8 to BF16) raises :class:`UnsupportedConversion`
     before anything is written. Metadata is kept. Each output file is written
     atomically (``durable=False`` skips the fsyncs); memory use stays at a few
-    chunk buffers whatever the model size.
+    chunk buffers whatever the model size. ``dst`` may be ``src``: the source
+    stays open until the converted file is renamed over it.
 
     ``src`` may be a sharded checkpoint directory holding a
     ``*.safetensors.index.json``: every shard it lists is converted into the
