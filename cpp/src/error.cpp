@@ -30,6 +30,8 @@ std::string_view error_code_name(ErrorCode code) noexcept {
     case ErrorCode::InvalidMetadata: return "InvalidMetadata";
     case ErrorCode::TensorNotFound: return "TensorNotFound";
     case ErrorCode::InvalidArgument: return "InvalidArgument";
+    case ErrorCode::UnsupportedConversion: return "UnsupportedConversion";
+    case ErrorCode::UnsupportedIsa: return "UnsupportedIsa";
   }
   return "Unknown";
 }

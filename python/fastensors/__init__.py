@@ -9,6 +9,8 @@ from ._errors import *  # noqa: F401,F403  (the typed error classes)
 from ._errors import __all__ as _error_names
 from ._open import TensorInfo, TensorSlice, safe_open
 from ._serialize import TensorSpec, deserialize, serialize, serialize_file
+from ._convert import convert, isa, supported_isas
+from ._convert_file import ConversionReport, convert_file
 
 __version__: str = _core.__version__
 
@@ -24,6 +26,11 @@ __all__ = [
     "serialize",
     "serialize_file",
     "deserialize",
+    "convert",
+    "convert_file",
+    "ConversionReport",
+    "isa",
+    "supported_isas",
     *_error_names,
 ]
 

@@ -137,6 +137,29 @@ class InvalidArgument(SafetensorError, ValueError):
     """A caller error: bad arguments to a reader or writer."""
 
 
+class UnsupportedConversion(SafetensorError, TypeError):
+    """No conversion between these two dtypes (docs/dtypes.md lists the pairs)."""
+
+
+class UnsupportedIsa(SafetensorError, RuntimeError):
+    """``FASTENSORS_ISA`` names an instruction-set level that is unknown or
+    that this CPU or build cannot run. Raised by the first conversion (and by
+    ``fastensors.isa()``), never silently replaced by another level."""
+
+
+# Raised by the Python layer only (no C++ error code).
+
+
+class UnknownDtypeName(UnknownDtype, ValueError):
+    """A dtype argument (name, numpy or torch dtype) with no safetensors dtype."""
+
+
+class InvalidOutput(InvalidArgument):
+    """An ``out=`` array of the wrong type, dtype, shape or layout, or read-only."""
+
+
+_PYTHON_ONLY = (UnknownDtypeName, InvalidOutput)
+
 # Error code (C++ fastensors::ErrorCode) -> Python class.
 _BY_CODE = {
     "Io": SafetensorIOError,
@@ -163,6 +186,8 @@ _BY_CODE = {
     "InvalidMetadata": InvalidMetadata,
     "TensorNotFound": TensorNotFound,
     "InvalidArgument": InvalidArgument,
+    "UnsupportedConversion": UnsupportedConversion,
+    "UnsupportedIsa": UnsupportedIsa,
 }
 
 _missing = set(_core.error_codes()) ^ set(_BY_CODE)
@@ -171,7 +196,7 @@ if _missing:  # the two lists are kept in step by hand; fail loudly if they drif
 _core._set_error_classes({**_BY_CODE, "Io": _io_error})
 
 __all__ = ["SafetensorError"] + sorted(
-    {c.__name__ for c in [*_BY_CODE.values(), *_IO_BY_ERRNO.values()]} - {"SafetensorError"}
+    {c.__name__ for c in [*_BY_CODE.values(), *_IO_BY_ERRNO.values(), *_PYTHON_ONLY]} - {"SafetensorError"}
 )
 
 

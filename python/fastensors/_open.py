@@ -9,6 +9,7 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 import numpy as np
 
 from . import _core
+from ._convert import FLOAT_CODES, check_pair, convert_array, convert_tensor, dtype_code
 from ._dtypes import SUB_BYTE, nbytes_of
 from ._frameworks import get_framework
 
@@ -77,22 +78,48 @@ class safe_open:
             self._file.read_into(name, 0, raw)
         return raw, dtype, shape
 
-    def get_tensor(self, name: str):
+    def get_tensor(self, name: str, dtype=None):
+        """The tensor ``name``. With ``dtype`` (a code like "BF16", a short
+        name like "bf16", or a numpy / ml_dtypes / torch dtype), converted
+        while reading, bit-exact with ml_dtypes (docs/dtypes.md): straight
+        from the mapping into the result with the mmap backend, in bounded
+        chunks with pread. A tensor already of that dtype is returned as if
+        ``dtype`` were not given."""
+        if dtype is not None:
+            return self._converted(name, dtype_code(dtype))
         raw, dtype, shape = self._raw(name)
         fw = self._framework
         return fw.to_device(fw.from_bytes(raw, dtype, shape), self._device)
 
-    def get_tensors(self) -> Dict[str, object]:
-        """Every tensor, keyed by name, in file order."""
+    def get_tensors(self, dtype=None) -> Dict[str, object]:
+        """Every tensor, keyed by name, in file order. With ``dtype``, float
+        tensors are converted to it (as ``get_tensor(name, dtype)``); integer,
+        BOOL and complex tensors are returned unchanged."""
         fw = self._framework
+        target = None if dtype is None else dtype_code(dtype)
         out = {}
         for info in self._file.infos():
-            raw, dtype, shape = self._raw(info[0], info)
-            out[info[0]] = fw.to_device(fw.from_bytes(raw, dtype, shape), self._device)
+            if target is not None and info[1] in FLOAT_CODES:
+                out[info[0]] = self._converted(info[0], target, info)
+                continue
+            raw, code, shape = self._raw(info[0], info)
+            out[info[0]] = fw.to_device(fw.from_bytes(raw, code, shape), self._device)
         return out
 
-    def get_slice(self, name: str) -> "TensorSlice":
-        return TensorSlice(self, name)
+    def _converted(self, name: str, target: str, info=None):
+        _, code, shape, _, _ = info or self._file.info(name)
+        fw = self._framework
+        if code == target:
+            raw, _, _ = self._raw(name, info)
+            return fw.to_device(fw.from_bytes(raw, code, shape), self._device)
+        arr = convert_tensor(self._file, name, code, shape, target)
+        return fw.to_device(fw.from_bytes(arr.reshape(-1).view(np.uint8), target, shape), self._device)
+
+    def get_slice(self, name: str, dtype=None) -> "TensorSlice":
+        """A lazy view of ``name`` for indexing. With ``dtype``, each indexed
+        part is converted to it (only the selected elements, straight from the
+        mapping, whatever the steps)."""
+        return TensorSlice(self, name, None if dtype is None else dtype_code(dtype))
 
 
 class TensorSlice:
@@ -100,11 +127,14 @@ class TensorSlice:
     indexing (ints, slices with any step, Ellipsis, None). Only the bytes the
     index needs along the first axis are read with the pread backend."""
 
-    def __init__(self, owner: safe_open, name: str):
+    def __init__(self, owner: safe_open, name: str, target: Optional[str] = None):
         self._owner = owner
         self._name = name
         _, self._dtype, shape, self._begin, self._end = owner._file.info(name)
         self._shape = tuple(shape)
+        self._target = None if target == self._dtype else target  # convert indexed parts to this code
+        if self._target is not None:
+            check_pair(self._dtype, self._target, f"tensor '{name}'")
 
     def get_shape(self) -> List[int]:
         return list(self._shape)
@@ -156,10 +186,14 @@ class TensorSlice:
         arr = self._array(index)
         if not isinstance(arr, np.ndarray):  # a scalar from full integer indexing
             arr = np.asarray(arr)
-        if not arr.flags.c_contiguous:
+        code = self._dtype
+        if self._target is not None:
+            arr = convert_array(arr, code, self._target)  # strided source, contiguous result
+            code = self._target
+        elif not arr.flags.c_contiguous:
             arr = np.ascontiguousarray(arr)
         fw = self._owner._framework
-        return fw.to_device(fw.from_numpy(arr, self._dtype), self._owner._device)
+        return fw.to_device(fw.from_numpy(arr, code), self._owner._device)
 
 
 def _is_axis_index(item) -> bool:

@@ -69,10 +69,14 @@ def load(data: bytes) -> Dict[str, np.ndarray]:
     return out
 
 
-def load_file(filename: Union[str, os.PathLike], *, backend: str = "mmap") -> Dict[str, np.ndarray]:
-    """All tensors of ``filename``; zero-copy views with the mmap backend."""
+def load_file(filename: Union[str, os.PathLike], *, backend: str = "mmap", dtype=None) -> Dict[str, np.ndarray]:
+    """All tensors of ``filename``; zero-copy views with the mmap backend.
+
+    ``dtype`` ("bf16", "F32", ``np.float16``, ...): float tensors are
+    converted to it while reading, bit-exact with ml_dtypes
+    (docs/dtypes.md); integer, BOOL and complex tensors are never converted."""
     with safe_open(filename, framework="np", backend=backend) as f:
-        return f.get_tensors()
+        return f.get_tensors(dtype=dtype)
 
 
 __all__ = ["save", "save_file", "load", "load_file"]

@@ -205,12 +205,17 @@ def load(data: bytes) -> Dict[str, "torch.Tensor"]:
 
 
 def load_file(
-    filename: Union[str, os.PathLike], device: Union[str, int] = "cpu", *, backend: str = "mmap"
+    filename: Union[str, os.PathLike], device: Union[str, int] = "cpu", *, backend: str = "mmap", dtype=None
 ) -> Dict[str, "torch.Tensor"]:
     """All tensors of ``filename``; on the CPU with the mmap backend they share
-    the copy-on-write mapping (no copy)."""
+    the copy-on-write mapping (no copy).
+
+    ``dtype`` (``torch.bfloat16``, "bf16", "F32", ...): float tensors are
+    converted to it while reading (in C++, into the tensor's own buffer),
+    bit-exact with ml_dtypes (docs/dtypes.md); integer, BOOL and complex
+    tensors are never converted."""
     with safe_open(filename, framework="pt", device=device, backend=backend) as f:
-        return f.get_tensors()
+        return f.get_tensors(dtype=dtype)
 
 
 def save_model(

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "fastensors/convert.hpp"
 #include "fastensors/fastensors.hpp"
 
 namespace nb = nanobind;
@@ -102,6 +103,22 @@ std::vector<fst::TensorSource> to_sources(
   return out;
 }
 
+// -- dtype conversion: argument conversion only (logic in fastensors/convert.hpp)
+using AnyArray = nb::ndarray<nb::ro, nb::device::cpu>;
+
+fst::ConvertOptions convert_options(const std::optional<std::string>& isa, int threads,
+                                    const std::optional<bool>& stream) {
+  fst::ConvertOptions opt;
+  opt.threads = threads;
+  opt.stream = stream;
+  if (isa) {
+    auto parsed = fst::parse_isa(*isa);
+    if (!parsed) throw fst::Error(fst::ErrorCode::UnsupportedIsa, "unknown instruction-set level '" + *isa + "'");
+    opt.isa = *parsed;
+  }
+  return opt;
+}
+
 using Specs = std::vector<std::tuple<std::string, std::string, std::vector<std::uint64_t>, std::uintptr_t, std::uint64_t>>;
 using MetaArg = std::optional<std::vector<std::pair<std::string, std::string>>>;
 
@@ -120,7 +137,7 @@ NB_MODULE(_core, m) {
         "Install the Python exception class (or factory) for each error code name.");
   m.def("error_codes", []() {
     std::vector<std::string> out;
-    for (int c = 0; c <= static_cast<int>(fst::ErrorCode::InvalidArgument); ++c) {
+    for (int c = 0; c <= static_cast<int>(fst::ErrorCode::UnsupportedIsa); ++c) {
       out.emplace_back(fst::error_code_name(static_cast<fst::ErrorCode>(c)));
     }
     return out;
@@ -229,4 +246,62 @@ NB_MODULE(_core, m) {
 
   m.def("default_durable", &fst::WriteOptions::default_durable,
         "True unless FASTENSORS_DURABLE=0 is set in the environment.");
+
+  // -- dtype conversion (docs/dtypes.md) ---------------------------------------
+  m.def("isa", []() { return std::string(fst::isa_name(fst::active_isa())); },
+        "The instruction-set level conversions use (FASTENSORS_ISA or the best supported).");
+  m.def("supported_isas", []() {
+        std::vector<std::string> out;
+        for (fst::Isa isa : fst::supported_isas()) out.emplace_back(fst::isa_name(isa));
+        return out;
+      }, "Every level this CPU runs, best first.");
+  m.def("can_convert", [](const std::string& from, const std::string& to) {
+        return fst::can_convert(dtype_or_throw(from, {}), dtype_or_throw(to, {}));
+      }, "from_dtype"_a, "to_dtype"_a, "Whether convert() supports this pair of safetensors codes.");
+  m.def("convert", [](AnyArray src, const std::string& from, OutBytes dst, const std::string& to,
+                      const std::optional<std::string>& isa, int threads, const std::optional<bool>& stream) {
+        const fst::Dtype f = dtype_or_throw(from, {});
+        const fst::Dtype t = dtype_or_throw(to, {});
+        if (src.itemsize() * 8 != fst::dtype_bits(f)) {
+          throw fst::Error(fst::ErrorCode::InvalidArgument, "the source's item size does not match " + from);
+        }
+        std::vector<std::int64_t> shape(src.ndim()), strides(src.ndim());
+        for (std::size_t i = 0; i < src.ndim(); ++i) {
+          shape[i] = static_cast<std::int64_t>(src.shape(i));
+          strides[i] = src.stride(i) * static_cast<std::int64_t>(src.itemsize());
+        }
+        const fst::ConvertOptions opt = convert_options(isa, threads, stream);
+        nb::gil_scoped_release release;
+        fst::convert_strided(f, src.data(), shape, strides, t, dst.data(), dst.shape(0), opt);
+      }, "src"_a, "from_dtype"_a, "dst"_a, "to_dtype"_a, "isa"_a.none() = nb::none(), "threads"_a = 0,
+      "stream"_a.none() = nb::none(),
+      "Convert `src` (an unsigned-integer view of the source, any strides) into the contiguous bytes `dst`; "
+      "stream=False for a freshly allocated `dst`.");
+
+  m.def("convert_file", [](const std::string& src, const std::string& dst,
+                           const std::vector<std::pair<std::string, std::string>>& targets, bool durable,
+                           nb::object progress, std::size_t chunk_bytes) {
+        std::vector<std::pair<std::string, fst::Dtype>> to;
+        to.reserve(targets.size());
+        for (const auto& [name, dtype] : targets) to.emplace_back(name, dtype_or_throw(dtype, name));
+        fst::FileConversionOptions opt;
+        opt.write.durable = durable;
+        if (chunk_bytes) opt.chunk_bytes = chunk_bytes;
+        if (!progress.is_none()) {
+          // Runs on the converting thread: take the GIL, let Ctrl-C cancel.
+          opt.progress = [progress](std::uint64_t done, std::uint64_t total) {
+            nb::gil_scoped_acquire gil;
+            if (PyErr_CheckSignals() != 0) throw nb::python_error();
+            progress(done, total);
+          };
+        }
+        fst::FileConversionResult r;
+        {
+          nb::gil_scoped_release release;
+          r = fst::convert_file(src, dst, to, opt);
+        }
+        return nb::make_tuple(r.file_size, r.data_size, r.converted, r.copied);
+      }, "src"_a, "dst"_a, "targets"_a, "durable"_a, "progress"_a.none(), "chunk_bytes"_a = 0,
+      "Write `dst` with the tensors of `src`, those in targets [(name, dtype)] converted; returns "
+      "(file_size, data_size, converted, copied).");
 }

@@ -33,6 +33,8 @@ enum class ErrorCode {
   InvalidMetadata,      // __metadata__ is not an object of strings
   TensorNotFound,       // no tensor of that name
   InvalidArgument,      // a caller error (writer inputs, bad backend, ...)
+  UnsupportedConversion,  // no conversion between these two dtypes
+  UnsupportedIsa,         // FASTENSORS_ISA names a level this CPU or build cannot run
 };
 
 std::string_view error_code_name(ErrorCode code) noexcept;

@@ -1,6 +1,8 @@
 // fastensors: a fast, strict engine for safetensors files. Umbrella header.
 #pragma once
 
+#include "fastensors/convert.hpp"
+#include "fastensors/convert_file.hpp"
 #include "fastensors/dtype.hpp"
 #include "fastensors/error.hpp"
 #include "fastensors/file.hpp"
