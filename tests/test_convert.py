@@ -314,7 +314,6 @@ for call in (fastensors.isa, lambda: fastensors.convert(np.ones(2, np.float32), 
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("FASTENSORS_EXHAUSTIVE") != "1", reason="set FASTENSORS_EXHAUSTIVE=1 (minutes)")
 @pytest.mark.parametrize("code", list(NARROW))
 def test_every_f32_input_against_ml_dtypes(code):
     # All 2^32 F32 bit patterns at the active level. (The C++ test of the same

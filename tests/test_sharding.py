@@ -451,15 +451,8 @@ def test_killed_at_random_points(tmp_path):
     run_kill_trials(tmp_path, trials=8, seed=0)
 
 
-def slow_selected(config) -> bool:
-    expr = config.getoption("markexpr") or ""
-    return ("slow" in expr and "not slow" not in expr) or os.environ.get("FASTENSORS_RUN_SLOW") == "1"
-
-
 @pytest.mark.slow
-def test_killed_at_random_points_many(tmp_path, request):
-    if not slow_selected(request.config):
-        pytest.skip("slow: run with -m slow (or FASTENSORS_RUN_SLOW=1)")
+def test_killed_at_random_points_many(tmp_path):
     run_kill_trials(tmp_path, trials=200, seed=1)
 
 
