@@ -9,6 +9,7 @@ from ._errors import *  # noqa: F401,F403  (the typed error classes)
 from ._errors import __all__ as _error_names
 from ._open import TensorInfo, TensorSlice, safe_open
 from ._serialize import TensorSpec, deserialize, serialize, serialize_file
+from .quant import QuantizedTensor, dequantize, quality, quantize
 
 __version__: str = _core.__version__
 
@@ -24,5 +25,9 @@ __all__ = [
     "serialize",
     "serialize_file",
     "deserialize",
+    "quantize",
+    "dequantize",
+    "quality",
+    "QuantizedTensor",
     *_error_names,
 ]
