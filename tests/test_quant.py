@@ -311,3 +311,44 @@ def test_quality_identical_and_errors():
         quality(a, a[:5])
     with pytest.raises(fastensors.InvalidArgument):
         quality(a.astype(np.int32), a)
+
+
+def _isa_in_subprocess(level):
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, FASTENSORS_ISA=level)
+    out = subprocess.run([sys.executable, "-c", "import fastensors.quant as q; print(q.kernel_isa())"], env=env,
+                         capture_output=True, text=True, check=True)
+    return out.stdout.strip(), env
+
+
+@pytest.mark.parametrize("level", ["scalar", "avx2", "avx512"])
+def test_reference_comparisons_at_each_kernel_level(level):
+    """The gguf / compressed-tensors comparisons of this file, rerun in a fresh
+    process with FASTENSORS_ISA forcing each level the CPU supports."""
+    import os
+    import subprocess
+    import sys
+
+    active, env = _isa_in_subprocess(level)
+    if active != level:
+        pytest.skip(f"this CPU runs {active} when {level} is requested")
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
+                        "-k", "not at_each_kernel_level"], env=env, capture_output=True, text=True,
+                       cwd=os.path.dirname(__file__))
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+    assert " passed" in r.stdout
+
+
+def test_unknown_isa_value_is_an_error():
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, FASTENSORS_ISA="sse9")
+    r = subprocess.run([sys.executable, "-c", "import fastensors.quant as q; q.kernel_isa()"], env=env,
+                       capture_output=True, text=True)
+    assert r.returncode != 0
+    assert "FASTENSORS_ISA" in r.stderr

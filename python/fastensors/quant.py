@@ -15,7 +15,7 @@ import numpy as np
 from . import _core
 from ._errors import InvalidArgument
 
-__all__ = ["QuantizedTensor", "quantize", "dequantize", "quality", "SCHEMES"]
+__all__ = ["QuantizedTensor", "quantize", "dequantize", "quality", "kernel_isa", "SCHEMES"]
 
 GGML_SCHEMES = ("q8_0", "q4_0", "q4_1", "q5_0", "q5_1")
 INT_SCHEMES = {"int8": 8, "int4": 4, "int2": 2}
@@ -139,6 +139,14 @@ def _out_dtype(dtype) -> np.dtype:
         return np.dtype(dtype)
     except TypeError as exc:
         raise InvalidArgument(f"unknown output dtype {dtype!r}") from exc
+
+
+def kernel_isa() -> str:
+    """The instruction set the quantization kernels run with: ``"avx512"``,
+    ``"avx2"`` or ``"scalar"``. Chosen once per process; the environment
+    variable ``FASTENSORS_ISA=scalar|avx2|avx512`` caps it. Every level gives
+    bit-identical results."""
+    return _core.kernel_isa()
 
 
 def quantize(array, scheme: str, *, group_size: Optional[int] = None, symmetric: Optional[bool] = None,

@@ -24,6 +24,13 @@ struct Matrix {
   std::size_t cols = 0;
 };
 
+// The instruction set the kernels run with: "avx512", "avx2" or "scalar".
+// Chosen once per process from the CPU and OS; the environment variable
+// FASTENSORS_ISA=scalar|avx2|avx512 caps it (a level the CPU lacks falls back
+// to the best one below it). Every level gives bit-identical results.
+// Throws InvalidArgument when FASTENSORS_ISA has another value.
+const char* kernel_isa();
+
 // ---- GGML block formats (bit-exact with the gguf Python package) ----------
 
 enum class GgmlType { Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 };
