@@ -48,15 +48,31 @@ Range int_range(unsigned bits) {
   return {-half, half - 1.0f};
 }
 
-// min and max of n values (no NaN: checked by the caller).
+// min and max of n finite values (checked by the caller). Eight partial
+// results so that the loop vectorizes; the values do not depend on the order
+// (only the sign of a zero result could, and no caller looks at it: the
+// range is widened to include 0 and taken by magnitude or difference).
 inline void min_max(const float* x, std::size_t n, float* lo, float* hi) {
-  float a = x[0], b = x[0];
-  for (std::size_t i = 1; i < n; ++i) {
-    a = std::min(a, x[i]);
-    b = std::max(b, x[i]);
+  float a[8], b[8];
+  for (std::size_t k = 0; k < 8; ++k) a[k] = b[k] = x[0];
+  std::size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    for (std::size_t k = 0; k < 8; ++k) {
+      float v = x[i + k];
+      a[k] = v < a[k] ? v : a[k];
+      b[k] = v > b[k] ? v : b[k];
+    }
   }
-  *lo = a;
-  *hi = b;
+  for (; i < n; ++i) {
+    a[0] = x[i] < a[0] ? x[i] : a[0];
+    b[0] = x[i] > b[0] ? x[i] : b[0];
+  }
+  for (std::size_t k = 1; k < 8; ++k) {
+    a[0] = a[k] < a[0] ? a[k] : a[0];
+    b[0] = b[k] > b[0] ? b[k] : b[0];
+  }
+  *lo = a[0];
+  *hi = b[0];
 }
 
 // Symmetric scale from the observed range, before the eps replacement.
@@ -103,8 +119,12 @@ void int_quantize(const Matrix& in, const IntParams& p, std::int8_t* codes, void
 #pragma omp for schedule(static)
     for (std::int64_t gi = 0; gi < to_i64(ngroups); ++gi) {
       const std::size_t off = static_cast<std::size_t>(gi) * g;
-      float* x = buf.data();
-      load_f32(in, off, g, x);
+      const float* x = buf.data();
+      if (dt == Dtype::F32) {
+        x = static_cast<const float*>(in.data) + off;  // no copy needed
+      } else {
+        load_f32(in, off, g, buf.data());
+      }
       std::size_t nf = first_nonfinite(x, g);
       if (nf != g) {
         bad.report(off + nf);
