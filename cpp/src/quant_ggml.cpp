@@ -114,7 +114,8 @@ inline std::uint8_t clipped_code(float v, std::uint8_t qmax) {
   return c > qmax ? qmax : c;
 }
 
-void q8_0_blocks(const float* x, std::size_t nblocks, std::uint8_t* out) {
+bool q8_0_blocks(const float* x, std::size_t nblocks, std::uint8_t* out) {
+  if (first_nonfinite(x, nblocks * QK) != nblocks * QK) return false;
   for (std::size_t b = 0; b < nblocks; ++b, x += QK, out += 34) {
     float d = amax_block(x) / 127.0f;
     float id = inverse(d);
@@ -123,6 +124,7 @@ void q8_0_blocks(const float* x, std::size_t nblocks, std::uint8_t* out) {
     for (std::size_t j = 0; j < QK; ++j) q[j] = q8_code(x[j] * id);
     std::memcpy(out + 2, q, QK);
   }
+  return true;
 }
 
 inline void pack_nibbles(const std::uint8_t* q, std::uint8_t* out) {
@@ -139,7 +141,8 @@ inline void pack_high_bits(const std::uint8_t* q, std::uint8_t* out) {
 
 // The "max / -k" formats: Q4_0 (K = 8, 16 levels) and Q5_0 (K = 16, 32 levels).
 template <int K, bool kHighBit>
-void signed_blocks(const float* x, std::size_t nblocks, std::uint8_t* out) {
+bool signed_blocks(const float* x, std::size_t nblocks, std::uint8_t* out) {
+  if (first_nonfinite(x, nblocks * QK) != nblocks * QK) return false;
   constexpr std::size_t bb = kHighBit ? 22 : 18;
   constexpr float bias = static_cast<float>(K) + 0.5f;
   constexpr std::uint8_t qmax = 2 * K - 1;
@@ -152,11 +155,13 @@ void signed_blocks(const float* x, std::size_t nblocks, std::uint8_t* out) {
     if (kHighBit) pack_high_bits(q, out + 2);
     pack_nibbles(q, out + bb - QK / 2);
   }
+  return true;
 }
 
 // The min/max formats: Q4_1 (15 steps) and Q5_1 (31 steps).
 template <int kSteps, bool kHighBit>
-void affine_blocks(const float* x, std::size_t nblocks, std::uint8_t* out) {
+bool affine_blocks(const float* x, std::size_t nblocks, std::uint8_t* out) {
+  if (first_nonfinite(x, nblocks * QK) != nblocks * QK) return false;
   constexpr std::size_t bb = kHighBit ? 24 : 20;
   constexpr std::uint8_t qmax = kSteps;
   for (std::size_t b = 0; b < nblocks; ++b, x += QK, out += bb) {
@@ -171,6 +176,7 @@ void affine_blocks(const float* x, std::size_t nblocks, std::uint8_t* out) {
     if (kHighBit) pack_high_bits(q, out + 4);
     pack_nibbles(q, out + bb - QK / 2);
   }
+  return true;
 }
 
 void q8_0_dequant(const std::uint8_t* in, std::size_t nblocks, float* y) {
@@ -251,6 +257,10 @@ std::size_t ggml_row_bytes(GgmlType type, std::size_t cols) {
 constexpr std::size_t kChunkBlocks = 64;
 // Below this many blocks (256 KiB of F32) one thread does it all.
 constexpr std::size_t kParallelBlocks = 2048;
+// Threads take this many chunks (64 KiB of F32) at a time: dynamic
+// scheduling, because on a loaded machine a static split leaves every thread
+// waiting at the barrier for the one that was preempted.
+constexpr int kChunksPerGrab = 8;
 
 void ggml_quantize(GgmlType type, const Matrix& in, std::uint8_t* out) {
   check_float_input(in, type_name(type));
@@ -263,7 +273,7 @@ void ggml_quantize(GgmlType type, const Matrix& in, std::uint8_t* out) {
 #pragma omp parallel if (nblocks >= kParallelBlocks)
   {
     float buf[kChunkBlocks * QK];
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, kChunksPerGrab)
     for (std::int64_t c = 0; c < to_i64(nchunks); ++c) {
       const std::size_t b0 = static_cast<std::size_t>(c) * kChunkBlocks;
       const std::size_t nb = std::min(kChunkBlocks, nblocks - b0);
@@ -274,12 +284,7 @@ void ggml_quantize(GgmlType type, const Matrix& in, std::uint8_t* out) {
       } else {
         load_f32(in, off, n, buf);
       }
-      std::size_t nf = first_nonfinite(x, n);
-      if (nf != n) {
-        bad.report(off + nf);
-        continue;
-      }
-      kernel(x, nb, out + b0 * bb);
+      if (!kernel(x, nb, out + b0 * bb)) bad.report(off + first_nonfinite(x, n));
     }
   }
   bad.throw_if_any(in, type_name(type));
@@ -291,7 +296,7 @@ void ggml_dequantize(GgmlType type, const std::uint8_t* in, std::size_t rows, st
   const std::size_t bb = ggml_block_bytes(type);
   const GgmlDequantizeFn kernel = ggml_kernels(active_isa()).dequantize[static_cast<int>(type)];
   const std::size_t nchunks = (nblocks + kChunkBlocks - 1) / kChunkBlocks;
-#pragma omp parallel for schedule(static) if (nblocks >= kParallelBlocks)
+#pragma omp parallel for schedule(dynamic, kChunksPerGrab) if (nblocks >= kParallelBlocks)
   for (std::int64_t c = 0; c < to_i64(nchunks); ++c) {
     const std::size_t b0 = static_cast<std::size_t>(c) * kChunkBlocks;
     kernel(in + b0 * bb, std::min(kChunkBlocks, nblocks - b0), out + b0 * QK);

@@ -26,6 +26,16 @@ inline Block load_block(const float* x) {
 
 inline __m256 abs_ps(__m256 v) { return _mm256_and_ps(v, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff))); }
 
+// True when the block holds a NaN or an infinity (|x| not below infinity).
+inline bool nonfinite(const Block& b) {
+  const __m256 inf = _mm256_set1_ps(__builtin_inff());
+  __m256 m = _mm256_or_ps(_mm256_or_ps(_mm256_cmp_ps(abs_ps(b.v[0]), inf, _CMP_NLT_UQ),
+                                       _mm256_cmp_ps(abs_ps(b.v[1]), inf, _CMP_NLT_UQ)),
+                          _mm256_or_ps(_mm256_cmp_ps(abs_ps(b.v[2]), inf, _CMP_NLT_UQ),
+                                       _mm256_cmp_ps(abs_ps(b.v[3]), inf, _CMP_NLT_UQ)));
+  return !_mm256_testz_ps(m, m);
+}
+
 inline float hmax(__m256 v) {
   __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   m = _mm_max_ps(m, _mm_movehl_ps(m, m));
@@ -77,11 +87,12 @@ inline __m256i low_bytes(const __m256i r[4]) {
   return _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
 }
 
-void q8_0_blocks(const float* x, std::size_t nblocks, std::uint8_t* out) {
+bool q8_0_blocks(const float* x, std::size_t nblocks, std::uint8_t* out) {
   const __m256i int_min = _mm256_set1_epi32(INT32_MIN);
   const __m256 half = _mm256_set1_ps(0.5f);
   for (std::size_t blk = 0; blk < nblocks; ++blk, x += QK, out += 34) {
     Block b = load_block(x);
+    if (nonfinite(b)) return false;
     float d = amax_block(b) / 127.0f;
     __m256 id = _mm256_set1_ps(inverse(d));
     put_f16(out, d);
@@ -98,6 +109,7 @@ void q8_0_blocks(const float* x, std::size_t nblocks, std::uint8_t* out) {
     }
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 2), low_bytes(r));
   }
+  return true;
 }
 
 // numpy's float -> uint8 cast (low byte of a truncating int32 conversion),
@@ -122,11 +134,12 @@ inline __m256i split_high_bits(__m256i q, std::uint8_t* out) {
 }
 
 template <int K, bool kHighBit>
-void signed_blocks(const float* x, std::size_t nblocks, std::uint8_t* out) {
+bool signed_blocks(const float* x, std::size_t nblocks, std::uint8_t* out) {
   constexpr std::size_t bb = kHighBit ? 22 : 18;
   const __m256 bias = _mm256_set1_ps(static_cast<float>(K) + 0.5f);
   for (std::size_t blk = 0; blk < nblocks; ++blk, x += QK, out += bb) {
     Block b = load_block(x);
+    if (nonfinite(b)) return false;
     float amax = amax_block(b);
     float maxv = x[__builtin_ctz(eq_mask(b, _mm256_set1_ps(amax), true))];
     float d = maxv / -static_cast<float>(K);
@@ -138,15 +151,17 @@ void signed_blocks(const float* x, std::size_t nblocks, std::uint8_t* out) {
     if (kHighBit) q = split_high_bits(q, out + 2);
     pack_nibbles(q, out + bb - QK / 2);
   }
+  return true;
 }
 
 template <int kSteps, bool kHighBit>
-void affine_blocks(const float* x, std::size_t nblocks, std::uint8_t* out) {
+bool affine_blocks(const float* x, std::size_t nblocks, std::uint8_t* out) {
   constexpr std::size_t bb = kHighBit ? 24 : 20;
   const __m256 half = _mm256_set1_ps(0.5f);
   const __m256 zero = _mm256_setzero_ps();
   for (std::size_t blk = 0; blk < nblocks; ++blk, x += QK, out += bb) {
     Block b = load_block(x);
+    if (nonfinite(b)) return false;
     float mn = hmin(_mm256_min_ps(_mm256_min_ps(b.v[0], b.v[1]), _mm256_min_ps(b.v[2], b.v[3])));
     float mx = hmax(_mm256_max_ps(_mm256_max_ps(b.v[0], b.v[1]), _mm256_max_ps(b.v[2], b.v[3])));
     if (mn == 0.0f || mx == 0.0f) {  // the sign of a zero result is that of the first zero
@@ -165,6 +180,7 @@ void affine_blocks(const float* x, std::size_t nblocks, std::uint8_t* out) {
     if (kHighBit) q = split_high_bits(q, out + 4);
     pack_nibbles(q, out + bb - QK / 2);
   }
+  return true;
 }
 
 void q8_0_dequant(const std::uint8_t* in, std::size_t nblocks, float* y) {

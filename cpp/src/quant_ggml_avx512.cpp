@@ -29,6 +29,13 @@ inline float get_f16(const std::uint8_t* p) {
 
 inline float inverse(float d) { return d == 0.0f ? 0.0f : 1.0f / d; }
 
+// True when the block holds a NaN or an infinity (|x| not below infinity).
+inline bool nonfinite(__m512 v0, __m512 v1) {
+  const __m512 inf = _mm512_set1_ps(__builtin_inff());
+  return (_mm512_cmp_ps_mask(_mm512_abs_ps(v0), inf, _CMP_NLT_UQ) |
+          _mm512_cmp_ps_mask(_mm512_abs_ps(v1), inf, _CMP_NLT_UQ)) != 0;
+}
+
 inline std::uint32_t eq_mask(__m512 a, __m512 b, __m512 value) {
   return static_cast<std::uint32_t>(_mm512_cmp_ps_mask(a, value, _CMP_EQ_OQ)) |
          (static_cast<std::uint32_t>(_mm512_cmp_ps_mask(b, value, _CMP_EQ_OQ)) << 16);
@@ -64,24 +71,27 @@ inline __m512i q8_codes(__m512 n) {
   return _mm512_mask_sub_epi32(b, _mm512_cmplt_epi32_mask(_mm512_castps_si512(n), zero), zero, b);
 }
 
-void q8_0_blocks(const float* x, std::size_t nblocks, std::uint8_t* out) {
+bool q8_0_blocks(const float* x, std::size_t nblocks, std::uint8_t* out) {
   for (std::size_t blk = 0; blk < nblocks; ++blk, x += QK, out += 34) {
     __m512 v0 = _mm512_loadu_ps(x), v1 = _mm512_loadu_ps(x + 16);
+    if (nonfinite(v0, v1)) return false;
     float d = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1))) / 127.0f;
     __m512 id = _mm512_set1_ps(inverse(d));
     put_f16(out, d);
     __m256i q = low_bytes(q8_codes(_mm512_mul_ps(v0, id)), q8_codes(_mm512_mul_ps(v1, id)));
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 2), q);
   }
+  return true;
 }
 
 template <int K, bool kHighBit>
-void signed_blocks(const float* x, std::size_t nblocks, std::uint8_t* out) {
+bool signed_blocks(const float* x, std::size_t nblocks, std::uint8_t* out) {
   constexpr std::size_t bb = kHighBit ? 22 : 18;
   const __m512 bias = _mm512_set1_ps(static_cast<float>(K) + 0.5f);
   const __m256i qmax = _mm256_set1_epi8(2 * K - 1);
   for (std::size_t blk = 0; blk < nblocks; ++blk, x += QK, out += bb) {
     __m512 v0 = _mm512_loadu_ps(x), v1 = _mm512_loadu_ps(x + 16);
+    if (nonfinite(v0, v1)) return false;
     __m512 a0 = _mm512_abs_ps(v0), a1 = _mm512_abs_ps(v1);
     float amax = _mm512_reduce_max_ps(_mm512_max_ps(a0, a1));
     float d = x[__builtin_ctz(eq_mask(a0, a1, _mm512_set1_ps(amax)))] / -static_cast<float>(K);
@@ -93,15 +103,17 @@ void signed_blocks(const float* x, std::size_t nblocks, std::uint8_t* out) {
     if (kHighBit) q = split_high_bits(q, out + 2);
     pack_nibbles(q, out + bb - QK / 2);
   }
+  return true;
 }
 
 template <int kSteps, bool kHighBit>
-void affine_blocks(const float* x, std::size_t nblocks, std::uint8_t* out) {
+bool affine_blocks(const float* x, std::size_t nblocks, std::uint8_t* out) {
   constexpr std::size_t bb = kHighBit ? 24 : 20;
   const __m512 half = _mm512_set1_ps(0.5f);
   const __m256i qmax = _mm256_set1_epi8(kSteps);
   for (std::size_t blk = 0; blk < nblocks; ++blk, x += QK, out += bb) {
     __m512 v0 = _mm512_loadu_ps(x), v1 = _mm512_loadu_ps(x + 16);
+    if (nonfinite(v0, v1)) return false;
     float mn = _mm512_reduce_min_ps(_mm512_min_ps(v0, v1));
     float mx = _mm512_reduce_max_ps(_mm512_max_ps(v0, v1));
     if (mn == 0.0f || mx == 0.0f) {  // the sign of a zero result is that of the first zero
@@ -120,6 +132,7 @@ void affine_blocks(const float* x, std::size_t nblocks, std::uint8_t* out) {
     if (kHighBit) q = split_high_bits(q, out + 4);
     pack_nibbles(q, out + bb - QK / 2);
   }
+  return true;
 }
 
 void q8_0_dequant(const std::uint8_t* in, std::size_t nblocks, float* y) {

@@ -113,10 +113,12 @@ void int_quantize(const Matrix& in, const IntParams& p, std::int8_t* codes, void
   const std::size_t groups_per_row = in.cols / g;
   const std::size_t ngroups = in.rows * groups_per_row;
   NonFinite bad;
-#pragma omp parallel
+  // Dynamic scheduling in grabs of about 64 KiB of F32 (see quant_ggml.cpp).
+  const int grab = static_cast<int>(std::max<std::size_t>(1, 16384 / g));
+#pragma omp parallel if (ngroups * g >= 65536)
   {
     std::vector<float> buf(g);
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, grab)
     for (std::int64_t gi = 0; gi < to_i64(ngroups); ++gi) {
       const std::size_t off = static_cast<std::size_t>(gi) * g;
       const float* x = buf.data();

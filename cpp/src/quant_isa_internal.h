@@ -22,8 +22,9 @@ bool isa_available(Isa isa) noexcept;
 Isa active_isa();
 
 // Kernels over `nblocks` consecutive 32-value blocks, indexed by GgmlType.
-// Inputs are finite (the caller checks).
-using GgmlQuantizeFn = void (*)(const float* x, std::size_t nblocks, std::uint8_t* out);
+// Quantizing returns false, with the output unspecified, when the input holds
+// a NaN or an infinity (the SIMD kernels check that in the same pass).
+using GgmlQuantizeFn = bool (*)(const float* x, std::size_t nblocks, std::uint8_t* out);
 using GgmlDequantizeFn = void (*)(const std::uint8_t* in, std::size_t nblocks, float* out);
 
 struct GgmlKernels {

@@ -98,11 +98,32 @@ TEST(QuantIsa, QuantizeMatchesScalarBitForBit) {
       for (const auto& [name, x] : inputs()) {
         const std::size_t nb = x.size() / 32;
         std::vector<std::uint8_t> want(nb * kBlockBytes[t], 0xAA), got(nb * kBlockBytes[t], 0x55);
-        ref.quantize[t](x.data(), nb, want.data());
-        k.quantize[t](x.data(), nb, got.data());
+        ASSERT_TRUE(ref.quantize[t](x.data(), nb, want.data()));
+        ASSERT_TRUE(k.quantize[t](x.data(), nb, got.data()));
         for (std::size_t i = 0; i < want.size(); ++i) {
           ASSERT_EQ(got[i], want[i]) << qd::isa_name(isa) << " " << kNames[t] << " " << name << " byte " << i
                                      << " (block " << i / kBlockBytes[t] << ")";
+        }
+      }
+    }
+  }
+}
+
+TEST(QuantIsa, EveryLevelRejectsNonFiniteInput) {
+  const float bad_values[3] = {__builtin_nanf(""), __builtin_inff(), -__builtin_inff()};
+  std::vector<qd::Isa> levels = simd_levels();
+  levels.push_back(qd::Isa::Scalar);
+  for (qd::Isa isa : levels) {
+    const auto& k = qd::ggml_kernels(isa);
+    for (int t = 0; t < 5; ++t) {
+      for (float v : bad_values) {
+        for (std::size_t pos : {0u, 31u, 32u + 17u, 5u * 32u + 31u}) {
+          std::vector<float> x(6 * 32, 0.25f);
+          x[pos] = v;
+          std::vector<std::uint8_t> out(6 * kBlockBytes[t]);
+          EXPECT_FALSE(k.quantize[t](x.data(), 6, out.data())) << qd::isa_name(isa) << " " << kNames[t] << " " << pos;
+          x[pos] = 1.0f;
+          EXPECT_TRUE(k.quantize[t](x.data(), 6, out.data())) << qd::isa_name(isa) << " " << kNames[t];
         }
       }
     }
@@ -144,7 +165,7 @@ TEST(QuantIsa, WholeMatrixUsesActiveLevelAndMatchesScalar) {
     const auto type = static_cast<q::GgmlType>(t);
     std::vector<std::uint8_t> got(rows * q::ggml_row_bytes(type, cols)), want(got.size());
     q::ggml_quantize(type, {x.data(), fastensors::Dtype::F32, rows, cols}, got.data());
-    qd::ggml_kernels_scalar().quantize[t](x.data(), rows * cols / 32, want.data());
+    ASSERT_TRUE(qd::ggml_kernels_scalar().quantize[t](x.data(), rows * cols / 32, want.data()));
     EXPECT_EQ(got, want) << kNames[t];
   }
 }
