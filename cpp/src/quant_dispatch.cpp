@@ -111,6 +111,16 @@ const GgmlKernels& ggml_kernels(Isa isa) noexcept {
   return ggml_kernels_scalar();
 }
 
+const IntKernels& int_kernels(Isa isa) noexcept {
+#if defined(FASTENSORS_HAVE_X86_KERNELS)
+  if (isa == Isa::Avx512 && isa_available(Isa::Avx512)) return int_kernels_avx512();
+  if (isa == Isa::Avx2 && isa_available(Isa::Avx2)) return int_kernels_avx2();
+#else
+  (void)isa;
+#endif
+  return int_kernels_scalar();
+}
+
 }  // namespace fastensors::quant_detail
 
 namespace fastensors::quant {

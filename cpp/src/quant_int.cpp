@@ -19,6 +19,7 @@
 #include "fastensors/error.hpp"
 #include "fastensors/quant.hpp"
 #include "quant_internal.h"
+#include "quant_isa_internal.h"
 
 namespace fastensors::quant {
 
@@ -75,6 +76,22 @@ inline void min_max(const float* x, std::size_t n, float* lo, float* hi) {
   *hi = b[0];
 }
 
+bool range_scalar(const float* x, std::size_t n, float* lo, float* hi) {
+  if (first_nonfinite(x, n) != n) return false;
+  min_max(x, n, lo, hi);
+  return true;
+}
+
+void codes_scalar(const float* x, std::size_t n, float scale, float zp, float qmin, float qmax, std::int8_t* q) {
+  for (std::size_t j = 0; j < n; ++j) {
+    float v = x[j] / scale + zp;
+    v = std::min(std::max(v, qmin), qmax);
+    q[j] = static_cast<std::int8_t>(rint_small(v));
+  }
+}
+
+const IntKernels kIntScalar = {range_scalar, codes_scalar};
+
 // Symmetric scale from the observed range, before the eps replacement.
 inline float symmetric_scale(Dtype dt, float lo, float hi, float range) {
   lo = std::min(lo, 0.0f);
@@ -112,6 +129,7 @@ void int_quantize(const Matrix& in, const IntParams& p, std::int8_t* codes, void
   const Dtype dt = in.dtype;
   const std::size_t groups_per_row = in.cols / g;
   const std::size_t ngroups = in.rows * groups_per_row;
+  const IntKernels& kernels = int_kernels(active_isa());
   NonFinite bad;
   // Dynamic scheduling in grabs of about 64 KiB of F32 (see quant_ggml.cpp).
   const int grab = static_cast<int>(std::max<std::size_t>(1, 16384 / g));
@@ -127,13 +145,11 @@ void int_quantize(const Matrix& in, const IntParams& p, std::int8_t* codes, void
       } else {
         load_f32(in, off, g, buf.data());
       }
-      std::size_t nf = first_nonfinite(x, g);
-      if (nf != g) {
-        bad.report(off + nf);
+      float lo, hi;
+      if (!kernels.range(x, g, &lo, &hi)) {
+        bad.report(off + first_nonfinite(x, g));
         continue;
       }
-      float lo, hi;
-      min_max(x, g, &lo, &hi);
       float scale, zp = 0.0f;
       if (p.symmetric) {
         scale = symmetric_scale(dt, lo, hi, range);
@@ -154,11 +170,7 @@ void int_quantize(const Matrix& in, const IntParams& p, std::int8_t* codes, void
       store_scale(dt, scales, static_cast<std::size_t>(gi), scale);
       std::int8_t* q = codes + off;
       if (dt == Dtype::F32) {
-        for (std::size_t j = 0; j < g; ++j) {
-          float v = x[j] / scale + zp;
-          v = std::min(std::max(v, r.qmin), r.qmax);
-          q[j] = static_cast<std::int8_t>(rint_small(v));
-        }
+        kernels.codes(x, g, scale, zp, r.qmin, r.qmax, q);
       } else {
         for (std::size_t j = 0; j < g; ++j) {
           float v = round_to(dt, x[j] / scale);
@@ -360,3 +372,9 @@ void fp8_dequantize(const std::uint8_t* in, const void* scales, Dtype scale_dtyp
 }
 
 }  // namespace fastensors::quant
+
+namespace fastensors::quant_detail {
+
+const IntKernels& int_kernels_scalar() noexcept { return quant::kIntScalar; }
+
+}  // namespace fastensors::quant_detail

@@ -41,4 +41,22 @@ const GgmlKernels& ggml_kernels_avx2() noexcept;
 const GgmlKernels& ggml_kernels_avx512() noexcept;
 #endif
 
+// Per-group kernels of the integer schemes (compressed-tensors formulas).
+struct IntKernels {
+  // min and max of n > 0 values; false when one is NaN or infinite. Only the
+  // values are specified: the sign of a zero result may differ by level (no
+  // caller observes it).
+  bool (*range)(const float* x, std::size_t n, float* lo, float* hi);
+  // F32 input: q[j] = round_half_even(clamp(x[j] / scale + zp, qmin, qmax)).
+  void (*codes)(const float* x, std::size_t n, float scale, float zp, float qmin, float qmax, std::int8_t* q);
+};
+
+const IntKernels& int_kernels(Isa isa) noexcept;
+
+const IntKernels& int_kernels_scalar() noexcept;
+#if defined(FASTENSORS_HAVE_X86_KERNELS)
+const IntKernels& int_kernels_avx2() noexcept;
+const IntKernels& int_kernels_avx512() noexcept;
+#endif
+
 }  // namespace fastensors::quant_detail

@@ -170,4 +170,61 @@ TEST(QuantIsa, WholeMatrixUsesActiveLevelAndMatchesScalar) {
   }
 }
 
+TEST(QuantIsa, IntRangeMatchesScalar) {
+  const auto& ref = qd::int_kernels_scalar();
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal(0.0f, 3.0f);
+  for (qd::Isa isa : simd_levels()) {
+    const auto& k = qd::int_kernels(isa);
+    for (std::size_t n : {1u, 2u, 7u, 8u, 15u, 16u, 17u, 31u, 33u, 64u, 100u, 4096u, 4099u}) {
+      std::vector<float> x(n);
+      for (auto& v : x) v = normal(rng);
+      float lo0, hi0, lo1, hi1;
+      ASSERT_TRUE(ref.range(x.data(), n, &lo0, &hi0));
+      ASSERT_TRUE(k.range(x.data(), n, &lo1, &hi1));
+      EXPECT_EQ(lo0, lo1) << qd::isa_name(isa) << " n=" << n;
+      EXPECT_EQ(hi0, hi1) << qd::isa_name(isa) << " n=" << n;
+      for (float bad : {__builtin_nanf(""), __builtin_inff(), -__builtin_inff()}) {
+        for (std::size_t pos : {std::size_t{0}, n / 2, n - 1}) {
+          float keep = x[pos];
+          x[pos] = bad;
+          EXPECT_FALSE(k.range(x.data(), n, &lo1, &hi1)) << qd::isa_name(isa) << " n=" << n << " at " << pos;
+          x[pos] = keep;
+        }
+      }
+    }
+  }
+}
+
+TEST(QuantIsa, IntCodesMatchScalarBitForBit) {
+  const auto& ref = qd::int_kernels_scalar();
+  std::mt19937 rng(6);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  struct Case {
+    float scale, zp, qmin, qmax;
+  };
+  const Case cases[] = {
+      {1.0f / 127.5f, 0.0f, -128.0f, 127.0f}, {0.37f, 0.0f, -8.0f, 7.0f},  {0.21f, -3.0f, -8.0f, 7.0f},
+      {0.5f, 1.0f, -2.0f, 1.0f},              {1.0f, 0.0f, -128.0f, 127.0f},  // x + 0.5 ties below
+      {1.1920929e-07f, 0.0f, -128.0f, 127.0f},  // eps scale: quotients overflow the range
+      {1e-38f, 5.0f, -128.0f, 127.0f},          // quotients reach infinity before the clamp
+  };
+  for (qd::Isa isa : simd_levels()) {
+    const auto& k = qd::int_kernels(isa);
+    for (const Case& c : cases) {
+      for (std::size_t n : {1u, 5u, 16u, 31u, 32u, 33u, 47u, 128u, 4096u, 4097u}) {
+        std::vector<float> x(n);
+        for (std::size_t i = 0; i < n; ++i) {
+          // Alternate random values with exact half-integers (ties at .5 after scaling by 1).
+          x[i] = i % 3 == 0 ? static_cast<float>(static_cast<int>(i % 301) - 150) + 0.5f : normal(rng) * 40.0f;
+        }
+        std::vector<std::int8_t> want(n, 99), got(n, -99);
+        ref.codes(x.data(), n, c.scale, c.zp, c.qmin, c.qmax, want.data());
+        k.codes(x.data(), n, c.scale, c.zp, c.qmin, c.qmax, got.data());
+        EXPECT_EQ(got, want) << qd::isa_name(isa) << " scale " << c.scale << " zp " << c.zp << " n=" << n;
+      }
+    }
+  }
+}
+
 }  // namespace
