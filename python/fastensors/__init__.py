@@ -11,6 +11,7 @@ from ._open import TensorInfo, TensorSlice, safe_open
 from ._serialize import TensorSpec, deserialize, serialize, serialize_file
 from ._convert import convert, isa, supported_isas
 from ._convert_file import ConversionReport, convert_file
+from .quant import QuantizedTensor, dequantize, quality, quantize
 
 __version__: str = _core.__version__
 
@@ -31,6 +32,10 @@ __all__ = [
     "ConversionReport",
     "isa",
     "supported_isas",
+    "quantize",
+    "dequantize",
+    "quality",
+    "QuantizedTensor",
     *_error_names,
 ]
 

@@ -119,6 +119,125 @@ fst::ConvertOptions convert_options(const std::optional<std::string>& isa, int t
   return opt;
 }
 
+// ---- quantization: raw pointers from numpy arrays the Python layer owns ----
+
+fst::Dtype float_dtype(const std::string& name) { return dtype_or_throw(name, {}); }
+
+fst::quant::GgmlType ggml_type(const std::string& name) {
+  using T = fst::quant::GgmlType;
+  if (name == "q8_0") return T::Q8_0;
+  if (name == "q4_0") return T::Q4_0;
+  if (name == "q4_1") return T::Q4_1;
+  if (name == "q5_0") return T::Q5_0;
+  if (name == "q5_1") return T::Q5_1;
+  throw fst::Error(fst::ErrorCode::InvalidArgument, "unknown GGML type '" + name + "'");
+}
+
+fst::quant::Fp8Granularity fp8_granularity(const std::string& name) {
+  using G = fst::quant::Fp8Granularity;
+  if (name == "tensor") return G::Tensor;
+  if (name == "channel") return G::Channel;
+  if (name == "block") return G::Block;
+  throw fst::Error(fst::ErrorCode::InvalidArgument,
+                   "unknown FP8 granularity '" + name + "' (expected 'tensor', 'channel' or 'block')");
+}
+
+template <typename T>
+T* ptr(std::uintptr_t p) { return reinterpret_cast<T*>(p); }
+
+fst::quant::Matrix matrix(std::uintptr_t data, const std::string& dtype, std::uint64_t rows, std::uint64_t cols) {
+  return {ptr<const void>(data), float_dtype(dtype), static_cast<std::size_t>(rows), static_cast<std::size_t>(cols)};
+}
+
+void bind_quant(nb::module_& m) {
+  namespace q = fst::quant;
+  m.def("kernel_isa", []() { return std::string(q::kernel_isa()); },
+        "Instruction set of the quantization kernels: avx512, avx2 or scalar (FASTENSORS_ISA caps it).");
+  m.def("ggml_row_bytes", [](const std::string& t, std::uint64_t cols) { return q::ggml_row_bytes(ggml_type(t), cols); },
+        "type"_a, "cols"_a);
+  m.def("ggml_quantize", [](const std::string& t, std::uintptr_t src, const std::string& dtype, std::uint64_t rows,
+                            std::uint64_t cols, std::uintptr_t out) {
+        auto type = ggml_type(t);
+        auto in = matrix(src, dtype, rows, cols);
+        nb::gil_scoped_release release;
+        q::ggml_quantize(type, in, ptr<std::uint8_t>(out));
+      }, "type"_a, "src"_a, "dtype"_a, "rows"_a, "cols"_a, "out"_a);
+  m.def("ggml_dequantize", [](const std::string& t, std::uintptr_t src, std::uint64_t rows, std::uint64_t cols,
+                              std::uintptr_t out) {
+        auto type = ggml_type(t);
+        nb::gil_scoped_release release;
+        q::ggml_dequantize(type, ptr<const std::uint8_t>(src), rows, cols, ptr<float>(out));
+      }, "type"_a, "src"_a, "rows"_a, "cols"_a, "out"_a);
+  m.def("int_quantize", [](std::uintptr_t src, const std::string& dtype, std::uint64_t rows, std::uint64_t cols,
+                           unsigned bits, std::uint64_t group_size, bool symmetric, std::uintptr_t codes,
+                           std::uintptr_t scales, std::uintptr_t zero_points) {
+        auto in = matrix(src, dtype, rows, cols);
+        q::IntParams p{bits, static_cast<std::size_t>(group_size), symmetric};
+        nb::gil_scoped_release release;
+        q::int_quantize(in, p, ptr<std::int8_t>(codes), ptr<void>(scales), ptr<std::int8_t>(zero_points));
+      }, "src"_a, "dtype"_a, "rows"_a, "cols"_a, "bits"_a, "group_size"_a, "symmetric"_a, "codes"_a, "scales"_a,
+      "zero_points"_a);
+  m.def("int_dequantize", [](std::uintptr_t codes, std::uintptr_t scales, const std::string& scale_dtype,
+                             std::uintptr_t zero_points, std::uint64_t rows, std::uint64_t cols,
+                             std::uint64_t group_size, std::uintptr_t out) {
+        auto sd = float_dtype(scale_dtype);
+        nb::gil_scoped_release release;
+        q::int_dequantize(ptr<const std::int8_t>(codes), ptr<const void>(scales), sd,
+                          ptr<const std::int8_t>(zero_points), rows, cols, group_size, ptr<float>(out));
+      }, "codes"_a, "scales"_a, "scale_dtype"_a, "zero_points"_a, "rows"_a, "cols"_a, "group_size"_a, "out"_a);
+  m.def("packed_words", [](std::uint64_t cols, unsigned bits) { return q::packed_words(cols, bits); }, "cols"_a, "bits"_a);
+  m.def("pack_int32", [](std::uintptr_t codes, std::uint64_t rows, std::uint64_t cols, unsigned bits, std::uintptr_t out) {
+        nb::gil_scoped_release release;
+        q::pack_int32(ptr<const std::int8_t>(codes), rows, cols, bits, ptr<std::int32_t>(out));
+      }, "codes"_a, "rows"_a, "cols"_a, "bits"_a, "out"_a);
+  m.def("unpack_int32", [](std::uintptr_t packed, std::uint64_t rows, std::uint64_t cols, unsigned bits, std::uintptr_t out) {
+        nb::gil_scoped_release release;
+        q::unpack_int32(ptr<const std::int32_t>(packed), rows, cols, bits, ptr<std::int8_t>(out));
+      }, "packed"_a, "rows"_a, "cols"_a, "bits"_a, "out"_a);
+  m.def("fp8_scale_count", [](const std::string& g, std::uint64_t rows, std::uint64_t cols) {
+        return q::fp8_scale_count(fp8_granularity(g), rows, cols);
+      }, "granularity"_a, "rows"_a, "cols"_a);
+  m.def("fp8_quantize", [](std::uintptr_t src, const std::string& dtype, std::uint64_t rows, std::uint64_t cols,
+                           const std::string& g, std::uintptr_t out, std::uintptr_t scales) {
+        auto in = matrix(src, dtype, rows, cols);
+        auto gran = fp8_granularity(g);
+        nb::gil_scoped_release release;
+        q::fp8_quantize(in, gran, ptr<std::uint8_t>(out), ptr<void>(scales));
+      }, "src"_a, "dtype"_a, "rows"_a, "cols"_a, "granularity"_a, "out"_a, "scales"_a);
+  m.def("fp8_dequantize", [](std::uintptr_t src, std::uintptr_t scales, const std::string& scale_dtype,
+                             const std::string& g, std::uint64_t rows, std::uint64_t cols, std::uintptr_t out) {
+        auto sd = float_dtype(scale_dtype);
+        auto gran = fp8_granularity(g);
+        nb::gil_scoped_release release;
+        q::fp8_dequantize(ptr<const std::uint8_t>(src), ptr<const void>(scales), sd, gran, rows, cols, ptr<float>(out));
+      }, "src"_a, "scales"_a, "scale_dtype"_a, "granularity"_a, "rows"_a, "cols"_a, "out"_a);
+  m.def("nf4_code_values", []() {
+        std::vector<float> v(q::nf4_code_values(), q::nf4_code_values() + 16);
+        return v;
+      });
+  m.def("nf4_quantize", [](std::uintptr_t src, const std::string& dtype, std::uint64_t rows, std::uint64_t cols,
+                           std::uintptr_t out, std::uintptr_t absmax) {
+        auto in = matrix(src, dtype, rows, cols);
+        nb::gil_scoped_release release;
+        q::nf4_quantize(in, ptr<std::uint8_t>(out), ptr<float>(absmax));
+      }, "src"_a, "dtype"_a, "rows"_a, "cols"_a, "out"_a, "absmax"_a);
+  m.def("nf4_dequantize", [](std::uintptr_t src, std::uintptr_t absmax, std::uint64_t n, std::uintptr_t out) {
+        nb::gil_scoped_release release;
+        q::nf4_dequantize(ptr<const std::uint8_t>(src), ptr<const float>(absmax), n, ptr<float>(out));
+      }, "src"_a, "absmax"_a, "n"_a, "out"_a);
+  m.def("quality", [](std::uintptr_t ref, const std::string& ref_dtype, std::uintptr_t cand,
+                      const std::string& cand_dtype, std::uint64_t n) {
+        auto rd = float_dtype(ref_dtype), cd = float_dtype(cand_dtype);
+        q::Quality r;
+        {
+          nb::gil_scoped_release release;
+          r = q::quality(ptr<const void>(ref), rd, ptr<const void>(cand), cd, n);
+        }
+        return nb::make_tuple(r.cosine, r.sqnr_db, r.rmse, r.max_abs_err);
+      }, "reference"_a, "ref_dtype"_a, "candidate"_a, "cand_dtype"_a, "n"_a,
+      "(cosine, sqnr_db, rmse, max_abs_err) of two equally long float arrays.");
+}
+
 using Specs = std::vector<std::tuple<std::string, std::string, std::vector<std::uint64_t>, std::uintptr_t, std::uint64_t>>;
 using MetaArg = std::optional<std::vector<std::pair<std::string, std::string>>>;
 
@@ -243,6 +362,8 @@ NB_MODULE(_core, m) {
         }
         return nb::bytes(out.data(), out.size());
       }, "specs"_a, "metadata"_a.none(), "The bytes write_file would produce.");
+
+  bind_quant(m);
 
   m.def("default_durable", &fst::WriteOptions::default_durable,
         "True unless FASTENSORS_DURABLE=0 is set in the environment.");

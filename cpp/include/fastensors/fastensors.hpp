@@ -7,4 +7,5 @@
 #include "fastensors/error.hpp"
 #include "fastensors/file.hpp"
 #include "fastensors/header.hpp"
+#include "fastensors/quant.hpp"
 #include "fastensors/writer.hpp"

@@ -1,0 +1,312 @@
+// GGML block formats Q8_0, Q4_0, Q4_1, Q5_0, Q5_1. The arithmetic follows the
+// gguf Python package operation by operation in F32 (this file is compiled
+// without FMA contraction): multiply by the inverse scale, round half away
+// from zero (Q8_0) or add 8.5 / 16.5 / 0.5 and truncate, then numpy's
+// float -> uint8 cast and clip. Scales are rounded to F16 only when stored.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "fastensors/error.hpp"
+#include "fastensors/quant.hpp"
+#include "quant_internal.h"
+#include "quant_isa_internal.h"
+
+namespace fastensors::quant {
+
+using namespace quant_detail;
+
+namespace {
+
+constexpr std::size_t QK = kGgmlBlock;
+
+inline void put_f16(std::uint8_t* p, float v) {
+  std::uint16_t h = f32_to_f16_bits(v);
+  std::memcpy(p, &h, 2);
+}
+
+inline float get_f16(const std::uint8_t* p) {
+  std::uint16_t h;
+  std::memcpy(&h, p, 2);
+  return f16_bits_to_f32(h);
+}
+
+// Largest magnitude of a block; eight partial maxima so that the loop
+// vectorizes (max of non-negative, non-NaN values does not depend on order).
+inline float amax_block(const float* x) {
+  float m[8] = {};
+  for (std::size_t j = 0; j < QK; j += 8) {
+    for (std::size_t k = 0; k < 8; ++k) {
+      float a = std::fabs(x[j + k]);
+      m[k] = a > m[k] ? a : m[k];
+    }
+  }
+  for (std::size_t k = 0; k < 4; ++k) m[k] = m[k + 4] > m[k] ? m[k + 4] : m[k];
+  m[0] = m[2] > m[0] ? m[2] : m[0];
+  m[1] = m[3] > m[1] ? m[3] : m[1];
+  return m[1] > m[0] ? m[1] : m[0];
+}
+
+// x[first index whose magnitude is amax]: numpy's argmax of abs, which keeps
+// the first of equal magnitudes (and so the sign of that element).
+inline float first_with_magnitude(const float* x, float amax) {
+  unsigned best = QK;
+  for (unsigned j = 0; j < QK; ++j) {
+    unsigned c = std::fabs(x[j]) == amax ? j : static_cast<unsigned>(QK);
+    best = c < best ? c : best;
+  }
+  return x[best];
+}
+
+// numpy's min / max of a block as gguf's Q4_1 / Q5_1 take them. The value
+// does not depend on the order of comparisons; only the sign of a zero result
+// does, and it is that of the first zero in the block.
+inline void min_max_block(const float* x, float* lo, float* hi) {
+  float a[8], b[8];
+  for (std::size_t k = 0; k < 8; ++k) a[k] = b[k] = x[k];
+  for (std::size_t j = 8; j < QK; j += 8) {
+    for (std::size_t k = 0; k < 8; ++k) {
+      float v = x[j + k];
+      a[k] = v < a[k] ? v : a[k];
+      b[k] = v > b[k] ? v : b[k];
+    }
+  }
+  float mn = a[0], mx = b[0];
+  for (std::size_t k = 1; k < 8; ++k) {
+    mn = a[k] < mn ? a[k] : mn;
+    mx = b[k] > mx ? b[k] : mx;
+  }
+  if (mn == 0.0f || mx == 0.0f) {  // rare: take the sign of the first zero
+    for (std::size_t j = 0; j < QK; ++j) {
+      if (x[j] == 0.0f) {
+        if (mn == 0.0f) mn = x[j];
+        if (mx == 0.0f) mx = x[j];
+        break;
+      }
+    }
+  }
+  *lo = mn;
+  *hi = mx;
+}
+
+inline float inverse(float d) { return d == 0.0f ? 0.0f : 1.0f / d; }
+
+// np_roundf in gguf, cast to int8 the numpy way:
+//   a = |n|; b = floor(a) + floor(2 * (a - floor(a))); sign(n) * b
+// Both floors take non-negative arguments, where floor is trunc. For
+// a < 2^31 the byte is that of sign(n) * (trunc(a) + (a - trunc(a) >= 0.5)),
+// computed in int32 (exact: a - trunc(a) is exact and b fits); for larger a,
+// inf and NaN numpy's cast yields INT32_MIN, whose low byte is 0.
+inline std::uint8_t q8_code(float n) {
+  float a = std::fabs(n);
+  std::int32_t ia = a < 2147483648.0f ? static_cast<std::int32_t>(a) : 0;
+  std::int32_t b = ia + static_cast<std::int32_t>(a - static_cast<float>(ia) >= 0.5f);
+  b = a < 2147483648.0f ? b : 0;
+  std::int32_t neg = -static_cast<std::int32_t>(std::signbit(n));
+  return static_cast<std::uint8_t>(static_cast<std::uint32_t>((b ^ neg) - neg) & 0xffu);
+}
+
+// numpy's float -> uint8 cast of x (trunc(x) in gguf's formula truncates
+// again, which changes nothing), clipped to qmax as an unsigned byte.
+inline std::uint8_t clipped_code(float v, std::uint8_t qmax) {
+  std::uint8_t c = np_cast_byte(v);
+  return c > qmax ? qmax : c;
+}
+
+bool q8_0_blocks(const float* x, std::size_t nblocks, std::uint8_t* out) {
+  if (first_nonfinite(x, nblocks * QK) != nblocks * QK) return false;
+  for (std::size_t b = 0; b < nblocks; ++b, x += QK, out += 34) {
+    float d = amax_block(x) / 127.0f;
+    float id = inverse(d);
+    put_f16(out, d);
+    std::uint8_t q[QK];
+    for (std::size_t j = 0; j < QK; ++j) q[j] = q8_code(x[j] * id);
+    std::memcpy(out + 2, q, QK);
+  }
+  return true;
+}
+
+inline void pack_nibbles(const std::uint8_t* q, std::uint8_t* out) {
+  for (std::size_t j = 0; j < QK / 2; ++j) {
+    out[j] = static_cast<std::uint8_t>((q[j] & 0x0f) | ((q[j + QK / 2] & 0x0f) << 4));
+  }
+}
+
+inline void pack_high_bits(const std::uint8_t* q, std::uint8_t* out) {
+  std::uint32_t qh = 0;
+  for (std::size_t j = 0; j < QK; ++j) qh |= static_cast<std::uint32_t>((q[j] >> 4) & 1u) << j;
+  for (int b = 0; b < 4; ++b) out[b] = static_cast<std::uint8_t>(qh >> (8 * b));
+}
+
+// The "max / -k" formats: Q4_0 (K = 8, 16 levels) and Q5_0 (K = 16, 32 levels).
+template <int K, bool kHighBit>
+bool signed_blocks(const float* x, std::size_t nblocks, std::uint8_t* out) {
+  if (first_nonfinite(x, nblocks * QK) != nblocks * QK) return false;
+  constexpr std::size_t bb = kHighBit ? 22 : 18;
+  constexpr float bias = static_cast<float>(K) + 0.5f;
+  constexpr std::uint8_t qmax = 2 * K - 1;
+  for (std::size_t b = 0; b < nblocks; ++b, x += QK, out += bb) {
+    float d = first_with_magnitude(x, amax_block(x)) / -static_cast<float>(K);
+    float id = inverse(d);
+    std::uint8_t q[QK];
+    for (std::size_t j = 0; j < QK; ++j) q[j] = clipped_code(x[j] * id + bias, qmax);
+    put_f16(out, d);
+    if (kHighBit) pack_high_bits(q, out + 2);
+    pack_nibbles(q, out + bb - QK / 2);
+  }
+  return true;
+}
+
+// The min/max formats: Q4_1 (15 steps) and Q5_1 (31 steps).
+template <int kSteps, bool kHighBit>
+bool affine_blocks(const float* x, std::size_t nblocks, std::uint8_t* out) {
+  if (first_nonfinite(x, nblocks * QK) != nblocks * QK) return false;
+  constexpr std::size_t bb = kHighBit ? 24 : 20;
+  constexpr std::uint8_t qmax = kSteps;
+  for (std::size_t b = 0; b < nblocks; ++b, x += QK, out += bb) {
+    float mn, mx;
+    min_max_block(x, &mn, &mx);
+    float d = (mx - mn) / static_cast<float>(kSteps);
+    float id = inverse(d);
+    std::uint8_t q[QK];
+    for (std::size_t j = 0; j < QK; ++j) q[j] = clipped_code((x[j] - mn) * id + 0.5f, qmax);
+    put_f16(out, d);
+    put_f16(out + 2, mn);
+    if (kHighBit) pack_high_bits(q, out + 4);
+    pack_nibbles(q, out + bb - QK / 2);
+  }
+  return true;
+}
+
+void q8_0_dequant(const std::uint8_t* in, std::size_t nblocks, float* y) {
+  for (std::size_t b = 0; b < nblocks; ++b, in += 34, y += QK) {
+    float d = get_f16(in);
+    for (std::size_t j = 0; j < QK; ++j) y[j] = static_cast<float>(static_cast<std::int8_t>(in[2 + j])) * d;
+  }
+}
+
+// Q4_0 / Q5_0: d * (q - K); Q4_1 / Q5_1: d * q + m. Element j < 16 is the low
+// nibble of byte j, element j + 16 its high nibble; bit j of qh is bit 4.
+template <bool kAffine, bool kHighBit>
+void nibble_dequant(const std::uint8_t* in, std::size_t nblocks, float* y) {
+  constexpr std::size_t bb = 18 + (kAffine ? 2 : 0) + (kHighBit ? 4 : 0);
+  constexpr std::int32_t offset = kAffine ? 0 : (kHighBit ? 16 : 8);
+  for (std::size_t b = 0; b < nblocks; ++b, in += bb, y += QK) {
+    float d = get_f16(in);
+    float m = kAffine ? get_f16(in + 2) : 0.0f;
+    std::uint32_t qh = 0;
+    if (kHighBit) std::memcpy(&qh, in + (kAffine ? 4 : 2), 4);  // little-endian, as stored
+    const std::uint8_t* qs = in + bb - QK / 2;
+    std::int32_t q[QK];
+    for (std::size_t j = 0; j < QK / 2; ++j) {
+      q[j] = qs[j] & 0x0f;
+      q[j + QK / 2] = qs[j] >> 4;
+    }
+    if (kHighBit) {
+      for (std::size_t j = 0; j < QK; ++j) q[j] |= static_cast<std::int32_t>(((qh >> j) & 1u) << 4);
+    }
+    for (std::size_t j = 0; j < QK; ++j) {
+      float v = d * static_cast<float>(q[j] - offset);
+      y[j] = kAffine ? v + m : v;
+    }
+  }
+}
+
+const GgmlKernels kScalar = {
+    {q8_0_blocks, signed_blocks<8, false>, affine_blocks<15, false>, signed_blocks<16, true>,
+     affine_blocks<31, true>},
+    {q8_0_dequant, nibble_dequant<false, false>, nibble_dequant<true, false>, nibble_dequant<false, true>,
+     nibble_dequant<true, true>},
+};
+
+const char* type_name(GgmlType t) {
+  switch (t) {
+    case GgmlType::Q8_0: return "q8_0";
+    case GgmlType::Q4_0: return "q4_0";
+    case GgmlType::Q4_1: return "q4_1";
+    case GgmlType::Q5_0: return "q5_0";
+    case GgmlType::Q5_1: return "q5_1";
+  }
+  return "?";
+}
+
+}  // namespace
+
+std::size_t ggml_block_bytes(GgmlType type) noexcept {
+  switch (type) {
+    case GgmlType::Q8_0: return 34;
+    case GgmlType::Q4_0: return 18;
+    case GgmlType::Q4_1: return 20;
+    case GgmlType::Q5_0: return 22;
+    case GgmlType::Q5_1: return 24;
+  }
+  return 0;
+}
+
+std::size_t ggml_row_bytes(GgmlType type, std::size_t cols) {
+  if (cols % QK != 0) {
+    throw Error(ErrorCode::InvalidArgument, std::string(type_name(type)) + ": row length " + std::to_string(cols) +
+                                                " is not a multiple of the block size 32");
+  }
+  return cols / QK * ggml_block_bytes(type);
+}
+
+// Work is split into chunks of whole blocks: small enough to stay in L1
+// between the finiteness check and the kernel, large enough per call.
+constexpr std::size_t kChunkBlocks = 64;
+// Below this many blocks (256 KiB of F32) one thread does it all.
+constexpr std::size_t kParallelBlocks = 2048;
+// Threads take this many chunks (64 KiB of F32) at a time: dynamic
+// scheduling, because on a loaded machine a static split leaves every thread
+// waiting at the barrier for the one that was preempted.
+constexpr int kChunksPerGrab = 8;
+
+void ggml_quantize(GgmlType type, const Matrix& in, std::uint8_t* out) {
+  check_float_input(in, type_name(type));
+  ggml_row_bytes(type, in.cols);  // validates cols
+  const std::size_t nblocks = in.rows * (in.cols / QK);
+  const std::size_t bb = ggml_block_bytes(type);
+  const GgmlQuantizeFn kernel = ggml_kernels(active_isa()).quantize[static_cast<int>(type)];
+  const std::size_t nchunks = (nblocks + kChunkBlocks - 1) / kChunkBlocks;
+  NonFinite bad;
+#pragma omp parallel if (nblocks >= kParallelBlocks)
+  {
+    float buf[kChunkBlocks * QK];
+#pragma omp for schedule(dynamic, kChunksPerGrab)
+    for (std::int64_t c = 0; c < to_i64(nchunks); ++c) {
+      const std::size_t b0 = static_cast<std::size_t>(c) * kChunkBlocks;
+      const std::size_t nb = std::min(kChunkBlocks, nblocks - b0);
+      const std::size_t off = b0 * QK, n = nb * QK;
+      const float* x = buf;
+      if (in.dtype == Dtype::F32) {
+        x = static_cast<const float*>(in.data) + off;
+      } else {
+        load_f32(in, off, n, buf);
+      }
+      if (!kernel(x, nb, out + b0 * bb)) bad.report(off + first_nonfinite(x, n));
+    }
+  }
+  bad.throw_if_any(in, type_name(type));
+}
+
+void ggml_dequantize(GgmlType type, const std::uint8_t* in, std::size_t rows, std::size_t cols, float* out) {
+  ggml_row_bytes(type, cols);
+  const std::size_t nblocks = rows * (cols / QK);
+  const std::size_t bb = ggml_block_bytes(type);
+  const GgmlDequantizeFn kernel = ggml_kernels(active_isa()).dequantize[static_cast<int>(type)];
+  const std::size_t nchunks = (nblocks + kChunkBlocks - 1) / kChunkBlocks;
+#pragma omp parallel for schedule(dynamic, kChunksPerGrab) if (nblocks >= kParallelBlocks)
+  for (std::int64_t c = 0; c < to_i64(nchunks); ++c) {
+    const std::size_t b0 = static_cast<std::size_t>(c) * kChunkBlocks;
+    kernel(in + b0 * bb, std::min(kChunkBlocks, nblocks - b0), out + b0 * QK);
+  }
+}
+
+}  // namespace fastensors::quant
+
+namespace fastensors::quant_detail {
+
+const GgmlKernels& ggml_kernels_scalar() noexcept { return quant::kScalar; }
+
+}  // namespace fastensors::quant_detail

@@ -1,0 +1,62 @@
+// Runtime choice of the instruction set the quantization kernels run with,
+// and the per-ISA tables of GGML block kernels. The scalar table is the
+// reference; every other table must produce bit-identical output.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace fastensors::quant_detail {
+
+// Ordered worst to best; dispatch walks from the best down to Scalar.
+enum class Isa { Scalar = 0, Avx2 = 1, Avx512 = 2 };
+
+const char* isa_name(Isa isa) noexcept;
+
+// Whether this build has kernels for `isa` and the CPU and OS can run them.
+bool isa_available(Isa isa) noexcept;
+
+// Chosen once: the best available level, or the level FASTENSORS_ISA names
+// (scalar, avx2, avx512), lowered to the best available one at or below it.
+// Throws InvalidArgument for an unknown FASTENSORS_ISA value.
+Isa active_isa();
+
+// Kernels over `nblocks` consecutive 32-value blocks, indexed by GgmlType.
+// Quantizing returns false, with the output unspecified, when the input holds
+// a NaN or an infinity (the SIMD kernels check that in the same pass).
+using GgmlQuantizeFn = bool (*)(const float* x, std::size_t nblocks, std::uint8_t* out);
+using GgmlDequantizeFn = void (*)(const std::uint8_t* in, std::size_t nblocks, float* out);
+
+struct GgmlKernels {
+  GgmlQuantizeFn quantize[5];
+  GgmlDequantizeFn dequantize[5];
+};
+
+// The table for an available level (Scalar when `isa` is not available).
+const GgmlKernels& ggml_kernels(Isa isa) noexcept;
+
+const GgmlKernels& ggml_kernels_scalar() noexcept;
+#if defined(FASTENSORS_HAVE_X86_KERNELS)
+const GgmlKernels& ggml_kernels_avx2() noexcept;
+const GgmlKernels& ggml_kernels_avx512() noexcept;
+#endif
+
+// Per-group kernels of the integer schemes (compressed-tensors formulas).
+struct IntKernels {
+  // min and max of n > 0 values; false when one is NaN or infinite. Only the
+  // values are specified: the sign of a zero result may differ by level (no
+  // caller observes it).
+  bool (*range)(const float* x, std::size_t n, float* lo, float* hi);
+  // F32 input: q[j] = round_half_even(clamp(x[j] / scale + zp, qmin, qmax)).
+  void (*codes)(const float* x, std::size_t n, float scale, float zp, float qmin, float qmax, std::int8_t* q);
+};
+
+const IntKernels& int_kernels(Isa isa) noexcept;
+
+const IntKernels& int_kernels_scalar() noexcept;
+#if defined(FASTENSORS_HAVE_X86_KERNELS)
+const IntKernels& int_kernels_avx2() noexcept;
+const IntKernels& int_kernels_avx512() noexcept;
+#endif
+
+}  // namespace fastensors::quant_detail

@@ -1,0 +1,134 @@
+// Quantization kernels against scalar references written out here.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "fastensors/error.hpp"
+#include "fastensors/quant.hpp"
+#include "quant_float_internal.h"
+
+namespace q = fastensors::quant;
+namespace d = fastensors::quant_detail;
+
+TEST(QuantFloat, F16Rounding) {
+  EXPECT_EQ(d::f32_to_f16_bits(65504.0f), 0x7bff);
+  EXPECT_EQ(d::f32_to_f16_bits(65519.0f), 0x7bff);
+  EXPECT_EQ(d::f32_to_f16_bits(65520.0f), 0x7c00);  // tie rounds to even: infinity
+  EXPECT_EQ(d::f32_to_f16_bits(std::ldexp(1.0f, -25)), 0x0000);
+  EXPECT_EQ(d::f32_to_f16_bits(std::ldexp(1.5f, -25)), 0x0001);
+  EXPECT_EQ(d::f32_to_f16_bits(std::ldexp(3.0f, -25)), 0x0002);  // 1.5 units: tie to even
+  EXPECT_EQ(d::f32_to_f16_bits(-1.0f), 0xbc00);
+  for (std::uint32_t h = 0; h < 0x7c00; ++h) {  // every finite F16 survives a round trip
+    ASSERT_EQ(d::f32_to_f16_bits(d::f16_bits_to_f32(static_cast<std::uint16_t>(h))), h);
+  }
+}
+
+TEST(QuantFloat, E4m3Rounding) {
+  EXPECT_EQ(d::f32_to_e4m3_bits(448.0f), 0x7e);
+  EXPECT_EQ(d::f32_to_e4m3_bits(-448.0f), 0xfe);
+  EXPECT_EQ(d::f32_to_e4m3_bits(std::ldexp(1.0f, -9)), 0x01);
+  EXPECT_EQ(d::f32_to_e4m3_bits(std::ldexp(1.0f, -10)), 0x00);  // tie to even
+  EXPECT_EQ(d::f32_to_e4m3_bits(std::ldexp(3.0f, -10)), 0x02);  // 1.5 units: tie to even
+  EXPECT_EQ(d::f32_to_e4m3_bits(1.0625f), 0x38);                // tie between 1 and 1.125
+  EXPECT_EQ(d::f32_to_e4m3_bits(500.0f), 0x7f);                 // out of range: NaN
+  for (std::uint32_t b = 0; b < 0x7f; ++b) {
+    ASSERT_EQ(d::f32_to_e4m3_bits(d::e4m3_bits_to_f32(static_cast<std::uint8_t>(b))), b);
+  }
+}
+
+namespace {
+std::vector<float> random_values(std::size_t n, unsigned seed) {
+  std::mt19937 gen(seed);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  std::vector<float> v(n);
+  for (auto& x : v) x = dist(gen);
+  return v;
+}
+}  // namespace
+
+TEST(QuantGgml, Q8_0MatchesScalarReference) {
+  auto x = random_values(64 * 32, 1);
+  q::Matrix m{x.data(), fastensors::Dtype::F32, 64, 32};
+  std::vector<std::uint8_t> out(64 * 34);
+  q::ggml_quantize(q::GgmlType::Q8_0, m, out.data());
+  for (std::size_t b = 0; b < 64; ++b) {
+    const float* xb = x.data() + b * 32;
+    float amax = 0;
+    for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(xb[j]));
+    const float dd = amax / 127.0f;
+    const float id = dd == 0 ? 0.0f : 1.0f / dd;
+    std::uint16_t h;
+    std::memcpy(&h, &out[b * 34], 2);
+    EXPECT_EQ(h, d::f32_to_f16_bits(dd));
+    for (int j = 0; j < 32; ++j) {
+      EXPECT_EQ(static_cast<std::int8_t>(out[b * 34 + 2 + j]), static_cast<int>(std::round(xb[j] * id)));
+    }
+  }
+  std::vector<float> back(64 * 32);
+  q::ggml_dequantize(q::GgmlType::Q8_0, out.data(), 64, 32, back.data());
+  for (std::size_t i = 0; i < back.size(); ++i) EXPECT_NEAR(back[i], x[i], 0.05f);
+}
+
+TEST(QuantGgml, RejectsBadRowsAndNonFinite) {
+  std::vector<float> x(40, 1.0f);
+  q::Matrix m{x.data(), fastensors::Dtype::F32, 1, 40};
+  std::vector<std::uint8_t> out(64);
+  EXPECT_THROW(q::ggml_quantize(q::GgmlType::Q4_0, m, out.data()), fastensors::Error);
+  x[5] = NAN;
+  q::Matrix m32{x.data(), fastensors::Dtype::F32, 1, 32};
+  try {
+    q::ggml_quantize(q::GgmlType::Q4_1, m32, out.data());
+    FAIL() << "expected an error";
+  } catch (const fastensors::Error& e) {
+    EXPECT_EQ(e.code(), fastensors::ErrorCode::InvalidArgument);
+    EXPECT_NE(std::string(e.what()).find("column 5"), std::string::npos);
+  }
+}
+
+TEST(QuantInt, SymmetricInt8AndPacking) {
+  auto x = random_values(4 * 64, 2);
+  q::Matrix m{x.data(), fastensors::Dtype::F32, 4, 64};
+  std::vector<std::int8_t> codes(4 * 64);
+  std::vector<float> scales(4 * 2);
+  q::int_quantize(m, {4, 32, true}, codes.data(), scales.data(), nullptr);
+  for (std::size_t g = 0; g < 8; ++g) {
+    float amax = 0;
+    for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[g * 32 + j]));
+    EXPECT_EQ(scales[g], amax / 7.5f);
+    for (int j = 0; j < 32; ++j) {
+      float v = std::nearbyint(std::min(std::max(x[g * 32 + j] / scales[g], -8.0f), 7.0f));
+      EXPECT_EQ(codes[g * 32 + j], static_cast<int>(v));
+    }
+  }
+  std::vector<std::int32_t> packed(4 * q::packed_words(64, 4));
+  q::pack_int32(codes.data(), 4, 64, 4, packed.data());
+  std::uint32_t w0 = 0;
+  for (int i = 0; i < 8; ++i) w0 |= static_cast<std::uint32_t>(codes[i] + 8) << (4 * i);
+  EXPECT_EQ(static_cast<std::uint32_t>(packed[0]), w0);
+  std::vector<std::int8_t> back(codes.size());
+  q::unpack_int32(packed.data(), 4, 64, 4, back.data());
+  EXPECT_EQ(back, codes);
+}
+
+TEST(QuantQuality, MatchesDoubleLoop) {
+  auto a = random_values(100000, 3);
+  auto b = random_values(100000, 4);
+  double dot = 0, aa = 0, bb = 0, ee = 0, mx = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    double x = a[i], y = b[i];
+    dot += x * y;
+    aa += x * x;
+    bb += y * y;
+    ee += (x - y) * (x - y);
+    mx = std::max(mx, std::fabs(x - y));
+  }
+  auto r = q::quality(a.data(), fastensors::Dtype::F32, b.data(), fastensors::Dtype::F32, a.size());
+  EXPECT_NEAR(r.cosine, dot / std::sqrt(aa * bb), 1e-12);
+  EXPECT_NEAR(r.sqnr_db, 10 * std::log10(aa / ee), 1e-9);
+  EXPECT_NEAR(r.rmse, std::sqrt(ee / a.size()), 1e-12);
+  EXPECT_EQ(r.max_abs_err, mx);
+}
