@@ -241,6 +241,21 @@ def test_corrupted_index(tmp_path, content, match):
         ckpt.verify()
 
 
+def test_other_shard_name_checked_before_it_is_opened(tmp_path):
+    # s1 holds "a", but the index maps "a" to a file outside the directory:
+    # that file must not be opened to see whether it holds "a" too.
+    outside = tmp_path / "outside.safetensors"
+    ref_np.save_file({"a": np.zeros(1, np.float32)}, outside)
+    inner = tmp_path / "ckpt"
+    write_sharded(inner, {"s1.safetensors": {"a": np.zeros(2, np.float32), "b": np.ones(2, np.float32)}})
+    index = json.loads((inner / "model.safetensors.index.json").read_text())
+    index["weight_map"]["a"] = "../outside.safetensors"
+    (inner / "model.safetensors.index.json").write_text(json.dumps(index))
+    ckpt = fastensors.open_checkpoint(inner)
+    with pytest.raises(fastensors.InvalidIndex, match="relative path"):
+        ckpt.get_tensor("b")
+
+
 def test_truncated_shard_is_a_header_error(sharded):
     directory, _, _ = sharded
     path = directory / "model-00003-of-00003.safetensors"

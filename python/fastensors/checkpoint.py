@@ -293,8 +293,8 @@ class Checkpoint:
                      f" {listed[0]!r}{more} in it", tensor=listed[0], path=os.path.join(self.directory, fname))
 
     def _check_shard(self, fname: str, handle: safe_open) -> None:
-        """Every tensor of the shard maps to it in the index, and the index
-        maps as many tensors to it as the shard holds."""
+        """Every tensor of the shard maps to it in the index (tensors listed
+        for it but absent are found by ``_check_counts`` or on access)."""
         shard_path = os.path.join(self.directory, fname)
         names = handle.keys()
         weight_map = self.weight_map
@@ -305,8 +305,9 @@ class Checkpoint:
             if listed is None:
                 raise _error(UnlistedTensor, f"shard {fname!r} holds tensor {tensor!r}, which index {self.path!r}"
                              " does not list", tensor=tensor, path=shard_path)
-            other = os.path.join(self.directory, listed) if isinstance(listed, str) else repr(listed)
-            if isinstance(listed, str) and tensor in self._peek_keys(listed):
+            check_file_entry(weight_map, listed, self.path)  # before looking into that file
+            other = os.path.join(self.directory, listed)
+            if tensor in self._peek_keys(listed):
                 raise _error(TensorInMultipleShards, f"tensor {tensor!r} is stored in two shards, {listed!r} (where"
                              f" index {self.path!r} maps it) and {fname!r}", tensor=tensor, path=shard_path)
             raise _error(TensorMissingFromShard, f"index {self.path!r} lists tensor {tensor!r} in shard {listed!r},"
