@@ -16,9 +16,9 @@ const char* isa_name(Isa isa) noexcept;
 // Whether this build has kernels for `isa` and the CPU and OS can run them.
 bool isa_available(Isa isa) noexcept;
 
-// Chosen once: the best available level, or the level FASTENSORS_ISA names
-// (scalar, avx2, avx512), lowered to the best available one at or below it.
-// Throws InvalidArgument for an unknown FASTENSORS_ISA value.
+// The level of fastensors::active_isa() (shared with the converters, so
+// FASTENSORS_ISA forces both); avx512bf16 maps to avx512. Throws
+// UnsupportedIsa for an unknown or unusable FASTENSORS_ISA value.
 Isa active_isa();
 
 // Kernels over `nblocks` consecutive 32-value blocks, indexed by GgmlType.
