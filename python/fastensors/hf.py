@@ -225,15 +225,6 @@ def _pickle_shards(path: str) -> Tuple[List[str], Dict[str, List[str]]]:
     return list(by_file), by_file
 
 
-def _key_error(model, missing, unexpected) -> RuntimeError:
-    msg = f"Error(s) in loading state_dict for {model.__class__.__name__}:"
-    if missing:
-        msg += "\n    Missing key(s) in state_dict: " + ", ".join(f'"{k}"' for k in sorted(missing))
-    if unexpected:
-        msg += "\n    Unexpected key(s) in state_dict: " + ", ".join(f'"{k}"' for k in sorted(unexpected))
-    return RuntimeError(msg)
-
-
 def load_pretrained(model, directory, *, strict: bool = True, dtype=None) -> Tuple[List[str], List[str]]:
     """Load the weights saved in ``directory`` (see ``find_weights``) into
     ``model``, shard by shard. Tensors tied in the model and stored once in
@@ -241,7 +232,7 @@ def load_pretrained(model, directory, *, strict: bool = True, dtype=None) -> Tup
     parameters and buffers and the loaded floating-point tensors to it.
     With ``strict``, key mismatches raise before anything is loaded.
     Returns ``(missing, unexpected)`` key lists."""
-    from .torch import _remove_duplicate_names
+    from .torch import _key_error, _remove_duplicate_names
 
     fmt, path = find_weights(directory)
     if dtype is not None:

@@ -266,13 +266,18 @@ def load_model(
             else:
                 unexpected.append(name)
     if strict and (missing or unexpected):
-        msg = f"Error(s) in loading state_dict for {model.__class__.__name__}:"
-        if missing:
-            msg += "\n    Missing key(s) in state_dict: " + ", ".join(f'"{k}"' for k in sorted(missing))
-        if unexpected:
-            msg += "\n    Unexpected key(s) in state_dict: " + ", ".join(f'"{k}"' for k in sorted(unexpected))
-        raise RuntimeError(msg)
+        raise _key_error(model, missing, unexpected)
     return missing, unexpected
+
+
+def _key_error(model, missing, unexpected) -> RuntimeError:
+    """The error torch's strict load_state_dict raises, for the names given."""
+    msg = f"Error(s) in loading state_dict for {model.__class__.__name__}:"
+    if missing:
+        msg += "\n    Missing key(s) in state_dict: " + ", ".join(f'"{k}"' for k in sorted(missing))
+    if unexpected:
+        msg += "\n    Unexpected key(s) in state_dict: " + ", ".join(f'"{k}"' for k in sorted(unexpected))
+    return RuntimeError(msg)
 
 
 __all__ = [
