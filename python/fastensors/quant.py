@@ -143,9 +143,9 @@ def _out_dtype(dtype) -> np.dtype:
 
 def kernel_isa() -> str:
     """The instruction set the quantization kernels run with: ``"avx512"``,
-    ``"avx2"`` or ``"scalar"``. Chosen once per process; the environment
-    variable ``FASTENSORS_ISA=scalar|avx2|avx512`` caps it. Every level gives
-    bit-identical results."""
+    ``"avx2"`` or ``"scalar"``. It follows ``fastensors.isa()`` (chosen once
+    per process, forced with ``FASTENSORS_ISA``; ``avx512bf16`` runs the
+    AVX-512 kernels). Every level gives bit-identical results."""
     return _core.kernel_isa()
 
 
