@@ -152,7 +152,7 @@ fst::quant::Matrix matrix(std::uintptr_t data, const std::string& dtype, std::ui
 void bind_quant(nb::module_& m) {
   namespace q = fst::quant;
   m.def("kernel_isa", []() { return std::string(q::kernel_isa()); },
-        "Instruction set of the quantization kernels: avx512, avx2 or scalar (FASTENSORS_ISA caps it).");
+        "Instruction set of the quantization kernels: avx512, avx2 or scalar (follows isa()).");
   m.def("ggml_row_bytes", [](const std::string& t, std::uint64_t cols) { return q::ggml_row_bytes(ggml_type(t), cols); },
         "type"_a, "cols"_a);
   m.def("ggml_quantize", [](const std::string& t, std::uintptr_t src, const std::string& dtype, std::uint64_t rows,

@@ -25,10 +25,10 @@ struct Matrix {
 };
 
 // The instruction set the kernels run with: "avx512", "avx2" or "scalar".
-// Chosen once per process from the CPU and OS; the environment variable
-// FASTENSORS_ISA=scalar|avx2|avx512 caps it (a level the CPU lacks falls back
-// to the best one below it). Every level gives bit-identical results.
-// Throws InvalidArgument when FASTENSORS_ISA has another value.
+// It follows fastensors::active_isa() (convert.hpp): chosen once per process
+// from the CPU and OS, or forced with FASTENSORS_ISA; avx512bf16 runs the
+// AVX-512 kernels. Every level gives bit-identical results. Throws
+// UnsupportedIsa when FASTENSORS_ISA is unknown or cannot run here.
 const char* kernel_isa();
 
 // ---- GGML block formats (bit-exact with the gguf Python package) ----------
