@@ -388,3 +388,20 @@ void convert_strided(Dtype from, const void* src, const std::vector<std::int64_t
 }
 
 }  // namespace fastensors
+
+namespace fastensors::detail {
+
+void set_copy_kernels(KernelTable& table, const ConvertKernel (&copies)[4]) noexcept {
+  for (std::size_t i = 0; i < kDtypeCount; ++i) {
+    const Dtype d = all_dtypes()[i];
+    switch (dtype_bits(d)) {
+      case 8: table.at(d, d) = copies[0]; break;
+      case 16: table.at(d, d) = copies[1]; break;
+      case 32: table.at(d, d) = copies[2]; break;
+      case 64: table.at(d, d) = copies[3]; break;
+      default: break;
+    }
+  }
+}
+
+}  // namespace fastensors::detail

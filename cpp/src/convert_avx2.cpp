@@ -406,16 +406,7 @@ void copy_kernel(const void* src, void* dst, std::size_t n, bool stream) noexcep
 }  // namespace
 
 void add_avx2_kernels(KernelTable& t) {
-  for (std::size_t i = 0; i < kDtypeCount; ++i) {
-    const Dtype d = all_dtypes()[i];
-    switch (dtype_bits(d)) {
-      case 8: t.at(d, d) = copy_kernel<1>; break;
-      case 16: t.at(d, d) = copy_kernel<2>; break;
-      case 32: t.at(d, d) = copy_kernel<4>; break;
-      case 64: t.at(d, d) = copy_kernel<8>; break;
-      default: break;
-    }
-  }
+  set_copy_kernels(t, {copy_kernel<1>, copy_kernel<2>, copy_kernel<4>, copy_kernel<8>});
 
   t.at(Dtype::BF16, Dtype::F32) = kernel<Bf16ToF32>;
   t.at(Dtype::F32, Dtype::BF16) = kernel<F32ToBf16>;

@@ -24,6 +24,11 @@ struct KernelTable {
   }
 };
 
+// Sets every dtype-to-itself entry of a whole-byte dtype to the copy kernel
+// of its element width: copies[0..3] for 1, 2, 4 and 8 bytes. Sub-byte types
+// are packed and get no element-wise entry.
+void set_copy_kernels(KernelTable& table, const ConvertKernel (&copies)[4]) noexcept;
+
 // Each level overwrites the entries it speeds up in a table that already
 // holds the level below it, so a pair a level does not cover falls through
 // to the next best kernel and, at the bottom, to the scalar reference.
