@@ -283,6 +283,32 @@ def test_empty_and_ratio(scheme):
     assert fastensors.dequantize(qt).shape == y.shape
 
 
+@pytest.mark.parametrize("scheme", ["q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "int8", "int4", "int2", "nf4",
+                                    "fp8_e4m3"])
+def test_dequantize_into_out(scheme):
+    y = np.random.default_rng(1).standard_normal((16, 256)).astype(np.float32)
+    qt = quantize(y, scheme)
+    expected = qt.dequantize()
+    # 64-byte aligned (streaming stores) and misaligned (ordinary stores) outputs
+    raw = np.full(y.size + 32, np.nan, np.float32)
+    skip = (-raw.ctypes.data % 64) // 4
+    for off in (skip, skip + 1):
+        out = raw[off:off + y.size].reshape(y.shape)
+        assert fastensors.dequantize(qt, out=out) is out
+        assert np.array_equal(out, expected)
+    assert ((-expected.ctypes.data) % 64) == 0  # fresh outputs are allocated aligned
+
+
+def test_dequantize_out_errors():
+    qt = quantize(np.ones((4, 64), np.float32), "q8_0")
+    for bad, msg in ((np.empty((4, 64), np.float64), "float32"), (np.empty((64, 4), np.float32), "shape"),
+                     (np.empty((4, 128), np.float32)[:, ::2], "C-contiguous"), ([0.0] * 256, "numpy array")):
+        with pytest.raises(fastensors.InvalidArgument, match=msg):
+            qt.dequantize(out=bad)
+    with pytest.raises(fastensors.InvalidArgument, match="dtype"):
+        qt.dequantize("BF16", out=np.empty((4, 64), np.float32))
+
+
 def test_unknown_scheme():
     with pytest.raises(fastensors.InvalidArgument, match="unknown scheme"):
         quantize(np.zeros((2, 32), np.float32), "q3_k")

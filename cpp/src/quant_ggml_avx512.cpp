@@ -135,18 +135,34 @@ bool affine_blocks(const float* x, std::size_t nblocks, std::uint8_t* out) {
   return true;
 }
 
+// Output blocks are 128 bytes: when the output is 64-byte aligned, streaming
+// stores skip the read-for-ownership of every destination line, which is a
+// third of the memory traffic of a dequantization.
+inline void store16(float* y, __m512 v, bool stream) {
+  if (stream) {
+    _mm512_stream_ps(y, v);
+  } else {
+    _mm512_storeu_ps(y, v);
+  }
+}
+
+inline bool streamable(const float* y) { return (reinterpret_cast<std::uintptr_t>(y) & 63u) == 0; }
+
 void q8_0_dequant(const std::uint8_t* in, std::size_t nblocks, float* y) {
+  const bool stream = streamable(y);
   for (std::size_t blk = 0; blk < nblocks; ++blk, in += 34, y += QK) {
     __m512 d = _mm512_set1_ps(get_f16(in));
     for (int i = 0; i < 2; ++i) {
       __m128i q8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(in + 2 + 16 * i));
-      _mm512_storeu_ps(y + 16 * i, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q8)), d));
+      store16(y + 16 * i, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q8)), d), stream);
     }
   }
+  if (stream) _mm_sfence();
 }
 
 template <bool kAffine, bool kHighBit>
 void nibble_dequant(const std::uint8_t* in, std::size_t nblocks, float* y) {
+  const bool stream = streamable(y);
   constexpr std::size_t bb = 18 + (kAffine ? 2 : 0) + (kHighBit ? 4 : 0);
   const __m512i offset = _mm512_set1_epi32(kAffine ? 0 : (kHighBit ? 16 : 8));
   const __m512i sixteen = _mm512_set1_epi32(16);
@@ -162,9 +178,10 @@ void nibble_dequant(const std::uint8_t* in, std::size_t nblocks, float* y) {
       if (kHighBit) q = _mm512_mask_or_epi32(q, static_cast<__mmask16>(qh >> (16 * i)), q, sixteen);
       __m512 v = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_sub_epi32(q, offset)));
       if (kAffine) v = _mm512_add_ps(v, m);
-      _mm512_storeu_ps(y + 16 * i, v);
+      store16(y + 16 * i, v, stream);
     }
   }
+  if (stream) _mm_sfence();
 }
 
 const GgmlKernels kAvx512 = {

@@ -144,11 +144,16 @@ TEST(QuantIsa, DequantizeMatchesScalarBitForBit) {
         for (std::size_t b = 0; b < nb; ++b) {
           for (std::size_t h = 0; h < halves; ++h) in[b * kBlockBytes[t] + 2 * h + 1] &= 0xbb;
         }
-        std::vector<float> want(nb * 32), got(nb * 32);
+        std::vector<float> want(nb * 32), buf(nb * 32 + 32);
         ref.dequantize[t](in.data(), nb, want.data());
-        k.dequantize[t](in.data(), nb, got.data());
-        ASSERT_EQ(std::memcmp(got.data(), want.data(), want.size() * 4), 0)
-            << qd::isa_name(isa) << " " << kNames[t] << " blocks " << nb;
+        // A 64-byte aligned output takes the streaming-store path, a
+        // misaligned one the ordinary stores: both must match.
+        float* aligned = buf.data() + (-reinterpret_cast<std::uintptr_t>(buf.data()) % 64) / 4;
+        for (float* got : {aligned, aligned + 1}) {
+          k.dequantize[t](in.data(), nb, got);
+          ASSERT_EQ(std::memcmp(got, want.data(), want.size() * 4), 0)
+              << qd::isa_name(isa) << " " << kNames[t] << " blocks " << nb << " misaligned " << (got != aligned);
+        }
       }
     }
   }

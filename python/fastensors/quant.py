@@ -110,10 +110,11 @@ class QuantizedTensor:
             return nib[:n].reshape(self.shape)
         return _ggml_codes(s, self.data, rows, cols).reshape(self.shape)
 
-    def dequantize(self, dtype="F32") -> np.ndarray:
+    def dequantize(self, dtype="F32", *, out: Optional[np.ndarray] = None) -> np.ndarray:
         """The reconstruction, computed in F32 and returned as ``dtype``
-        (a safetensors name such as "F32"/"BF16" or a numpy dtype)."""
-        return dequantize(self, dtype)
+        (a safetensors name such as "F32"/"BF16" or a numpy dtype); ``out``
+        as in :func:`fastensors.dequantize`."""
+        return dequantize(self, dtype, out=out)
 
 
 def _ggml_codes(scheme: str, data: np.ndarray, rows: int, cols: int) -> np.ndarray:
@@ -227,29 +228,61 @@ def quantize(array, scheme: str, *, group_size: Optional[int] = None, symmetric:
     return QuantizedTensor(scheme, array.shape, array.dtype, out, scales, None, None, granularity)
 
 
-def dequantize(qt: QuantizedTensor, dtype="F32") -> np.ndarray:
-    """Reconstruct a :class:`QuantizedTensor` (computed in F32, returned as ``dtype``)."""
+def _aligned_f32(rows: int, cols: int) -> np.ndarray:
+    """A fresh F32 (rows, cols) array starting on a 64-byte boundary, so the
+    kernels can use streaming stores (numpy only guarantees 16 bytes)."""
+    n = rows * cols
+    raw = np.empty(4 * n + 64, dtype=np.uint8)
+    skip = -raw.ctypes.data % 64
+    return raw[skip:skip + 4 * n].view(np.float32).reshape(rows, cols)
+
+
+def _check_out(out, qt: QuantizedTensor) -> np.ndarray:
+    if not isinstance(out, np.ndarray):
+        raise InvalidArgument(f"dequantize: out must be a numpy array, not {type(out).__name__}")
+    if out.dtype != np.float32:
+        raise InvalidArgument(f"dequantize: out must be float32, not {out.dtype}")
+    if out.shape != tuple(qt.shape):
+        raise InvalidArgument(f"dequantize: out has shape {out.shape}, the tensor has shape {tuple(qt.shape)}")
+    if not out.flags.c_contiguous or not out.flags.writeable:
+        raise InvalidArgument("dequantize: out must be C-contiguous and writeable")
+    return out
+
+
+def dequantize(qt: QuantizedTensor, dtype="F32", *, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """Reconstruct a :class:`QuantizedTensor` (computed in F32, returned as ``dtype``).
+
+    ``out``: a C-contiguous float32 array of the tensor's shape to write into
+    (``dtype`` must then be F32); reusing one across calls skips allocating
+    and first-touching a fresh output, which costs more than the kernels."""
     rows, cols = qt._rows_cols
-    out = np.empty((rows, cols), dtype=np.float32)
+    target = _out_dtype(dtype)
+    if out is not None:
+        if target != np.float32:
+            raise InvalidArgument(f"dequantize: out= is float32, but dtype={dtype!r} was asked for")
+        res = _check_out(out, qt).reshape(rows, cols)
+    else:
+        res = _aligned_f32(rows, cols)
     s = qt.scheme
     if s in GGML_SCHEMES:
-        _core.ggml_dequantize(s, _addr(qt.data), rows, cols, _addr(out))
+        _core.ggml_dequantize(s, _addr(qt.data), rows, cols, _addr(res))
     elif s in INT_SCHEMES:
         codes = np.ascontiguousarray(qt.values().reshape(rows, cols))
         sd = _INPUT_CODES[np.dtype(qt.scales.dtype)]
         zp = _addr(qt.zero_points) if qt.zero_points is not None else 0
-        _core.int_dequantize(_addr(codes), _addr(qt.scales), sd, zp, rows, cols, qt.group_size, _addr(out))
+        _core.int_dequantize(_addr(codes), _addr(qt.scales), sd, zp, rows, cols, qt.group_size, _addr(res))
     elif s == "nf4":
-        _core.nf4_dequantize(_addr(qt.data), _addr(qt.scales), rows * cols, _addr(out))
+        _core.nf4_dequantize(_addr(qt.data), _addr(qt.scales), rows * cols, _addr(res))
     elif s == "fp8_e4m3":
         sd = _INPUT_CODES[np.dtype(qt.scales.dtype)]
         _core.fp8_dequantize(_addr(qt.data), _addr(np.ascontiguousarray(qt.scales)), sd, qt.granularity,
-                             rows, cols, _addr(out))
+                             rows, cols, _addr(res))
     else:
         raise InvalidArgument(f"unknown scheme {s!r}")
-    out = out.reshape(qt.shape)
-    target = _out_dtype(dtype)
-    return out if target == np.float32 else out.astype(target)
+    if out is not None:
+        return out
+    res = res.reshape(qt.shape)
+    return res if target == np.float32 else res.astype(target)
 
 
 def quality(reference, candidate) -> Dict[str, float]:
