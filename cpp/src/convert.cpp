@@ -404,4 +404,9 @@ void set_copy_kernels(KernelTable& table, const ConvertKernel (&copies)[4]) noex
   }
 }
 
+ConvertKernel level_kernel(Isa isa, Dtype from, Dtype to) noexcept {
+  if (!isa_supported(isa)) isa = Isa::Scalar;
+  return tables().level[static_cast<std::size_t>(isa)].at(from, to);
+}
+
 }  // namespace fastensors::detail

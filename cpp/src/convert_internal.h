@@ -4,6 +4,7 @@
 
 #include <cstddef>
 
+#include "fastensors/convert.hpp"
 #include "fastensors/dtype.hpp"
 
 namespace fastensors::detail {
@@ -28,6 +29,11 @@ struct KernelTable {
 // of its element width: copies[0..3] for 1, 2, 4 and 8 bytes. Sub-byte types
 // are packed and get no element-wise entry.
 void set_copy_kernels(KernelTable& table, const ConvertKernel (&copies)[4]) noexcept;
+
+// The single-threaded kernel of one level for a pair (the scalar one when the
+// CPU cannot run `isa`; nullptr for a pair convert() does not handle). For
+// other kernels of the library that convert small runs inside their own loops.
+ConvertKernel level_kernel(Isa isa, Dtype from, Dtype to) noexcept;
 
 // Each level overwrites the entries it speeds up in a table that already
 // holds the level below it, so a pair a level does not cover falls through

@@ -45,25 +45,30 @@ Isa active_isa() {
   return isa_available(chosen) ? chosen : Isa::Scalar;
 }
 
-const GgmlKernels& ggml_kernels(Isa isa) noexcept {
-#if defined(FASTENSORS_HAVE_X86_KERNELS)
-  if (isa == Isa::Avx512 && isa_available(Isa::Avx512)) return ggml_kernels_avx512();
-  if (isa == Isa::Avx2 && isa_available(Isa::Avx2)) return ggml_kernels_avx2();
-#else
-  (void)isa;
-#endif
-  return ggml_kernels_scalar();
+namespace {
+
+// The table of the requested level when this build has it and the CPU can
+// run it, else the scalar reference.
+template <class Table>
+const Table& by_level(Isa isa, const Table& scalar, const Table* avx2, const Table* avx512) noexcept {
+  if (isa == Isa::Avx512 && avx512 != nullptr && isa_available(Isa::Avx512)) return *avx512;
+  if (isa == Isa::Avx2 && avx2 != nullptr && isa_available(Isa::Avx2)) return *avx2;
+  return scalar;
 }
 
-const IntKernels& int_kernels(Isa isa) noexcept {
+}  // namespace
+
 #if defined(FASTENSORS_HAVE_X86_KERNELS)
-  if (isa == Isa::Avx512 && isa_available(Isa::Avx512)) return int_kernels_avx512();
-  if (isa == Isa::Avx2 && isa_available(Isa::Avx2)) return int_kernels_avx2();
+#define FASTENSORS_QUANT_LEVELS(kind) kind##_scalar(), &kind##_avx2(), &kind##_avx512()
 #else
-  (void)isa;
+#define FASTENSORS_QUANT_LEVELS(kind) kind##_scalar(), nullptr, nullptr
 #endif
-  return int_kernels_scalar();
-}
+
+const GgmlKernels& ggml_kernels(Isa isa) noexcept { return by_level(isa, FASTENSORS_QUANT_LEVELS(ggml_kernels)); }
+const IntKernels& int_kernels(Isa isa) noexcept { return by_level(isa, FASTENSORS_QUANT_LEVELS(int_kernels)); }
+const Nf4Kernels& nf4_kernels(Isa isa) noexcept { return by_level(isa, FASTENSORS_QUANT_LEVELS(nf4_kernels)); }
+
+#undef FASTENSORS_QUANT_LEVELS
 
 }  // namespace fastensors::quant_detail
 

@@ -27,6 +27,8 @@ using namespace quant_detail;
 
 namespace {
 
+constexpr float kE4m3Max = 448.0f;
+
 // Round half to even for |v| < 2^22 (the codes are clamped far below that):
 // adding and subtracting 1.5 * 2^23 rounds in the default FP mode.
 inline float rint_small(float v) {
@@ -90,7 +92,19 @@ void codes_scalar(const float* x, std::size_t n, float scale, float zp, float qm
   }
 }
 
-const IntKernels kIntScalar = {range_scalar, codes_scalar};
+void fp8_codes_scalar(const float* x, std::size_t n, float scale, Dtype round, std::uint8_t* out) {
+  for (std::size_t j = 0; j < n; ++j) {
+    float v = round_to(round, x[j] / scale);
+    v = std::min(std::max(v, -kE4m3Max), kE4m3Max);
+    out[j] = f32_to_e4m3_bits(v);
+  }
+}
+
+void fp8_values_scalar(const std::uint8_t* in, std::size_t n, float scale, float* out) {
+  for (std::size_t j = 0; j < n; ++j) out[j] = e4m3_bits_to_f32(in[j]) * scale;
+}
+
+const IntKernels kIntScalar = {range_scalar, codes_scalar, fp8_codes_scalar, fp8_values_scalar};
 
 // Symmetric scale from the observed range, before the eps replacement.
 inline float symmetric_scale(Dtype dt, float lo, float hi, float range) {
@@ -129,7 +143,7 @@ void int_quantize(const Matrix& in, const IntParams& p, std::int8_t* codes, void
   const Dtype dt = in.dtype;
   const std::size_t groups_per_row = in.cols / g;
   const std::size_t ngroups = in.rows * groups_per_row;
-  const IntKernels& kernels = int_kernels(active_isa());
+  const IntKernels& kernels = int_kernels(quant_detail::active_isa());
   NonFinite bad;
   // Dynamic scheduling in grabs of about 64 KiB of F32 (see quant_ggml.cpp).
   const int grab = static_cast<int>(std::max<std::size_t>(1, 16384 / g));
@@ -253,15 +267,6 @@ std::size_t fp8_scale_count(Fp8Granularity g, std::size_t rows, std::size_t cols
 
 namespace {
 
-constexpr float kE4m3Max = 448.0f;
-
-inline void fp8_encode(Dtype dt, const float* x, std::size_t n, float scale, std::uint8_t* out) {
-  for (std::size_t j = 0; j < n; ++j) {
-    float v = round_to(dt, x[j] / scale);
-    v = std::min(std::max(v, -kE4m3Max), kE4m3Max);
-    out[j] = f32_to_e4m3_bits(v);
-  }
-}
 
 inline float fp8_scale(Dtype dt, float lo, float hi) {
   return replace_zero(dt, symmetric_scale(dt, lo, hi, 2.0f * kE4m3Max));
@@ -279,6 +284,7 @@ void fp8_quantize(const Matrix& in, Fp8Granularity gran, std::uint8_t* out, void
     for (std::size_t i = 0; i < fp8_scale_count(gran, rows, cols); ++i) store_scale(dt, scales, i, dtype_eps(dt));
     return;
   }
+  const IntKernels& k = int_kernels(quant_detail::active_isa());
   NonFinite bad;
   // Pass 1: per-row min/max (all granularities reduce from rows or tiles of rows).
   if (gran == Fp8Granularity::Block) {
@@ -293,16 +299,14 @@ void fp8_quantize(const Matrix& in, Fp8Granularity gran, std::uint8_t* out, void
         const std::size_t c0 = bj * kFp8Tile, w = std::min(cols, c0 + kFp8Tile) - c0;
         float lo = 0.0f, hi = 0.0f;  // padding of edge tiles is zeros, and 0 is included anyway
         bool ok = true;
-        for (std::size_t r = r0; r < r1 && ok; ++r) {
-          load_f32(in, r * cols + c0, w, buf.data());
-          std::size_t nf = first_nonfinite(buf.data(), w);
-          if (nf != w) {
-            bad.report(r * cols + c0 + nf);
+        for (std::size_t r = r0; r < r1; ++r) {
+          const float* x = as_f32(in, r * cols + c0, w, buf.data());
+          float a, b;
+          if (!k.range(x, w, &a, &b)) {
+            bad.report(r * cols + c0 + first_nonfinite(x, w));
             ok = false;
             break;
           }
-          float a, b;
-          min_max(buf.data(), w, &a, &b);
           lo = std::min(lo, a);
           hi = std::max(hi, b);
         }
@@ -311,8 +315,7 @@ void fp8_quantize(const Matrix& in, Fp8Granularity gran, std::uint8_t* out, void
         store_scale(dt, scales, static_cast<std::size_t>(t), scale);
         const float s = load_scale(dt, scales, static_cast<std::size_t>(t));
         for (std::size_t r = r0; r < r1; ++r) {
-          load_f32(in, r * cols + c0, w, buf.data());
-          fp8_encode(dt, buf.data(), w, s, out + r * cols + c0);
+          k.fp8_codes(as_f32(in, r * cols + c0, w, buf.data()), w, s, dt, out + r * cols + c0);
         }
       }
     }
@@ -322,17 +325,14 @@ void fp8_quantize(const Matrix& in, Fp8Granularity gran, std::uint8_t* out, void
   std::vector<float> row_lo(rows), row_hi(rows);
 #pragma omp parallel
   {
-    std::vector<float> buf(cols);
+    std::vector<float> buf(dt == Dtype::F32 ? 0 : cols);
 #pragma omp for schedule(static)
     for (std::int64_t r = 0; r < to_i64(rows); ++r) {
       const std::size_t off = static_cast<std::size_t>(r) * cols;
-      load_f32(in, off, cols, buf.data());
-      std::size_t nf = first_nonfinite(buf.data(), cols);
-      if (nf != cols) {
-        bad.report(off + nf);
-        continue;
+      const float* x = as_f32(in, off, cols, buf.data());
+      if (!k.range(x, cols, &row_lo[static_cast<std::size_t>(r)], &row_hi[static_cast<std::size_t>(r)])) {
+        bad.report(off + first_nonfinite(x, cols));
       }
-      min_max(buf.data(), cols, &row_lo[static_cast<std::size_t>(r)], &row_hi[static_cast<std::size_t>(r)]);
     }
   }
   bad.throw_if_any(in, "fp8_e4m3");
@@ -345,13 +345,12 @@ void fp8_quantize(const Matrix& in, Fp8Granularity gran, std::uint8_t* out, void
   }
 #pragma omp parallel
   {
-    std::vector<float> buf(cols);
+    std::vector<float> buf(dt == Dtype::F32 ? 0 : cols);
 #pragma omp for schedule(static)
     for (std::int64_t r = 0; r < to_i64(rows); ++r) {
       const std::size_t off = static_cast<std::size_t>(r) * cols;
       const float s = load_scale(dt, scales, gran == Fp8Granularity::Tensor ? 0 : static_cast<std::size_t>(r));
-      load_f32(in, off, cols, buf.data());
-      fp8_encode(dt, buf.data(), cols, s, out + off);
+      k.fp8_codes(as_f32(in, off, cols, buf.data()), cols, s, dt, out + off);
     }
   }
 }
@@ -359,14 +358,17 @@ void fp8_quantize(const Matrix& in, Fp8Granularity gran, std::uint8_t* out, void
 void fp8_dequantize(const std::uint8_t* in, const void* scales, Dtype scale_dtype, Fp8Granularity gran,
                     std::size_t rows, std::size_t cols, float* out) {
   const std::size_t tc = (cols + kFp8Tile - 1) / kFp8Tile;
+  const IntKernels& k = int_kernels(quant_detail::active_isa());
 #pragma omp parallel for schedule(static) if (rows * cols > (1u << 16))
   for (std::int64_t ri = 0; ri < to_i64(rows); ++ri) {
     const std::size_t r = static_cast<std::size_t>(ri);
-    for (std::size_t c = 0; c < cols; ++c) {
-      std::size_t si = gran == Fp8Granularity::Tensor ? 0
-                       : gran == Fp8Granularity::Channel ? r
-                                                         : (r / kFp8Tile) * tc + c / kFp8Tile;
-      out[r * cols + c] = e4m3_bits_to_f32(in[r * cols + c]) * load_scale(scale_dtype, scales, si);
+    // One scale per row, or per 128-column tile of the row.
+    const std::size_t step = gran == Fp8Granularity::Block ? kFp8Tile : cols;
+    for (std::size_t c = 0; c < cols; c += step) {
+      const std::size_t si = gran == Fp8Granularity::Tensor ? 0
+                             : gran == Fp8Granularity::Channel ? r
+                                                               : (r / kFp8Tile) * tc + c / kFp8Tile;
+      k.fp8_values(in + r * cols + c, std::min(step, cols - c), load_scale(scale_dtype, scales, si), out + r * cols + c);
     }
   }
 }

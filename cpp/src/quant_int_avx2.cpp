@@ -6,6 +6,7 @@
 
 #include <cstdint>
 
+#include "convert_internal.h"
 #include "quant_isa_internal.h"
 
 namespace fastensors::quant_detail {
@@ -70,7 +71,53 @@ void codes(const float* x, std::size_t n, float scale, float zp, float qmin, flo
   }
 }
 
-const IntKernels kAvx2 = {range, codes};
+// FP8: divide, round to the input's precision, clamp; the E4M3 encoding is
+// the dtype converter's AVX2 kernel (bit-exact with ml_dtypes).
+constexpr std::size_t kRun = 256;
+
+inline __m256 round_like(__m256 v, Dtype round) {
+  if (round == Dtype::BF16) {  // round to nearest even on the top 16 bits (finite values)
+    __m256i u = _mm256_castps_si256(v);
+    __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+    u = _mm256_add_epi32(u, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff)));
+    return _mm256_castsi256_ps(_mm256_and_si256(u, _mm256_set1_epi32(static_cast<int>(0xffff0000u))));
+  }
+  if (round == Dtype::F16) return _mm256_cvtph_ps(_mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  return v;
+}
+
+void fp8_codes(const float* x, std::size_t n, float scale, Dtype round, std::uint8_t* out) {
+  static const detail::ConvertKernel encode = detail::level_kernel(fastensors::Isa::Avx2, Dtype::F32, Dtype::F8_E4M3);
+  const __m256 s = _mm256_set1_ps(scale), lim = _mm256_set1_ps(448.0f), nlim = _mm256_set1_ps(-448.0f);
+  alignas(32) float buf[kRun];
+  for (std::size_t i = 0; i < n; i += kRun) {
+    const std::size_t m = n - i < kRun ? n - i : kRun;
+    std::size_t j = 0;
+    for (; j + 8 <= m; j += 8) {
+      __m256 v = round_like(_mm256_div_ps(_mm256_loadu_ps(x + i + j), s), round);
+      _mm256_store_ps(buf + j, _mm256_min_ps(_mm256_max_ps(v, nlim), lim));
+    }
+    if (j < m) {  // the tail through a zero-padded vector
+      alignas(32) float t[8] = {};
+      for (std::size_t k = j; k < m; ++k) t[k - j] = x[i + k];
+      __m256 v = round_like(_mm256_div_ps(_mm256_load_ps(t), s), round);
+      _mm256_store_ps(t, _mm256_min_ps(_mm256_max_ps(v, nlim), lim));
+      for (std::size_t k = j; k < m; ++k) buf[k] = t[k - j];
+    }
+    encode(buf, out + i, m, false);
+  }
+}
+
+void fp8_values(const std::uint8_t* in, std::size_t n, float scale, float* out) {
+  static const detail::ConvertKernel decode = detail::level_kernel(fastensors::Isa::Avx2, Dtype::F8_E4M3, Dtype::F32);
+  const __m256 s = _mm256_set1_ps(scale);
+  decode(in, out, n, false);
+  std::size_t j = 0;
+  for (; j + 8 <= n; j += 8) _mm256_storeu_ps(out + j, _mm256_mul_ps(_mm256_loadu_ps(out + j), s));
+  for (; j < n; ++j) out[j] = _mm_cvtss_f32(_mm_mul_ss(_mm_set_ss(out[j]), _mm_set_ss(scale)));
+}
+
+const IntKernels kAvx2 = {range, codes, fp8_codes, fp8_values};
 
 }  // namespace
 

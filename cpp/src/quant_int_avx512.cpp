@@ -6,6 +6,7 @@
 
 #include <cstdint>
 
+#include "convert_internal.h"
 #include "quant_isa_internal.h"
 
 namespace fastensors::quant_detail {
@@ -46,7 +47,46 @@ void codes(const float* x, std::size_t n, float scale, float zp, float qmin, flo
   }
 }
 
-const IntKernels kAvx512 = {range, codes};
+// FP8: divide, round to the input's precision, clamp; the E4M3 encoding is
+// the dtype converter's AVX-512 kernel (bit-exact with ml_dtypes).
+constexpr std::size_t kRun = 256;
+
+inline __m512 round_like(__m512 v, Dtype round) {
+  if (round == Dtype::BF16) {  // round to nearest even on the top 16 bits (finite values)
+    __m512i u = _mm512_castps_si512(v);
+    __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    u = _mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff)));
+    return _mm512_castsi512_ps(_mm512_and_si512(u, _mm512_set1_epi32(static_cast<int>(0xffff0000u))));
+  }
+  if (round == Dtype::F16) return _mm512_cvtph_ps(_mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  return v;
+}
+
+void fp8_codes(const float* x, std::size_t n, float scale, Dtype round, std::uint8_t* out) {
+  static const detail::ConvertKernel encode = detail::level_kernel(fastensors::Isa::Avx512, Dtype::F32, Dtype::F8_E4M3);
+  const __m512 s = _mm512_set1_ps(scale), lim = _mm512_set1_ps(448.0f), nlim = _mm512_set1_ps(-448.0f);
+  alignas(64) float buf[kRun];
+  for (std::size_t i = 0; i < n; i += kRun) {
+    const std::size_t m = n - i < kRun ? n - i : kRun;
+    for (std::size_t j = 0; j < m; j += 16) {
+      __m512 v = round_like(_mm512_div_ps(_mm512_maskz_loadu_ps(tail_mask(m - j), x + i + j), s), round);
+      _mm512_store_ps(buf + j, _mm512_min_ps(_mm512_max_ps(v, nlim), lim));
+    }
+    encode(buf, out + i, m, false);
+  }
+}
+
+void fp8_values(const std::uint8_t* in, std::size_t n, float scale, float* out) {
+  static const detail::ConvertKernel decode = detail::level_kernel(fastensors::Isa::Avx512, Dtype::F8_E4M3, Dtype::F32);
+  const __m512 s = _mm512_set1_ps(scale);
+  decode(in, out, n, false);
+  for (std::size_t j = 0; j < n; j += 16) {
+    const __mmask16 m = tail_mask(n - j);
+    _mm512_mask_storeu_ps(out + j, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, out + j), s));
+  }
+}
+
+const IntKernels kAvx512 = {range, codes, fp8_codes, fp8_values};
 
 }  // namespace
 

@@ -12,6 +12,7 @@
 
 #include "fastensors/error.hpp"
 #include "fastensors/quant.hpp"
+#include "convert_internal.h"
 #include "quant_float_internal.h"
 
 namespace fastensors::quant_detail {
@@ -24,23 +25,24 @@ inline void check_float_input(const quant::Matrix& in, const char* what) {
   if (in.data == nullptr && in.rows * in.cols != 0) throw Error(ErrorCode::InvalidArgument, "null input");
 }
 
-// dst[i] = element (offset + i) of the flat input, as F32.
+// dst[i] = element (offset + i) of the flat input, as F32 (F16 and BF16
+// widen exactly, with the dtype converter's kernel of the active level).
 inline void load_f32(const quant::Matrix& in, std::size_t offset, std::size_t n, float* dst) {
-  switch (in.dtype) {
-    case Dtype::F32:
-      std::memcpy(dst, static_cast<const float*>(in.data) + offset, n * sizeof(float));
-      break;
-    case Dtype::F16: {
-      const auto* p = static_cast<const std::uint16_t*>(in.data) + offset;
-      for (std::size_t i = 0; i < n; ++i) dst[i] = f16_bits_to_f32(p[i]);
-      break;
-    }
-    default: {
-      const auto* p = static_cast<const std::uint16_t*>(in.data) + offset;
-      for (std::size_t i = 0; i < n; ++i) dst[i] = bf16_bits_to_f32(p[i]);
-      break;
-    }
+  if (in.dtype == Dtype::F32) {
+    std::memcpy(dst, static_cast<const float*>(in.data) + offset, n * sizeof(float));
+    return;
   }
+  static const detail::ConvertKernel from_f16 = detail::level_kernel(fastensors::active_isa(), Dtype::F16, Dtype::F32);
+  static const detail::ConvertKernel from_bf16 = detail::level_kernel(fastensors::active_isa(), Dtype::BF16, Dtype::F32);
+  (in.dtype == Dtype::F16 ? from_f16 : from_bf16)(static_cast<const std::uint16_t*>(in.data) + offset, dst, n, false);
+}
+
+// The n values from `offset` as F32: a pointer into F32 input, else widened
+// into `buf`.
+inline const float* as_f32(const quant::Matrix& in, std::size_t offset, std::size_t n, float* buf) {
+  if (in.dtype == Dtype::F32) return static_cast<const float*>(in.data) + offset;
+  load_f32(in, offset, n, buf);
+  return buf;
 }
 
 inline bool is_nonfinite(float v) { return (f32_bits(v) & 0x7f800000u) == 0x7f800000u; }

@@ -6,6 +6,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "fastensors/dtype.hpp"
+
 namespace fastensors::quant_detail {
 
 // Ordered worst to best; dispatch walks from the best down to Scalar.
@@ -49,6 +51,12 @@ struct IntKernels {
   bool (*range)(const float* x, std::size_t n, float* lo, float* hi);
   // F32 input: q[j] = round_half_even(clamp(x[j] / scale + zp, qmin, qmax)).
   void (*codes)(const float* x, std::size_t n, float scale, float zp, float qmin, float qmax, std::int8_t* q);
+  // FP8 E4M3: out[j] = e4m3(clamp(r(x[j] / scale), -448, 448)) for finite
+  // x, where r rounds to `round` (F32: no rounding, F16 or BF16: the input
+  // dtype's precision), and e4m3 rounds to nearest even.
+  void (*fp8_codes)(const float* x, std::size_t n, float scale, Dtype round, std::uint8_t* out);
+  // out[j] = f32(in[j]) * scale for E4M3 codes.
+  void (*fp8_values)(const std::uint8_t* in, std::size_t n, float scale, float* out);
 };
 
 const IntKernels& int_kernels(Isa isa) noexcept;
@@ -57,6 +65,26 @@ const IntKernels& int_kernels_scalar() noexcept;
 #if defined(FASTENSORS_HAVE_X86_KERNELS)
 const IntKernels& int_kernels_avx2() noexcept;
 const IntKernels& int_kernels_avx512() noexcept;
+#endif
+
+// NF4 block kernels (blocks of 64 values, quant_nf4.cpp). `thresholds` are
+// the 15 midpoints between neighbouring code values, `codes` the 16 values.
+struct Nf4Kernels {
+  // One block of 64 values -> its absmax and 32 bytes, two codes per byte,
+  // the first in the high nibble; a code is the number of thresholds the
+  // value times 1/absmax exceeds. False when a value is NaN or infinite.
+  bool (*quantize_block)(const float* x, const float* thresholds, float* absmax, std::uint8_t* out);
+  // `nblocks` whole blocks -> 64 * nblocks values codes[code] * absmax.
+  void (*dequantize_blocks)(const std::uint8_t* in, const float* absmax, std::size_t nblocks, const float* codes,
+                            float* out);
+};
+
+const Nf4Kernels& nf4_kernels(Isa isa) noexcept;
+
+const Nf4Kernels& nf4_kernels_scalar() noexcept;
+#if defined(FASTENSORS_HAVE_X86_KERNELS)
+const Nf4Kernels& nf4_kernels_avx2() noexcept;
+const Nf4Kernels& nf4_kernels_avx512() noexcept;
 #endif
 
 }  // namespace fastensors::quant_detail

@@ -6,10 +6,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 
 #include "fastensors/error.hpp"
 #include "fastensors/quant.hpp"
 #include "quant_internal.h"
+#include "quant_isa_internal.h"
 
 namespace fastensors::quant {
 
@@ -59,6 +61,34 @@ inline std::uint8_t nf4_index(float v, const float* t) {
   return static_cast<std::uint8_t>(idx);
 }
 
+bool quantize_block_scalar(const float* x, const float* t, float* absmax, std::uint8_t* out) {
+  if (first_nonfinite(x, kNf4Block) != kNf4Block) return false;
+  float amax = 0.0f;
+  for (std::size_t j = 0; j < kNf4Block; ++j) amax = std::max(amax, std::fabs(x[j]));
+  *absmax = amax;
+  // An all-zero block keeps absmax 0 and maps every value to the 0.0 code.
+  const float inv = amax == 0.0f ? 0.0f : 1.0f / amax;
+  for (std::size_t j = 0; j < kNf4Block / 2; ++j) {
+    out[j] = static_cast<std::uint8_t>((nf4_index(x[2 * j] * inv, t) << 4) | nf4_index(x[2 * j + 1] * inv, t));
+  }
+  return true;
+}
+
+void dequantize_blocks_scalar(const std::uint8_t* in, const float* absmax, std::size_t nblocks, const float* codes,
+                              float* out) {
+  for (std::size_t b = 0; b < nblocks; ++b, in += kNf4Block / 2, out += kNf4Block) {
+    for (std::size_t j = 0; j < kNf4Block / 2; ++j) {
+      out[2 * j] = codes[in[j] >> 4] * absmax[b];
+      out[2 * j + 1] = codes[in[j] & 0x0f] * absmax[b];
+    }
+  }
+}
+
+const Nf4Kernels kNf4Scalar = {quantize_block_scalar, dequantize_blocks_scalar};
+
+// Blocks per scheduling grab: 64 KiB of F32.
+constexpr std::size_t kGrabBlocks = 256;
+
 }  // namespace
 
 const float* nf4_code_values() noexcept { return kNf4; }
@@ -68,43 +98,56 @@ void nf4_quantize(const Matrix& in, std::uint8_t* out, float* absmax) {
   const std::size_t n = in.rows * in.cols;
   const std::size_t nblocks = (n + kNf4Block - 1) / kNf4Block;
   const float* t = thresholds().t;
+  const Nf4Kernels& k = nf4_kernels(quant_detail::active_isa());
   NonFinite bad;
-#pragma omp parallel for schedule(static) if (nblocks > 256)
+#pragma omp parallel for schedule(dynamic, kGrabBlocks) if (nblocks > 4 * kGrabBlocks)
   for (std::int64_t b = 0; b < to_i64(nblocks); ++b) {
     const std::size_t off = static_cast<std::size_t>(b) * kNf4Block;
     const std::size_t len = std::min(kNf4Block, n - off);
+    // A short last block is padded with zeros (they map to the 0.0 code and
+    // leave absmax alone); an odd tail's last low nibble stays 0.
     float x[kNf4Block] = {};
-    load_f32(in, off, len, x);
-    std::size_t nf = first_nonfinite(x, len);
-    if (nf != len) {
-      bad.report(off + nf);
+    const float* src = x;
+    if (in.dtype == Dtype::F32 && len == kNf4Block) {
+      src = static_cast<const float*>(in.data) + off;
+    } else {
+      load_f32(in, off, len, x);
+    }
+    std::uint8_t packed[kNf4Block / 2];
+    const bool full = len == kNf4Block;
+    if (!k.quantize_block(src, t, &absmax[b], full ? out + off / 2 : packed)) {
+      bad.report(off + first_nonfinite(src, len));
       continue;
     }
-    float amax = 0.0f;
-    for (std::size_t j = 0; j < len; ++j) amax = std::max(amax, std::fabs(x[j]));
-    absmax[b] = amax;
-    // An all-zero block keeps absmax 0 and maps every value to the 0.0 code.
-    const float inv = amax == 0.0f ? 0.0f : 1.0f / amax;
-    std::uint8_t q[kNf4Block];
-    for (std::size_t j = 0; j < kNf4Block; ++j) q[j] = nf4_index(x[j] * inv, t);
-    std::uint8_t* o = out + off / 2;
-    const std::size_t nbytes = (len + 1) / 2;
-    for (std::size_t j = 0; j < nbytes; ++j) {
-      std::uint8_t lo = (2 * j + 1 < len) ? q[2 * j + 1] : 0;  // an odd tail's last low nibble is 0
-      o[j] = static_cast<std::uint8_t>((q[2 * j] << 4) | lo);
+    if (!full) {
+      const std::size_t nbytes = (len + 1) / 2;
+      std::memcpy(out + off / 2, packed, nbytes);
+      if (len % 2) out[off / 2 + nbytes - 1] &= 0xf0;
     }
   }
   bad.throw_if_any(in, "nf4");
 }
 
 void nf4_dequantize(const std::uint8_t* in, const float* absmax, std::size_t n, float* out) {
-#pragma omp parallel for schedule(static) if (n > (1u << 16))
-  for (std::int64_t i = 0; i < to_i64(n); ++i) {
-    const std::size_t k = static_cast<std::size_t>(i);
-    std::uint8_t byte = in[k / 2];
-    std::uint8_t code = (k % 2 == 0) ? (byte >> 4) : (byte & 0x0f);
-    out[k] = kNf4[code] * absmax[k / kNf4Block];
+  const std::size_t whole = n / kNf4Block;
+  const Nf4Kernels& k = nf4_kernels(quant_detail::active_isa());
+  const std::size_t grabs = (whole + kGrabBlocks - 1) / kGrabBlocks;
+#pragma omp parallel for schedule(dynamic, 1) if (grabs > 4)
+  for (std::int64_t g = 0; g < to_i64(grabs); ++g) {
+    const std::size_t b0 = static_cast<std::size_t>(g) * kGrabBlocks;
+    k.dequantize_blocks(in + b0 * kNf4Block / 2, absmax + b0, std::min(kGrabBlocks, whole - b0), kNf4,
+                        out + b0 * kNf4Block);
+  }
+  for (std::size_t i = whole * kNf4Block; i < n; ++i) {
+    const std::uint8_t byte = in[i / 2];
+    out[i] = kNf4[(i % 2 == 0) ? (byte >> 4) : (byte & 0x0f)] * absmax[whole];
   }
 }
 
 }  // namespace fastensors::quant
+
+namespace fastensors::quant_detail {
+
+const Nf4Kernels& nf4_kernels_scalar() noexcept { return quant::kNf4Scalar; }
+
+}  // namespace fastensors::quant_detail

@@ -232,4 +232,99 @@ TEST(QuantIsa, IntCodesMatchScalarBitForBit) {
   }
 }
 
+TEST(QuantIsa, Fp8CodesMatchScalarBitForBit) {
+  const auto& ref = qd::int_kernels_scalar();
+  std::mt19937 rng(8);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  const float scales[] = {1.0f, 0.0123f, 3.0f / 448.0f, 1e-3f, 1.1920929e-07f, 1e-38f};
+  for (qd::Isa isa : simd_levels()) {
+    const auto& k = qd::int_kernels(isa);
+    for (fastensors::Dtype round : {fastensors::Dtype::F32, fastensors::Dtype::F16, fastensors::Dtype::BF16}) {
+      for (float scale : scales) {
+        for (std::size_t n : {1u, 7u, 8u, 16u, 33u, 255u, 256u, 257u, 1000u}) {
+          std::vector<float> x(n);
+          for (std::size_t i = 0; i < n; ++i) x[i] = i % 5 == 0 ? 0.0f : normal(rng) * (i % 2 ? 1.0f : 500.0f);
+          std::vector<std::uint8_t> want(n, 1), got(n, 2);
+          ref.fp8_codes(x.data(), n, scale, round, want.data());
+          k.fp8_codes(x.data(), n, scale, round, got.data());
+          EXPECT_EQ(got, want) << qd::isa_name(isa) << " " << fastensors::dtype_name(round) << " scale " << scale
+                               << " n=" << n;
+        }
+      }
+    }
+  }
+}
+
+TEST(QuantIsa, Fp8ValuesMatchScalarBitForBit) {
+  const auto& ref = qd::int_kernels_scalar();
+  std::vector<std::uint8_t> codes(256 * 3 + 5);
+  for (std::size_t i = 0; i < codes.size(); ++i) codes[i] = static_cast<std::uint8_t>(i * 7);  // every code, NaNs included
+  for (qd::Isa isa : simd_levels()) {
+    const auto& k = qd::int_kernels(isa);
+    for (float scale : {1.0f, 0.37f, 1e-30f}) {
+      for (std::size_t n : {std::size_t{1}, std::size_t{9}, std::size_t{16}, std::size_t{256}, codes.size()}) {
+        std::vector<float> want(n), got(n);
+        ref.fp8_values(codes.data(), n, scale, want.data());
+        k.fp8_values(codes.data(), n, scale, got.data());
+        EXPECT_EQ(std::memcmp(got.data(), want.data(), n * 4), 0) << qd::isa_name(isa) << " n=" << n;
+      }
+    }
+  }
+}
+
+TEST(QuantIsa, Nf4MatchesScalarBitForBit) {
+  const auto& ref = qd::nf4_kernels_scalar();
+  const float* codes = q::nf4_code_values();
+  float thr[15];
+  for (int i = 0; i < 15; ++i) {
+    thr[i] = static_cast<float>((static_cast<double>(codes[i]) + static_cast<double>(codes[i + 1])) / 2.0);
+  }
+  std::mt19937 rng(9);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<std::vector<float>> blocks;
+  for (int b = 0; b < 50; ++b) {
+    std::vector<float> x(64);
+    for (auto& v : x) v = normal(rng) * (b % 3 == 0 ? 1e-20f : 2.0f);
+    blocks.push_back(x);
+  }
+  blocks.emplace_back(64, 0.0f);
+  blocks.emplace_back(64, -0.0f);
+  std::vector<float> ties(64);  // values on the thresholds and the codes themselves (absmax 1)
+  for (int i = 0; i < 64; ++i) ties[i] = i < 15 ? thr[i] : (i < 31 ? codes[i - 15] : -thr[i % 15]);
+  ties[63] = 1.0f;
+  blocks.push_back(ties);
+  for (qd::Isa isa : simd_levels()) {
+    const auto& k = qd::nf4_kernels(isa);
+    for (auto& x : blocks) {
+      std::uint8_t want[32], got[32];
+      float a0 = -1, a1 = -2;
+      ASSERT_TRUE(ref.quantize_block(x.data(), thr, &a0, want));
+      ASSERT_TRUE(k.quantize_block(x.data(), thr, &a1, got));
+      EXPECT_EQ(std::memcmp(&a0, &a1, 4), 0) << qd::isa_name(isa);
+      EXPECT_EQ(std::memcmp(want, got, 32), 0) << qd::isa_name(isa);
+    }
+    for (std::size_t pos : {0u, 17u, 63u}) {
+      for (float bad : {__builtin_nanf(""), __builtin_inff(), -__builtin_inff()}) {
+        std::vector<float> x = blocks[0];
+        x[pos] = bad;
+        float a;
+        std::uint8_t out[32];
+        EXPECT_FALSE(k.quantize_block(x.data(), thr, &a, out)) << qd::isa_name(isa) << " at " << pos;
+      }
+    }
+    // Dequantization of random bytes, into aligned and misaligned outputs.
+    const std::size_t nb = 37;
+    std::vector<std::uint8_t> in(nb * 32);
+    for (auto& b : in) b = static_cast<std::uint8_t>(rng());
+    std::vector<float> absmax(nb), want(nb * 64), buf(nb * 64 + 32);
+    for (auto& a : absmax) a = std::fabs(normal(rng));
+    ref.dequantize_blocks(in.data(), absmax.data(), nb, codes, want.data());
+    float* aligned = buf.data() + (-reinterpret_cast<std::uintptr_t>(buf.data()) % 64) / 4;
+    for (float* got : {aligned, aligned + 1}) {
+      k.dequantize_blocks(in.data(), absmax.data(), nb, codes, got);
+      EXPECT_EQ(std::memcmp(got, want.data(), want.size() * 4), 0) << qd::isa_name(isa);
+    }
+  }
+}
+
 }  // namespace
