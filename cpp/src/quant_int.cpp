@@ -216,41 +216,76 @@ void int_dequantize(const std::int8_t* codes, const void* scales, Dtype scale_dt
 
 std::size_t packed_words(std::size_t cols, unsigned bits) noexcept { return (cols * bits + 31) / 32; }
 
-void pack_int32(const std::int8_t* codes, std::size_t rows, std::size_t cols, unsigned bits, std::int32_t* out) {
-  if (bits == 0 || 32 % bits != 0) throw Error(ErrorCode::InvalidArgument, "pack_int32: bits must divide 32");
-  const std::size_t words = packed_words(cols, bits);
-  const std::uint32_t offset = 1u << (bits - 1), mask = (1u << bits) - 1u;
-  const std::size_t per_word = 32 / bits;
+namespace {
+
+// Bits as a template parameter: the shifts and the codes per word become
+// constants, and the inner loops unroll and vectorize.
+template <unsigned kBits>
+void pack_rows(const std::int8_t* codes, std::size_t rows, std::size_t cols, std::int32_t* out) {
+  constexpr std::size_t per_word = 32 / kBits;
+  constexpr std::uint32_t offset = 1u << (kBits - 1), mask = (1u << kBits) - 1u;
+  const std::size_t words = packed_words(cols, kBits);
 #pragma omp parallel for schedule(static) if (rows * cols > (1u << 16))
   for (std::int64_t r = 0; r < to_i64(rows); ++r) {
     const std::int8_t* c = codes + static_cast<std::size_t>(r) * cols;
     std::int32_t* o = out + static_cast<std::size_t>(r) * words;
-    for (std::size_t w = 0; w < words; ++w) {
+    const std::size_t full = cols / per_word;
+    for (std::size_t w = 0; w < full; ++w, c += per_word) {
       std::uint32_t word = 0;
-      const std::size_t begin = w * per_word, end = std::min(cols, begin + per_word);
-      for (std::size_t i = begin; i < end; ++i) {
-        word |= ((static_cast<std::uint32_t>(c[i] + static_cast<int>(offset))) & mask) << ((i - begin) * bits);
+      for (std::size_t i = 0; i < per_word; ++i) {
+        word |= ((static_cast<std::uint32_t>(c[i] + static_cast<int>(offset))) & mask) << (i * kBits);
       }
       o[w] = static_cast<std::int32_t>(word);
+    }
+    if (full < words) {  // a last, partly filled word
+      std::uint32_t word = 0;
+      for (std::size_t i = 0; i < cols - full * per_word; ++i) {
+        word |= ((static_cast<std::uint32_t>(c[i] + static_cast<int>(offset))) & mask) << (i * kBits);
+      }
+      o[full] = static_cast<std::int32_t>(word);
     }
   }
 }
 
-void unpack_int32(const std::int32_t* packed, std::size_t rows, std::size_t cols, unsigned bits, std::int8_t* codes) {
-  if (bits == 0 || 32 % bits != 0) throw Error(ErrorCode::InvalidArgument, "unpack_int32: bits must divide 32");
-  const std::size_t words = packed_words(cols, bits);
-  const int offset = 1 << (bits - 1);
-  const std::uint32_t mask = (1u << bits) - 1u;
-  const std::size_t per_word = 32 / bits;
+template <unsigned kBits>
+void unpack_rows(const std::int32_t* packed, std::size_t rows, std::size_t cols, std::int8_t* codes) {
+  constexpr std::size_t per_word = 32 / kBits;
+  constexpr int offset = 1 << (kBits - 1);
+  constexpr std::uint32_t mask = (1u << kBits) - 1u;
+  const std::size_t words = packed_words(cols, kBits);
 #pragma omp parallel for schedule(static) if (rows * cols > (1u << 16))
   for (std::int64_t r = 0; r < to_i64(rows); ++r) {
     const std::int32_t* p = packed + static_cast<std::size_t>(r) * words;
     std::int8_t* c = codes + static_cast<std::size_t>(r) * cols;
-    for (std::size_t i = 0; i < cols; ++i) {
-      std::uint32_t word = static_cast<std::uint32_t>(p[i / per_word]);
-      int v = static_cast<int>((word >> ((i % per_word) * bits)) & mask);
-      c[i] = static_cast<std::int8_t>(v - offset);
+    for (std::size_t w = 0; w < words; ++w) {
+      const std::uint32_t word = static_cast<std::uint32_t>(p[w]);
+      const std::size_t n = std::min(per_word, cols - w * per_word);
+      for (std::size_t i = 0; i < n; ++i) {
+        c[w * per_word + i] = static_cast<std::int8_t>(static_cast<int>((word >> (i * kBits)) & mask) - offset);
+      }
     }
+  }
+}
+
+}  // namespace
+
+void pack_int32(const std::int8_t* codes, std::size_t rows, std::size_t cols, unsigned bits, std::int32_t* out) {
+  switch (bits) {
+    case 1: return pack_rows<1>(codes, rows, cols, out);
+    case 2: return pack_rows<2>(codes, rows, cols, out);
+    case 4: return pack_rows<4>(codes, rows, cols, out);
+    case 8: return pack_rows<8>(codes, rows, cols, out);
+    default: throw Error(ErrorCode::InvalidArgument, "pack_int32: bits must be 1, 2, 4 or 8 (the codes are int8)");
+  }
+}
+
+void unpack_int32(const std::int32_t* packed, std::size_t rows, std::size_t cols, unsigned bits, std::int8_t* codes) {
+  switch (bits) {
+    case 1: return unpack_rows<1>(packed, rows, cols, codes);
+    case 2: return unpack_rows<2>(packed, rows, cols, codes);
+    case 4: return unpack_rows<4>(packed, rows, cols, codes);
+    case 8: return unpack_rows<8>(packed, rows, cols, codes);
+    default: throw Error(ErrorCode::InvalidArgument, "unpack_int32: bits must be 1, 2, 4 or 8 (the codes are int8)");
   }
 }
 

@@ -69,7 +69,8 @@ void int_dequantize(const std::int8_t* codes, const void* scales, Dtype scale_dt
                     const std::int8_t* zero_points, std::size_t rows, std::size_t cols, std::size_t group_size,
                     float* out);
 
-// int32 words per row when packing `cols` codes of `bits` bits (bits divides 32).
+// int32 words per row when packing `cols` codes of `bits` bits (1, 2, 4 or 8;
+// other widths throw InvalidArgument).
 std::size_t packed_words(std::size_t cols, unsigned bits) noexcept;
 
 // compressed-tensors pack_to_int32 along rows: code + 2^(bits-1), element i of
