@@ -117,13 +117,18 @@ TEST(QuantIsa, EveryLevelRejectsNonFiniteInput) {
     const auto& k = qd::ggml_kernels(isa);
     for (int t = 0; t < 5; ++t) {
       for (float v : bad_values) {
-        for (std::size_t pos : {0u, 31u, 32u + 17u, 5u * 32u + 31u}) {
-          std::vector<float> x(6 * 32, 0.25f);
-          x[pos] = v;
-          std::vector<std::uint8_t> out(6 * kBlockBytes[t]);
-          EXPECT_FALSE(k.quantize[t](x.data(), 6, out.data())) << qd::isa_name(isa) << " " << kNames[t] << " " << pos;
-          x[pos] = 1.0f;
-          EXPECT_TRUE(k.quantize[t](x.data(), 6, out.data())) << qd::isa_name(isa) << " " << kNames[t];
+        // 6 blocks: the one-block path; 37: groups of 16 blocks and a tail.
+        for (std::size_t nb : {6u, 37u}) {
+          for (std::size_t pos : {std::size_t{0}, std::size_t{31}, std::size_t{49}, std::size_t{191}, std::size_t{496}, nb * 32 - 1}) {
+            if (pos >= nb * 32) continue;
+            std::vector<float> x(nb * 32, 0.25f);
+            x[pos] = v;
+            std::vector<std::uint8_t> out(nb * kBlockBytes[t]);
+            EXPECT_FALSE(k.quantize[t](x.data(), nb, out.data()))
+                << qd::isa_name(isa) << " " << kNames[t] << " " << pos;
+            x[pos] = 1.0f;
+            EXPECT_TRUE(k.quantize[t](x.data(), nb, out.data())) << qd::isa_name(isa) << " " << kNames[t];
+          }
         }
       }
     }
