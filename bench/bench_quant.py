@@ -16,6 +16,7 @@ import os
 import statistics
 import time
 
+import ml_dtypes
 import numpy as np
 
 import fastensors
@@ -69,6 +70,8 @@ def main():
         t, _ = timed(fn, args.runs)
         return t, CPU["last"]
 
+    # An output to reuse; fastensors allocates its outputs 64-byte aligned.
+    reused = fastensors.quantize(x, "q8_0").dequantize()
     try:
         import gguf.quants as gq
         from gguf import GGMLQuantizationType as T
@@ -82,6 +85,9 @@ def main():
         ours, cpu = ours_timed(lambda: qt.dequantize())
         peer = timed(lambda: gq.dequantize(qt.data, getattr(T, s.upper())), args.ref_runs)[0] if gq else None
         row(f"{s} dequantize", ours, peer, cpu)
+        # Into a reused output: no fresh 67 MB to allocate and first-touch.
+        ours, cpu = ours_timed(lambda: qt.dequantize(out=reused))
+        row(f"{s} dequantize (out=)", ours, peer, cpu)
 
     try:
         import torch
@@ -104,6 +110,14 @@ def main():
         label = s + (f" ({kw['granularity']})" if kw else "")
         t, cpu = ours_timed(lambda: fastensors.quantize(x, s, **kw))
         row(label, t, None, cpu)
+    for s, kw in (("nf4", {}), ("fp8_e4m3", {"granularity": "channel"}), ("int4", {})):
+        qt = fastensors.quantize(x, s, **kw)
+        t, cpu = ours_timed(lambda: qt.dequantize(out=reused))
+        row(f"{s} dequantize (out=)", t, None, cpu)
+    xb = x.astype(ml_dtypes.bfloat16)
+    for s in ("q8_0", "int8", "int4", "nf4"):
+        t, cpu = ours_timed(lambda: fastensors.quantize(xb, s))
+        row(f"{s} from BF16", t, None, cpu)
     qd = fastensors.quantize(x, "q8_0").dequantize()
     t, cpu = ours_timed(lambda: fastensors.quality(x, qd))
     row("quality()", t, None, cpu)
