@@ -84,9 +84,10 @@ bool range_scalar(const float* x, std::size_t n, float* lo, float* hi) {
   return true;
 }
 
-void codes_scalar(const float* x, std::size_t n, float scale, float zp, float qmin, float qmax, std::int8_t* q) {
+void codes_scalar(const float* x, std::size_t n, float scale, float zp, Dtype round, float qmin, float qmax,
+                  std::int8_t* q) {
   for (std::size_t j = 0; j < n; ++j) {
-    float v = x[j] / scale + zp;
+    float v = round_to(round, round_to(round, x[j] / scale) + zp);
     v = std::min(std::max(v, qmin), qmax);
     q[j] = static_cast<std::int8_t>(rint_small(v));
   }
@@ -182,17 +183,8 @@ void int_quantize(const Matrix& in, const IntParams& p, std::int8_t* codes, void
       }
       scale = replace_zero(dt, scale);
       store_scale(dt, scales, static_cast<std::size_t>(gi), scale);
-      std::int8_t* q = codes + off;
-      if (dt == Dtype::F32) {
-        kernels.codes(x, g, scale, zp, r.qmin, r.qmax, q);
-      } else {
-        for (std::size_t j = 0; j < g; ++j) {
-          float v = round_to(dt, x[j] / scale);
-          if (!p.symmetric) v = round_to(dt, v + zp);
-          v = std::min(std::max(v, r.qmin), r.qmax);
-          q[j] = static_cast<std::int8_t>(rint_small(v));
-        }
-      }
+      // Symmetric: zp is 0 and adding it changes nothing but the sign of a zero.
+      kernels.codes(x, g, scale, zp, dt, r.qmin, r.qmax, codes + off);
     }
   }
   bad.throw_if_any(in, name.c_str());

@@ -49,32 +49,7 @@ bool range(const float* x, std::size_t n, float* lo, float* hi) {
   return true;
 }
 
-void codes(const float* x, std::size_t n, float scale, float zp, float qmin, float qmax, std::int8_t* q) {
-  const __m256 s = _mm256_set1_ps(scale), z = _mm256_set1_ps(zp);
-  const __m256 lo = _mm256_set1_ps(qmin), hi = _mm256_set1_ps(qmax);
-  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-  std::size_t j = 0;
-  for (; j + 32 <= n; j += 32) {
-    __m256i r[4];
-    for (int k = 0; k < 4; ++k) {
-      __m256 v = _mm256_add_ps(_mm256_div_ps(_mm256_loadu_ps(x + j + 8 * k), s), z);
-      v = _mm256_min_ps(_mm256_max_ps(v, lo), hi);
-      r[k] = _mm256_cvtps_epi32(v);  // round half to even (default MXCSR mode)
-    }
-    __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(r[0], r[1]), _mm256_packs_epi32(r[2], r[3]));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + j), _mm256_permutevar8x32_epi32(p, order));
-  }
-  for (; j < n; ++j) {
-    __m128 v = _mm_add_ss(_mm_div_ss(_mm_set_ss(x[j]), _mm_set_ss(scale)), _mm_set_ss(zp));
-    v = _mm_min_ss(_mm_max_ss(v, _mm_set_ss(qmin)), _mm_set_ss(qmax));
-    q[j] = static_cast<std::int8_t>(_mm_cvtss_si32(v));
-  }
-}
-
-// FP8: divide, round to the input's precision, clamp; the E4M3 encoding is
-// the dtype converter's AVX2 kernel (bit-exact with ml_dtypes).
-constexpr std::size_t kRun = 256;
-
+// Rounds finite values to the precision of `round` (round to nearest even).
 inline __m256 round_like(__m256 v, Dtype round) {
   if (round == Dtype::BF16) {  // round to nearest even on the top 16 bits (finite values)
     __m256i u = _mm256_castps_si256(v);
@@ -85,6 +60,38 @@ inline __m256 round_like(__m256 v, Dtype round) {
   if (round == Dtype::F16) return _mm256_cvtph_ps(_mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
   return v;
 }
+
+inline __m256i code_lanes(__m256 x, __m256 s, __m256 z, Dtype round, __m256 lo, __m256 hi) {
+  __m256 v = round_like(_mm256_add_ps(round_like(_mm256_div_ps(x, s), round), z), round);
+  v = _mm256_min_ps(_mm256_max_ps(v, lo), hi);
+  return _mm256_cvtps_epi32(v);  // round half to even (default MXCSR mode)
+}
+
+void codes(const float* x, std::size_t n, float scale, float zp, Dtype round, float qmin, float qmax,
+           std::int8_t* q) {
+  const __m256 s = _mm256_set1_ps(scale), z = _mm256_set1_ps(zp);
+  const __m256 lo = _mm256_set1_ps(qmin), hi = _mm256_set1_ps(qmax);
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  std::size_t j = 0;
+  for (; j + 32 <= n; j += 32) {
+    __m256i r[4];
+    for (int k = 0; k < 4; ++k) r[k] = code_lanes(_mm256_loadu_ps(x + j + 8 * k), s, z, round, lo, hi);
+    __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(r[0], r[1]), _mm256_packs_epi32(r[2], r[3]));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + j), _mm256_permutevar8x32_epi32(p, order));
+  }
+  for (; j < n; j += 8) {  // the tail, eight lanes at a time through zero-padded buffers
+    const std::size_t m = n - j < 8 ? n - j : 8;
+    alignas(32) float t[8] = {};
+    alignas(32) std::int32_t c[8];
+    for (std::size_t k = 0; k < m; ++k) t[k] = x[j + k];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(c), code_lanes(_mm256_load_ps(t), s, z, round, lo, hi));
+    for (std::size_t k = 0; k < m; ++k) q[j + k] = static_cast<std::int8_t>(c[k]);
+  }
+}
+
+// FP8: divide, round to the input's precision, clamp; the E4M3 encoding is
+// the dtype converter's AVX2 kernel (bit-exact with ml_dtypes).
+constexpr std::size_t kRun = 256;
 
 void fp8_codes(const float* x, std::size_t n, float scale, Dtype round, std::uint8_t* out) {
   static const detail::ConvertKernel encode = detail::level_kernel(fastensors::Isa::Avx2, Dtype::F32, Dtype::F8_E4M3);

@@ -35,22 +35,7 @@ bool range(const float* x, std::size_t n, float* lo, float* hi) {
   return true;
 }
 
-void codes(const float* x, std::size_t n, float scale, float zp, float qmin, float qmax, std::int8_t* q) {
-  const __m512 s = _mm512_set1_ps(scale), z = _mm512_set1_ps(zp);
-  const __m512 lo = _mm512_set1_ps(qmin), hi = _mm512_set1_ps(qmax);
-  for (std::size_t j = 0; j < n; j += 16) {
-    const __mmask16 m = tail_mask(n - j);
-    __m512 v = _mm512_add_ps(_mm512_div_ps(_mm512_maskz_loadu_ps(m, x + j), s), z);
-    v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
-    __m512i r = _mm512_cvtps_epi32(v);  // round half to even (default MXCSR mode)
-    _mm512_mask_cvtepi32_storeu_epi8(q + j, m, r);
-  }
-}
-
-// FP8: divide, round to the input's precision, clamp; the E4M3 encoding is
-// the dtype converter's AVX-512 kernel (bit-exact with ml_dtypes).
-constexpr std::size_t kRun = 256;
-
+// Rounds finite values to the precision of `round` (round to nearest even).
 inline __m512 round_like(__m512 v, Dtype round) {
   if (round == Dtype::BF16) {  // round to nearest even on the top 16 bits (finite values)
     __m512i u = _mm512_castps_si512(v);
@@ -61,6 +46,24 @@ inline __m512 round_like(__m512 v, Dtype round) {
   if (round == Dtype::F16) return _mm512_cvtph_ps(_mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
   return v;
 }
+
+void codes(const float* x, std::size_t n, float scale, float zp, Dtype round, float qmin, float qmax,
+           std::int8_t* q) {
+  const __m512 s = _mm512_set1_ps(scale), z = _mm512_set1_ps(zp);
+  const __m512 lo = _mm512_set1_ps(qmin), hi = _mm512_set1_ps(qmax);
+  for (std::size_t j = 0; j < n; j += 16) {
+    const __mmask16 m = tail_mask(n - j);
+    __m512 v = round_like(_mm512_div_ps(_mm512_maskz_loadu_ps(m, x + j), s), round);
+    v = round_like(_mm512_add_ps(v, z), round);
+    v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
+    __m512i r = _mm512_cvtps_epi32(v);  // round half to even (default MXCSR mode)
+    _mm512_mask_cvtepi32_storeu_epi8(q + j, m, r);
+  }
+}
+
+// FP8: divide, round to the input's precision, clamp; the E4M3 encoding is
+// the dtype converter's AVX-512 kernel (bit-exact with ml_dtypes).
+constexpr std::size_t kRun = 256;
 
 void fp8_codes(const float* x, std::size_t n, float scale, Dtype round, std::uint8_t* out) {
   static const detail::ConvertKernel encode = detail::level_kernel(fastensors::Isa::Avx512, Dtype::F32, Dtype::F8_E4M3);

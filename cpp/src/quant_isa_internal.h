@@ -49,8 +49,11 @@ struct IntKernels {
   // values are specified: the sign of a zero result may differ by level (no
   // caller observes it).
   bool (*range)(const float* x, std::size_t n, float* lo, float* hi);
-  // F32 input: q[j] = round_half_even(clamp(x[j] / scale + zp, qmin, qmax)).
-  void (*codes)(const float* x, std::size_t n, float scale, float zp, float qmin, float qmax, std::int8_t* q);
+  // q[j] = round_half_even(clamp(r(r(x[j] / scale) + zp), qmin, qmax)) where
+  // r rounds to `round` (F32: no rounding; F16/BF16: the input's precision,
+  // as a framework rounds after every operation on such tensors).
+  void (*codes)(const float* x, std::size_t n, float scale, float zp, Dtype round, float qmin, float qmax,
+                std::int8_t* q);
   // FP8 E4M3: out[j] = e4m3(clamp(r(x[j] / scale), -448, 448)) for finite
   // x, where r rounds to `round` (F32: no rounding, F16 or BF16: the input
   // dtype's precision), and e4m3 rounds to nearest even.

@@ -228,10 +228,13 @@ TEST(QuantIsa, IntCodesMatchScalarBitForBit) {
           // Alternate random values with exact half-integers (ties at .5 after scaling by 1).
           x[i] = i % 3 == 0 ? static_cast<float>(static_cast<int>(i % 301) - 150) + 0.5f : normal(rng) * 40.0f;
         }
-        std::vector<std::int8_t> want(n, 99), got(n, -99);
-        ref.codes(x.data(), n, c.scale, c.zp, c.qmin, c.qmax, want.data());
-        k.codes(x.data(), n, c.scale, c.zp, c.qmin, c.qmax, got.data());
-        EXPECT_EQ(got, want) << qd::isa_name(isa) << " scale " << c.scale << " zp " << c.zp << " n=" << n;
+        for (fastensors::Dtype round : {fastensors::Dtype::F32, fastensors::Dtype::F16, fastensors::Dtype::BF16}) {
+          std::vector<std::int8_t> want(n, 99), got(n, -99);
+          ref.codes(x.data(), n, c.scale, c.zp, round, c.qmin, c.qmax, want.data());
+          k.codes(x.data(), n, c.scale, c.zp, round, c.qmin, c.qmax, got.data());
+          EXPECT_EQ(got, want) << qd::isa_name(isa) << " " << fastensors::dtype_name(round) << " scale " << c.scale
+                               << " zp " << c.zp << " n=" << n;
+        }
       }
     }
   }
