@@ -10,6 +10,7 @@ from typing import List, Optional
 from . import __version__
 from ._cli_checkpoint import register as _register_checkpoint_commands
 from ._cli_metadata import register as _register_metadata_commands
+from ._cli_inspect import register as _register_inspect_command
 
 
 def _cmake_dir() -> str:
@@ -28,6 +29,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     sub.add_parser("demo", help="save, reopen and verify a small built-in model, with timings")
     _register_checkpoint_commands(sub)
     _register_metadata_commands(sub)
+    _register_inspect_command(sub)
     _add_convert_parser(sub)
     args = parser.parse_args(argv)
 
