@@ -4,7 +4,6 @@ partial loading (include/exclude/prefix) into models of real architectures."""
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest
