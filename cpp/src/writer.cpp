@@ -107,8 +107,10 @@ void fsync_directory(const std::string& dir) {
 
 }  // namespace
 
-HeaderPlan plan_header(const std::vector<TensorSource>& tensors, const Metadata& metadata,
-                       bool metadata_present) {
+namespace {
+
+HeaderPlan plan(const std::vector<TensorSource>& tensors, const Metadata& metadata, bool metadata_present,
+                bool reference_order, bool need_data) {
   HeaderPlan plan;
   {
     std::unordered_set<std::string_view> seen;
@@ -127,7 +129,7 @@ HeaderPlan plan_header(const std::vector<TensorSource>& tensors, const Metadata&
                         std::to_string(t.nbytes),
                     {}, t.name);
       }
-      if (t.nbytes != 0 && t.data == nullptr) {
+      if (need_data && t.nbytes != 0 && t.data == nullptr) {
         throw Error(ErrorCode::InvalidArgument, "null data pointer", {}, t.name);
       }
     }
@@ -141,12 +143,14 @@ HeaderPlan plan_header(const std::vector<TensorSource>& tensors, const Metadata&
 
   plan.order.resize(tensors.size());
   std::iota(plan.order.begin(), plan.order.end(), std::size_t{0});
-  std::sort(plan.order.begin(), plan.order.end(), [&](std::size_t a, std::size_t b) {
-    const auto& ta = tensors[a];
-    const auto& tb = tensors[b];
-    if (ta.dtype != tb.dtype) return ta.dtype > tb.dtype;
-    return ta.name < tb.name;
-  });
+  if (reference_order) {
+    std::sort(plan.order.begin(), plan.order.end(), [&](std::size_t a, std::size_t b) {
+      const auto& ta = tensors[a];
+      const auto& tb = tensors[b];
+      if (ta.dtype != tb.dtype) return ta.dtype > tb.dtype;
+      return ta.name < tb.name;
+    });
+  }
 
   std::string json;
   json.reserve(64 + tensors.size() * 96);
@@ -200,6 +204,18 @@ HeaderPlan plan_header(const std::vector<TensorSource>& tensors, const Metadata&
   for (int i = 0; i < 8; ++i) plan.bytes[static_cast<std::size_t>(i)] = static_cast<char>((n >> (8 * i)) & 0xFF);
   plan.bytes += json;
   return plan;
+}
+
+}  // namespace
+
+HeaderPlan plan_header(const std::vector<TensorSource>& tensors, const Metadata& metadata,
+                       bool metadata_present) {
+  return plan(tensors, metadata, metadata_present, /*reference_order=*/true, /*need_data=*/true);
+}
+
+HeaderPlan plan_header_in_order(const std::vector<TensorSource>& tensors, const Metadata& metadata,
+                                bool metadata_present) {
+  return plan(tensors, metadata, metadata_present, /*reference_order=*/false, /*need_data=*/false);
 }
 
 bool WriteOptions::default_durable() noexcept {

@@ -44,6 +44,22 @@ TEST(Writer, HeaderMatchesTheReferenceLayout) {
   EXPECT_EQ(plan.data_size, 11u);
 }
 
+TEST(Writer, InOrderPlanKeepsTheGivenOrderWithoutData) {
+  // Tensors in an order the reference writer would not choose, no buffers.
+  std::vector<TensorSource> ts = {{"z_u8", Dtype::U8, {3}, nullptr, 3}, {"a_f32", Dtype::F32, {2}, nullptr, 8}};
+  auto plan = plan_header_in_order(ts, {{"note", "caf\xc3\xa9"}}, true);
+  std::string json = plan.bytes.substr(8);
+  std::string expected =
+      R"({"__metadata__":{"note":"caf)" "\xc3\xa9" R"("},"z_u8":{"dtype":"U8","shape":[3],"data_offsets":[0,3]},)"
+      R"("a_f32":{"dtype":"F32","shape":[2],"data_offsets":[3,11]}})";
+  EXPECT_EQ(json.substr(0, expected.size()), expected);
+  EXPECT_EQ(json.size() % 8, 0u);
+  EXPECT_EQ(plan.order, (std::vector<std::size_t>{0, 1}));
+  EXPECT_EQ(plan.data_size, 11u);
+  EXPECT_THROW(plan_header_in_order({{"a", Dtype::F32, {2}, nullptr, 4}}, {}, false), Error);
+  EXPECT_THROW(plan_header(ts, {}, false), Error);  // the writer's plan still needs the bytes
+}
+
 TEST(Writer, EscapesLikeSerdeJson) {
   std::uint8_t u = 0;
   std::vector<TensorSource> ts = {{std::string("q\"b\\n\n\x01\x7f\xc3\xa9", 10), Dtype::U8, {1}, &u, 1}};

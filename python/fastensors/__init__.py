@@ -58,3 +58,10 @@ __all__ += [
     "get_safetensors_metadata",
     "list_safetensors_tensors",
 ]
+
+# -- model surgery and metadata ---------------------------------------------------
+from . import layout, metadata, remap  # noqa: E402
+from ._inspect import Summary, detect_modality, summary  # noqa: E402
+from .remap import Remapper, reindex  # noqa: E402
+
+__all__ += ["summary", "Summary", "detect_modality", "metadata", "remap", "layout", "Remapper", "reindex"]

@@ -249,3 +249,21 @@ __all__ += [
     "CheckpointError", "CheckpointNotFound", "AmbiguousCheckpoint", "InvalidIndex", "ShardNotFound",
     "TensorMissingFromShard", "UnlistedTensor", "TensorInMultipleShards", "UnsafePickle", "ConversionMismatch",
 ]
+
+
+# -- Python-only errors: model surgery and metadata tools ----------------------
+
+
+class KeyCollision(SafetensorError, ValueError):
+    """Two tensor names would become one (a remap, a prefix strip, a layout
+    rename). ``sources`` holds both original names, ``target`` the name."""
+
+    sources: tuple = ()
+    target: str | None = None
+
+
+class MetadataKeyNotFound(SafetensorError, LookupError):
+    """A metadata key to delete is not in the checkpoint."""
+
+
+__all__ += ["KeyCollision", "MetadataKeyNotFound"]

@@ -12,6 +12,7 @@ from . import _core
 from ._convert import FLOAT_CODES, check_pair, convert_array, convert_tensor, dtype_code
 from ._dtypes import SUB_BYTE, nbytes_of
 from ._frameworks import get_framework
+from .remap import KeySelection
 
 
 class TensorInfo(NamedTuple):
@@ -32,12 +33,29 @@ class safe_open:
     ``framework``: "np"/"numpy" or "pt"/"torch"/"pytorch". ``backend``:
     "mmap" (default: the file is mapped copy-on-write and numpy tensors are
     zero-copy, writable views that keep the mapping alive) or "pread" (bytes
-    are read on demand; nothing stays mapped)."""
+    are read on demand; nothing stays mapped).
 
-    def __init__(self, filename, framework, device="cpu", *, backend: str = "mmap"):
+    Partial loading and renaming (``fastensors.remap.KeySelection``):
+    ``include``/``exclude`` regexes and a ``prefix`` to strip choose the
+    tensors shown, ``remap`` (a ``Remapper``, a dict or a function) renames
+    them; every method then speaks the new names."""
+
+    def __init__(self, filename, framework, device="cpu", *, backend: str = "mmap", remap=None, include=None,
+                 exclude=None, prefix=None):
         self._framework = get_framework(framework)
         self._device = device
         self._file = _core.File(os.fspath(filename), backend)
+        self._select = None
+        if KeySelection.wanted(remap, include, exclude, prefix):
+            try:
+                self._select = KeySelection(self._file.offset_keys(), remap=remap, include=include,
+                                            exclude=exclude, prefix=prefix)
+            except BaseException:
+                self._file.close()
+                raise
+
+    def _stored(self, name: str) -> str:
+        return name if self._select is None else self._select.stored(name)
 
     # -- context manager -----------------------------------------------------
     def __enter__(self) -> "safe_open":
@@ -53,18 +71,22 @@ class safe_open:
     # -- header --------------------------------------------------------------
     def keys(self) -> List[str]:
         """Tensor names, sorted."""
-        return self._file.keys()
+        return self._file.keys() if self._select is None else self._select.keys()
 
     def offset_keys(self) -> List[str]:
         """Tensor names in the order of their data in the file."""
-        return self._file.offset_keys()
+        names = self._file.offset_keys()
+        if self._select is None:
+            return names
+        public = self._select.to_public
+        return [public[n] for n in names if n in public]
 
     def metadata(self) -> Optional[Dict[str, str]]:
         """The ``__metadata__`` dict, or None when the file has none."""
         return self._file.metadata()
 
     def tensor_info(self, name: str) -> TensorInfo:
-        _, dtype, shape, begin, end = self._file.info(name)
+        _, dtype, shape, begin, end = self._file.info(self._stored(name))
         return TensorInfo(dtype, tuple(shape), (begin, end))
 
     # -- data ----------------------------------------------------------------
@@ -85,6 +107,7 @@ class safe_open:
         from the mapping into the result with the mmap backend, in bounded
         chunks with pread. A tensor already of that dtype is returned as if
         ``dtype`` were not given."""
+        name = self._stored(name)
         if dtype is not None:
             return self._converted(name, dtype_code(dtype))
         raw, dtype, shape = self._raw(name)
@@ -98,12 +121,16 @@ class safe_open:
         fw = self._framework
         target = None if dtype is None else dtype_code(dtype)
         out = {}
+        public = None if self._select is None else self._select.to_public
         for info in self._file.infos():
+            key = info[0] if public is None else public.get(info[0])
+            if key is None:
+                continue
             if target is not None and info[1] in FLOAT_CODES:
-                out[info[0]] = self._converted(info[0], target, info)
+                out[key] = self._converted(info[0], target, info)
                 continue
             raw, code, shape = self._raw(info[0], info)
-            out[info[0]] = fw.to_device(fw.from_bytes(raw, code, shape), self._device)
+            out[key] = fw.to_device(fw.from_bytes(raw, code, shape), self._device)
         return out
 
     def _converted(self, name: str, target: str, info=None):
@@ -119,7 +146,7 @@ class safe_open:
         """A lazy view of ``name`` for indexing. With ``dtype``, each indexed
         part is converted to it (only the selected elements, straight from the
         mapping, whatever the steps)."""
-        return TensorSlice(self, name, None if dtype is None else dtype_code(dtype))
+        return TensorSlice(self, self._stored(name), None if dtype is None else dtype_code(dtype))
 
 
 class TensorSlice:

@@ -488,13 +488,29 @@ class Checkpoint:
         return f"<fastensors.Checkpoint {self.path!r} ({kind}, {len(self.weight_map)} tensors)>"
 
 
-def open_checkpoint(path, framework: str = "np", *, lazy: bool = True, **safe_open_kwargs) -> Checkpoint:
+def open_checkpoint(path, framework: str = "np", *, lazy: bool = True, remap=None, include=None, exclude=None,
+                    prefix=None, **safe_open_kwargs) -> Checkpoint:
     """Open a single safetensors file, a directory holding one, or a sharded
     checkpoint (its directory or its index JSON) as one object with the
     ``safe_open`` interface. ``safe_open_kwargs`` (``device``, ``backend``,
     ...) go to each shard's ``safe_open``. ``lazy=False`` checks every shard
-    against the index now instead of on first use."""
-    return Checkpoint(path, framework, lazy=lazy, **safe_open_kwargs)
+    against the index now instead of on first use.
+
+    ``include``/``exclude`` (regexes), ``prefix`` (kept and stripped) and
+    ``remap`` choose and rename the tensors seen (``fastensors.remap``)."""
+    ckpt = Checkpoint(path, framework, lazy=lazy, **safe_open_kwargs)
+    from .remap import KeySelection
+
+    if not KeySelection.wanted(remap, include, exclude, prefix):
+        return ckpt
+    from ._selected import SelectedCheckpoint
+
+    try:
+        selection = KeySelection(ckpt.weight_map, remap=remap, include=include, exclude=exclude, prefix=prefix)
+    except BaseException:
+        ckpt.close()
+        raise
+    return SelectedCheckpoint(ckpt, selection)
 
 
 # -- metadata helpers -------------------------------------------------------------

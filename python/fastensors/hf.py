@@ -225,14 +225,23 @@ def _pickle_shards(path: str) -> Tuple[List[str], Dict[str, List[str]]]:
     return list(by_file), by_file
 
 
-def load_pretrained(model, directory, *, strict: bool = True, dtype=None) -> Tuple[List[str], List[str]]:
+def load_pretrained(model, directory, *, strict: bool = True, dtype=None, remap=None, include=None, exclude=None,
+                    prefix=None) -> Tuple[List[str], List[str]]:
     """Load the weights saved in ``directory`` (see ``find_weights``) into
     ``model``, shard by shard. Tensors tied in the model and stored once in
     the file are reconciled. ``dtype`` casts the model's floating-point
     parameters and buffers and the loaded floating-point tensors to it.
     With ``strict``, key mismatches raise before anything is loaded.
+    ``include``/``exclude``/``prefix``/``remap`` choose and rename the
+    checkpoint's tensors first (``fastensors.remap.KeySelection``).
     Returns ``(missing, unexpected)`` key lists."""
+    from .remap import KeySelection
     from .torch import _key_error, _remove_duplicate_names
+
+    selecting = KeySelection.wanted(remap, include, exclude, prefix)
+
+    def select(names):
+        return KeySelection(names, remap=remap, include=include, exclude=exclude, prefix=prefix)
 
     fmt, path = find_weights(directory)
     if dtype is not None:
@@ -253,7 +262,8 @@ def load_pretrained(model, directory, *, strict: bool = True, dtype=None) -> Tup
         return sorted(missing), sorted(unexpected)
 
     if fmt == "safetensors":
-        with open_checkpoint(path, framework="pt") as ckpt:
+        with open_checkpoint(path, framework="pt", remap=remap, include=include, exclude=exclude,
+                             prefix=prefix) as ckpt:
             missing, unexpected = reconcile(ckpt.keys())
             if strict and (missing or unexpected):
                 raise _key_error(model, missing, unexpected)
@@ -266,8 +276,10 @@ def load_pretrained(model, directory, *, strict: bool = True, dtype=None) -> Tup
     from .convert_bin import load_pickle_state_dict
 
     files, listed = _pickle_shards(path)
+    selection = select([n for names in listed.values() for n in names]) if selecting and listed else None
     if listed:  # the index says which keys there are: check before loading
-        missing, unexpected = reconcile([n for names in listed.values() for n in names])
+        all_names = [n for names in listed.values() for n in names]
+        missing, unexpected = reconcile(list(selection.to_stored) if selection else all_names)
         if strict and (missing or unexpected):
             raise _key_error(model, missing, unexpected)
     names: List[str] = []
@@ -275,6 +287,9 @@ def load_pretrained(model, directory, *, strict: bool = True, dtype=None) -> Tup
         shard = load_pickle_state_dict(fpath)
         if listed and sorted(shard) != sorted(listed[fpath]):
             raise CheckpointError(f"{fpath!r} does not hold exactly the tensors its index lists")
+        if selecting:
+            chosen = selection if selection is not None else select(list(shard))
+            shard = {new: shard[old] for new, old in chosen.to_stored.items() if old in shard}
         names.extend(shard)
         if not listed:
             missing, unexpected = reconcile(names)

@@ -15,6 +15,7 @@ from ._frameworks import get_framework
 from ._open import safe_open
 from ._serialize import serialize_specs, write_specs
 from ._subbyte import pack
+from .remap import apply as remap_apply
 
 
 def _specs(tensor_dict: Dict[str, np.ndarray], keep_alive: list) -> list:
@@ -49,9 +50,13 @@ def save_file(
     metadata: Optional[Dict[str, str]] = None,
     *,
     durable: Optional[bool] = None,
+    remap=None,
 ) -> None:
     """Write ``tensor_dict`` to ``filename`` atomically; ``durable=False``
-    skips the fsyncs (``FASTENSORS_DURABLE=0`` does for the whole process)."""
+    skips the fsyncs (``FASTENSORS_DURABLE=0`` does for the whole process).
+    ``remap`` renames the tensors on the way (``fastensors.remap``)."""
+    if remap is not None:
+        tensor_dict = remap_apply(tensor_dict, remap)
     keep_alive: list = []
     write_specs(_specs(tensor_dict, keep_alive), filename, metadata, durable)
 
@@ -69,13 +74,16 @@ def load(data: bytes) -> Dict[str, np.ndarray]:
     return out
 
 
-def load_file(filename: Union[str, os.PathLike], *, backend: str = "mmap", dtype=None) -> Dict[str, np.ndarray]:
+def load_file(filename: Union[str, os.PathLike], *, backend: str = "mmap", dtype=None,
+              **select) -> Dict[str, np.ndarray]:
     """All tensors of ``filename``; zero-copy views with the mmap backend.
 
     ``dtype`` ("bf16", "F32", ``np.float16``, ...): float tensors are
     converted to it while reading, bit-exact with ml_dtypes
-    (docs/dtypes.md); integer, BOOL and complex tensors are never converted."""
-    with safe_open(filename, framework="np", backend=backend) as f:
+    (docs/dtypes.md); integer, BOOL and complex tensors are never converted.
+    ``remap``, ``include``, ``exclude`` and ``prefix`` choose and rename
+    tensors as in ``safe_open``."""
+    with safe_open(filename, framework="np", backend=backend, **select) as f:
         return f.get_tensors(dtype=dtype)
 
 

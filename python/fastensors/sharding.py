@@ -360,6 +360,7 @@ def save_sharded(
     metadata: Optional[Dict[str, str]] = None,
     force_contiguous: bool = True,
     durable: Optional[bool] = None,
+    remap=None,
 ) -> ShardPlan:
     """Save a torch or numpy state dict into ``directory`` as shards of at
     most ``max_shard_size`` bytes (a larger tensor gets a shard of its own),
@@ -368,8 +369,13 @@ def save_sharded(
     Files and index are those ``huggingface_hub.save_torch_state_dict`` writes
     for the same input, plus ``total_parameters`` in the index metadata. The
     new set replaces the previous checkpoint atomically; ``durable=False``
-    skips the fsyncs but keeps the atomic commit. Returns the plan."""
+    skips the fsyncs but keeps the atomic commit. ``remap`` renames the
+    tensors on the way (``fastensors.remap``). Returns the plan."""
     check_pattern(filename_pattern)
+    if remap is not None:
+        from .remap import apply as remap_apply
+
+        state_dict = remap_apply(state_dict, remap)
     kind = _kind(state_dict)
     if kind == "torch":
         prep = prepare_torch(state_dict, metadata, force_contiguous)

@@ -19,6 +19,7 @@ from ._errors import InvalidArgument
 from ._frameworks import get_framework
 from ._open import safe_open
 from ._serialize import serialize_specs, write_specs
+from .remap import apply as remap_apply
 
 
 def _itemsize(tensor: "torch.Tensor") -> int:
@@ -184,9 +185,13 @@ def save_file(
     metadata: Optional[Dict[str, str]] = None,
     *,
     durable: Optional[bool] = None,
+    remap=None,
 ) -> None:
     """Write ``tensors`` to ``filename`` atomically; ``durable=False`` skips
-    the fsyncs (``FASTENSORS_DURABLE=0`` does for the whole process)."""
+    the fsyncs (``FASTENSORS_DURABLE=0`` does for the whole process).
+    ``remap`` renames the tensors on the way (``fastensors.remap``)."""
+    if remap is not None:
+        tensors = remap_apply(tensors, remap)
     keep_alive: list = []
     write_specs(_specs(tensors, keep_alive), filename, metadata, durable)
 
@@ -205,7 +210,8 @@ def load(data: bytes) -> Dict[str, "torch.Tensor"]:
 
 
 def load_file(
-    filename: Union[str, os.PathLike], device: Union[str, int] = "cpu", *, backend: str = "mmap", dtype=None
+    filename: Union[str, os.PathLike], device: Union[str, int] = "cpu", *, backend: str = "mmap", dtype=None,
+    **select,
 ) -> Dict[str, "torch.Tensor"]:
     """All tensors of ``filename``; on the CPU with the mmap backend they share
     the copy-on-write mapping (no copy).
@@ -213,8 +219,9 @@ def load_file(
     ``dtype`` (``torch.bfloat16``, "bf16", "F32", ...): float tensors are
     converted to it while reading (in C++, into the tensor's own buffer),
     bit-exact with ml_dtypes (docs/dtypes.md); integer, BOOL and complex
-    tensors are never converted."""
-    with safe_open(filename, framework="pt", device=device, backend=backend) as f:
+    tensors are never converted. ``remap``, ``include``, ``exclude`` and
+    ``prefix`` choose and rename tensors as in ``safe_open``."""
+    with safe_open(filename, framework="pt", device=device, backend=backend, **select) as f:
         return f.get_tensors(dtype=dtype)
 
 
@@ -252,10 +259,12 @@ def load_model(
     device: Union[str, int] = "cpu",
     *,
     backend: str = "mmap",
+    **select,
 ) -> Tuple[List[str], List[str]]:
     """Load ``filename`` into ``model``, reconciling shared tensors; returns
-    ``(missing, unexpected)``."""
-    state_dict = load_file(filename, device=device, backend=backend)
+    ``(missing, unexpected)``. ``remap``, ``include``, ``exclude`` and
+    ``prefix`` choose and rename the file's tensors (as in ``safe_open``)."""
+    state_dict = load_file(filename, device=device, backend=backend, **select)
     drops = _remove_duplicate_names(model.state_dict(), preferred_names=list(state_dict.keys()))
     missing, unexpected = model.load_state_dict(state_dict, strict=False)
     missing = set(missing)

@@ -363,6 +363,17 @@ NB_MODULE(_core, m) {
         return nb::bytes(out.data(), out.size());
       }, "specs"_a, "metadata"_a.none(), "The bytes write_file would produce.");
 
+  m.def("plan_header_in_order", [](const Specs& specs, const MetaArg& metadata) {
+        auto sources = to_sources(specs);
+        std::string out;
+        {
+          nb::gil_scoped_release release;
+          out = fst::plan_header_in_order(sources, metadata.value_or(fst::Metadata{}), metadata.has_value()).bytes;
+        }
+        return nb::bytes(out.data(), out.size());
+      }, "specs"_a, "metadata"_a.none(),
+      "The header (length + JSON + padding) for tensors [(name, dtype, shape, 0, nbytes)] kept in this order.");
+
   bind_quant(m);
 
   m.def("default_durable", &fst::WriteOptions::default_durable,

@@ -41,6 +41,13 @@ struct HeaderPlan {
 HeaderPlan plan_header(const std::vector<TensorSource>& tensors, const Metadata& metadata,
                        bool metadata_present);
 
+// The same header with the tensors kept in the given order (data offsets
+// follow one another from 0 in that order) and without looking at their data:
+// a new header for an existing file's unchanged data section, so an edit of
+// the metadata can copy the data bytes as they are.
+HeaderPlan plan_header_in_order(const std::vector<TensorSource>& tensors, const Metadata& metadata,
+                                bool metadata_present);
+
 struct WriteOptions {
   // fsync the file and its directory. Defaults to true unless the
   // environment sets FASTENSORS_DURABLE=0.
