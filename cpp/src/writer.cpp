@@ -107,8 +107,9 @@ void fsync_directory(const std::string& dir) {
 
 }  // namespace
 
-HeaderPlan plan_header(const std::vector<TensorSource>& tensors, const Metadata& metadata,
-                       bool metadata_present) {
+namespace {
+HeaderPlan plan_header_impl(const std::vector<TensorSource>& tensors, const Metadata& metadata,
+                            bool metadata_present, bool need_data) {
   HeaderPlan plan;
   {
     std::unordered_set<std::string_view> seen;
@@ -127,7 +128,7 @@ HeaderPlan plan_header(const std::vector<TensorSource>& tensors, const Metadata&
                         std::to_string(t.nbytes),
                     {}, t.name);
       }
-      if (t.nbytes != 0 && t.data == nullptr) {
+      if (need_data && t.nbytes != 0 && t.data == nullptr) {
         throw Error(ErrorCode::InvalidArgument, "null data pointer", {}, t.name);
       }
     }
@@ -200,6 +201,12 @@ HeaderPlan plan_header(const std::vector<TensorSource>& tensors, const Metadata&
   for (int i = 0; i < 8; ++i) plan.bytes[static_cast<std::size_t>(i)] = static_cast<char>((n >> (8 * i)) & 0xFF);
   plan.bytes += json;
   return plan;
+}
+}  // namespace
+
+HeaderPlan plan_header(const std::vector<TensorSource>& tensors, const Metadata& metadata,
+                       bool metadata_present) {
+  return plan_header_impl(tensors, metadata, metadata_present, true);
 }
 
 bool WriteOptions::default_durable() noexcept {
@@ -352,6 +359,28 @@ void write_file(const std::string& path, const std::vector<TensorSource>& tensor
   HeaderPlan plan = plan_header(tensors, metadata, metadata_present);
   AtomicFile out(path, options);
   out.write_all(gather(plan, tensors));
+  out.commit();
+}
+
+void write_file_streaming(const std::string& path, const std::vector<TensorSource>& tensors,
+                          const Metadata& metadata, bool metadata_present, const TensorFill& fill,
+                          WriteOptions options) {
+  HeaderPlan plan = plan_header_impl(tensors, metadata, metadata_present, false);
+  AtomicFile out(path, options);
+  out.write(plan.bytes.data(), plan.bytes.size());
+  for (std::size_t idx : plan.order) {
+    const TensorSource& t = tensors[idx];
+    const std::pair<const void*, std::uint64_t> got = fill(idx);
+    if (got.second != t.nbytes) {
+      throw Error(ErrorCode::SizeMismatch,
+                  "the header planned " + std::to_string(t.nbytes) + " bytes but " + std::to_string(got.second) +
+                      " were produced",
+                  path, t.name);
+    }
+    if (t.nbytes == 0) continue;
+    if (got.first == nullptr) throw Error(ErrorCode::InvalidArgument, "null data pointer", path, t.name);
+    out.write(got.first, static_cast<std::size_t>(t.nbytes));
+  }
   out.commit();
 }
 
