@@ -58,3 +58,9 @@ __all__ += [
     "get_safetensors_metadata",
     "list_safetensors_tensors",
 ]
+
+# -- whole-model quantization ---------------------------------------------------
+from ._report import QuantizationReport, TensorReport  # noqa: E402
+from .quantize_model import quantize_model  # noqa: E402
+
+__all__ += ["quantize_model", "QuantizationReport", "TensorReport"]
