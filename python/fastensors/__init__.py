@@ -62,5 +62,6 @@ __all__ += [
 # -- whole-model quantization ---------------------------------------------------
 from ._report import QuantizationReport, TensorReport  # noqa: E402
 from .quantize_model import quantize_model  # noqa: E402
+from .dequantize_model import dequantize_model  # noqa: E402
 
-__all__ += ["quantize_model", "QuantizationReport", "TensorReport"]
+__all__ += ["quantize_model", "dequantize_model", "QuantizationReport", "TensorReport"]

@@ -9,6 +9,7 @@ from typing import List, Optional
 
 from . import __version__
 from ._cli_checkpoint import register as _register_checkpoint_commands
+from ._cli_quantize import register as _register_quantize_commands
 
 
 def _cmake_dir() -> str:
@@ -26,6 +27,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("demo", help="save, reopen and verify a small built-in model, with timings")
     _register_checkpoint_commands(sub)
+    _register_quantize_commands(sub)
     _add_convert_parser(sub)
     args = parser.parse_args(argv)
 

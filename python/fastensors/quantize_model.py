@@ -479,7 +479,8 @@ def _write_safetensors(source: _Source, items: List[_Item], s: _Scheme, quantize
     plan.tensor_to_filename = {o: f for f, names in plan.filename_to_tensors.items() for o in names}
 
     qmeta = {"scheme": s.scheme, "group_size": s.group_size, "symmetric": s.symmetric,
-             "format": _ct_layout.NF4_FORMAT if s.scheme == "nf4" else _ct_layout.CT_FORMAT[s.scheme]}
+             "format": _ct_layout.NF4_FORMAT if s.scheme == "nf4" else _ct_layout.CT_FORMAT[s.scheme],
+             "dtype": next(it.code for it in items if it.quantize)}
     file_meta = {"format": "pt", "fastensors.quantization": json.dumps(qmeta)}
 
     def write_shard(path: str, names: List[str], meta: Dict[str, str]) -> None:
