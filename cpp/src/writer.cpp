@@ -371,6 +371,30 @@ void write_file(const std::string& path, const std::vector<TensorSource>& tensor
   out.commit();
 }
 
+void write_file_streaming(const std::string& path, const std::vector<TensorSource>& tensors,
+                          const Metadata& metadata, bool metadata_present, const TensorFill& fill,
+                          WriteOptions options) {
+  // The reference order, checked like plan_header but without data pointers.
+  HeaderPlan plan =
+      fastensors::plan(tensors, metadata, metadata_present, /*reference_order=*/true, /*need_data=*/false);
+  AtomicFile out(path, options);
+  out.write(plan.bytes.data(), plan.bytes.size());
+  for (std::size_t idx : plan.order) {
+    const TensorSource& t = tensors[idx];
+    const std::pair<const void*, std::uint64_t> got = fill(idx);
+    if (got.second != t.nbytes) {
+      throw Error(ErrorCode::SizeMismatch,
+                  "the header planned " + std::to_string(t.nbytes) + " bytes but " + std::to_string(got.second) +
+                      " were produced",
+                  path, t.name);
+    }
+    if (t.nbytes == 0) continue;
+    if (got.first == nullptr) throw Error(ErrorCode::InvalidArgument, "null data pointer", path, t.name);
+    out.write(got.first, static_cast<std::size_t>(t.nbytes));
+  }
+  out.commit();
+}
+
 std::string serialize(const std::vector<TensorSource>& tensors, const Metadata& metadata, bool metadata_present) {
   HeaderPlan plan = plan_header(tensors, metadata, metadata_present);
   std::string out;

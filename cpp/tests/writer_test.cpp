@@ -4,6 +4,7 @@
 
 #include <cstring>
 #include <numeric>
+#include <stdexcept>
 #include <vector>
 
 #include "fastensors/error.hpp"
@@ -145,4 +146,45 @@ TEST(Writer, NonDurableStillAtomic) {
   float back = 0;
   file->read(file->info("a"), 0, &back, 4);
   EXPECT_EQ(back, 3.0f);
+}
+
+TEST(Writer, StreamingGivesTheSameBytesAsWriteFile) {
+  TempDir dir;
+  std::vector<double> big(1000);
+  std::iota(big.begin(), big.end(), 0.0);
+  std::uint16_t h[4] = {1, 2, 3, 4};
+  std::uint8_t u[3] = {7, 8, 9};
+  std::vector<TensorSource> ts = {{"big", Dtype::F64, {10, 100}, big.data(), big.size() * 8},
+                                  {"h", Dtype::BF16, {2, 2}, h, 8},
+                                  {"empty", Dtype::F32, {0, 5}, nullptr, 0},
+                                  {"a_u8", Dtype::U8, {3}, u, 3}};
+  std::vector<TensorSource> planned = ts;
+  for (auto& t : planned) t.data = nullptr;
+  std::vector<std::size_t> asked;
+  auto path = dir.file("out.safetensors");
+  write_file_streaming(path, planned, {{"k", "v"}}, true, [&](std::size_t i) {
+    asked.push_back(i);
+    return std::pair<const void*, std::uint64_t>(ts[i].data, ts[i].nbytes);
+  });
+  EXPECT_EQ(read_bytes(path), serialize(ts, {{"k", "v"}}, true));
+  // file order: F64, F32, BF16, U8
+  EXPECT_EQ(asked, (std::vector<std::size_t>{0, 2, 1, 3}));
+}
+
+TEST(Writer, StreamingFailureLeavesTargetAndNoTemporary) {
+  TempDir dir;
+  auto path = dir.file("out.safetensors");
+  write_bytes(path, "previous");
+  float f[2] = {1, 2};
+  std::vector<TensorSource> ts = {{"a", Dtype::F32, {2}, nullptr, 8}, {"b", Dtype::F32, {2}, nullptr, 8}};
+  int calls = 0;
+  auto throwing = [&](std::size_t) -> std::pair<const void*, std::uint64_t> {
+    if (++calls == 2) throw std::runtime_error("no space");
+    return {f, 8};
+  };
+  EXPECT_THROW(write_file_streaming(path, ts, {}, false, throwing), std::runtime_error);
+  auto short_fill = [&](std::size_t) { return std::pair<const void*, std::uint64_t>(f, 4); };
+  EXPECT_THROW(write_file_streaming(path, ts, {}, false, short_fill), Error);
+  EXPECT_EQ(read_bytes(path), "previous");
+  EXPECT_EQ(list_dir(dir.path()), (std::vector<std::string>{"out.safetensors"}));
 }

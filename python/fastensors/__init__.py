@@ -65,3 +65,10 @@ from ._inspect import Summary, detect_modality, summary  # noqa: E402
 from .remap import Remapper, reindex  # noqa: E402
 
 __all__ += ["summary", "Summary", "detect_modality", "metadata", "remap", "layout", "Remapper", "reindex"]
+
+# -- whole-model quantization ---------------------------------------------------
+from ._report import QuantizationReport, TensorReport  # noqa: E402
+from .quantize_model import quantize_model  # noqa: E402
+from .dequantize_model import dequantize_model  # noqa: E402
+
+__all__ += ["quantize_model", "dequantize_model", "QuantizationReport", "TensorReport"]

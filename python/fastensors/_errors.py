@@ -267,3 +267,28 @@ class MetadataKeyNotFound(SafetensorError, LookupError):
 
 
 __all__ += ["KeyCollision", "MetadataKeyNotFound"]
+
+# -- Python-only errors: whole-model quantization -------------------------------
+
+class QuantizationError(SafetensorError):
+    """A model could not be quantized (or dequantized) as asked."""
+
+
+class UnsupportedTensorShape(QuantizationError, ValueError):
+    """A tensor selected for quantization has a shape the scheme cannot take."""
+
+
+class DestinationNotEmpty(QuantizationError, FileExistsError):
+    """The output directory already holds files and overwriting was not asked for."""
+
+
+class QualityThresholdNotMet(QuantizationError):
+    """A quantized tensor's cosine similarity is below the required minimum."""
+
+
+class NotAQuantizedModel(QuantizationError):
+    """The input to dequantization is not a layout fastensors reads."""
+
+
+__all__ += ["QuantizationError", "UnsupportedTensorShape", "DestinationNotEmpty", "QualityThresholdNotMet",
+            "NotAQuantizedModel"]

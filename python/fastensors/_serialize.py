@@ -129,6 +129,14 @@ def write_specs(specs: list, filename: PathLike, metadata, durable: Optional[boo
     _core.write_file(os.fspath(filename), _check_names(specs), _check_metadata(metadata), resolve_durable(durable))
 
 
+def write_specs_streaming(specs: list, filename: PathLike, metadata, durable: Optional[bool], fill) -> None:
+    """Internal: write (name, code, shape, 0, nbytes) tuples whose bytes
+    ``fill(index) -> (address, nbytes)`` produces in file order; each buffer
+    must stay alive until the next call (or the end of the write)."""
+    _core.write_file_streaming(os.fspath(filename), _check_names(specs), _check_metadata(metadata),
+                               resolve_durable(durable), fill)
+
+
 def serialize_specs(specs: list, metadata) -> bytes:
     return _core.serialize(_check_names(specs), _check_metadata(metadata))
 

@@ -11,6 +11,7 @@ from . import __version__
 from ._cli_checkpoint import register as _register_checkpoint_commands
 from ._cli_metadata import register as _register_metadata_commands
 from ._cli_inspect import register as _register_inspect_command
+from ._cli_quantize import register as _register_quantize_commands
 
 
 def _cmake_dir() -> str:
@@ -30,6 +31,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     _register_checkpoint_commands(sub)
     _register_metadata_commands(sub)
     _register_inspect_command(sub)
+    _register_quantize_commands(sub)
     _add_convert_parser(sub)
     args = parser.parse_args(argv)
 

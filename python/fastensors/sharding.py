@@ -172,12 +172,16 @@ def write_planned(
     extra_shadows: Sequence[str] = (),
     extra_stale: Sequence[str] = (),
     index_dumps: Callable[[dict], str] = hub_index_dumps,
+    max_workers: Optional[int] = None,
+    before_commit: Optional[Callable[[], None]] = None,
 ) -> ShardPlan:
     """Write every shard of ``plan`` and its index into ``directory`` as one
     atomic set. Every shard carries ``file_metadata`` (``{"format": "pt"}``
     when None; pass ``{}`` for none); ``metadata`` goes where
     huggingface_hub puts it: into an unsharded file, else into the index.
-    ``companions`` maps file names to functions writing them at a path."""
+    ``companions`` maps file names to functions writing them at a path.
+    ``max_workers`` caps the shards written at once; ``before_commit`` runs
+    when every file is staged and may raise to abandon the whole set."""
     user_meta = dict(metadata or {})
     base_meta: Dict[str, str] = {"format": "pt"} if file_metadata is None else dict(file_metadata)
     if not plan.is_sharded:
@@ -185,7 +189,7 @@ def write_planned(
     single = filename_pattern.format(suffix="")
     index_name = single + ".index.json"
     with FileSet(directory, durable=durable) as fs:
-        write_shards(fs, plan, write_shard, base_meta, durable)
+        write_shards(fs, plan, write_shard, base_meta, durable, max_workers)
         if plan.is_sharded:
             head: Dict[str, object] = {}
             if total_parameters is not None:
@@ -203,6 +207,8 @@ def write_planned(
         fs.stale = [stale_pattern(filename_pattern)] + [stale_pattern(p) for p in extra_stale]
         for name, write in (companions or {}).items():
             write(fs.add_companion(name))
+        if before_commit is not None:
+            before_commit()
         fs.commit()
     return plan
 
@@ -221,7 +227,7 @@ def write_threads() -> int:
 
 
 def write_shards(fs: FileSet, plan: ShardPlan, write_shard: ShardWriter, base_meta: Dict[str, str],
-                 durable: bool) -> None:
+                 durable: bool, max_workers: Optional[int] = None) -> None:
     """Write every shard of ``plan`` into the staging directory of ``fs``,
     several at once. ``write_shard`` never syncs; when ``durable``, each file
     is fsynced in the background as soon as it is complete, so its writeback
@@ -235,7 +241,7 @@ def write_shards(fs: FileSet, plan: ShardPlan, write_shard: ShardWriter, base_me
         if syncer is not None:
             synced.append(syncer.submit(fsync_file, path))
 
-    workers = min(len(items), write_threads())
+    workers = min(len(items), write_threads() if max_workers is None else max(1, max_workers))
     try:
         if workers <= 1:
             for path, names in items:

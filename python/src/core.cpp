@@ -353,6 +353,34 @@ NB_MODULE(_core, m) {
       }, "path"_a, "specs"_a, "metadata"_a.none(), "durable"_a,
       "Write tensors [(name, dtype, shape, data_ptr, nbytes)] atomically. The caller keeps the buffers alive.");
 
+  m.def("write_file_streaming", [](const std::string& path, const Specs& specs, const MetaArg& metadata,
+                                   bool durable, nb::object fill) {
+        std::vector<fst::TensorSource> sources;
+        sources.reserve(specs.size());
+        for (const auto& s : specs) {
+          fst::TensorSource t;
+          t.name = std::get<0>(s);
+          t.dtype = dtype_or_throw(std::get<1>(s), t.name);
+          t.shape = std::get<2>(s);
+          t.nbytes = std::get<4>(s);
+          sources.push_back(std::move(t));
+        }
+        fst::WriteOptions opts;
+        opts.durable = durable;
+        // Runs on the writing thread: take the GIL, let Ctrl-C cancel.
+        fst::TensorFill produce = [&fill](std::size_t index) {
+          nb::gil_scoped_acquire gil;
+          if (PyErr_CheckSignals() != 0) throw nb::python_error();
+          auto got = nb::cast<std::pair<std::uintptr_t, std::uint64_t>>(fill(index));
+          return std::pair<const void*, std::uint64_t>(reinterpret_cast<const void*>(got.first), got.second);
+        };
+        nb::gil_scoped_release release;
+        fst::write_file_streaming(path, sources, metadata.value_or(fst::Metadata{}), metadata.has_value(),
+                                  produce, opts);
+      }, "path"_a, "specs"_a, "metadata"_a.none(), "durable"_a, "fill"_a,
+      "Write tensors [(name, dtype, shape, 0, nbytes)] atomically, asking fill(index) -> (data_ptr, nbytes) "
+      "for each in file order; the buffer must stay alive until the next call.");
+
   m.def("serialize", [](const Specs& specs, const MetaArg& metadata) {
         auto sources = to_sources(specs);
         std::string out;

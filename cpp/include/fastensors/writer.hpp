@@ -5,7 +5,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "fastensors/dtype.hpp"
@@ -93,6 +95,20 @@ class AtomicFile {
 // Plans and writes a whole file atomically.
 void write_file(const std::string& path, const std::vector<TensorSource>& tensors,
                 const Metadata& metadata, bool metadata_present, WriteOptions options = {});
+
+// Produces the bytes of tensors[index] when the writer reaches it: a pointer
+// valid until the next call and its size (which must equal the planned
+// nbytes). Called once per tensor, in file order, on the writing thread.
+using TensorFill = std::function<std::pair<const void*, std::uint64_t>(std::size_t index)>;
+
+// write_file for data produced on demand: the header is planned from names,
+// dtypes, shapes and nbytes (`data` is ignored), then each tensor's bytes are
+// asked of `fill` in file order and written at once, so only one tensor's
+// bytes need exist at a time. An exception from `fill` aborts the write and
+// leaves the target untouched.
+void write_file_streaming(const std::string& path, const std::vector<TensorSource>& tensors,
+                          const Metadata& metadata, bool metadata_present, const TensorFill& fill,
+                          WriteOptions options = {});
 
 // The bytes write_file would produce, in memory.
 std::string serialize(const std::vector<TensorSource>& tensors, const Metadata& metadata,
