@@ -371,14 +371,14 @@ def test_disk_full_mid_run_leaves_nothing(llama, tmp_path, monkeypatch):
     real = _serialize.write_specs_streaming
     calls = []
 
-    def failing(specs, path, meta, durable, fill):
+    def failing(specs, path, meta, durable, fill, **kw):
         def fill_then_fail(i):
             calls.append(i)
             if len(calls) == 5:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
             return fill(i)
 
-        return real(specs, path, meta, durable, fill_then_fail)
+        return real(specs, path, meta, durable, fill_then_fail, **kw)
 
     monkeypatch.setattr(_serialize, "write_specs_streaming", failing)
     dst = str(tmp_path / "q")

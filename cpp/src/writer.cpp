@@ -373,10 +373,10 @@ void write_file(const std::string& path, const std::vector<TensorSource>& tensor
 
 void write_file_streaming(const std::string& path, const std::vector<TensorSource>& tensors,
                           const Metadata& metadata, bool metadata_present, const TensorFill& fill,
-                          WriteOptions options) {
-  // The reference order, checked like plan_header but without data pointers.
+                          WriteOptions options, bool keep_order) {
+  // Checked like plan_header, but without data pointers.
   HeaderPlan plan =
-      fastensors::plan(tensors, metadata, metadata_present, /*reference_order=*/true, /*need_data=*/false);
+      fastensors::plan(tensors, metadata, metadata_present, /*reference_order=*/!keep_order, /*need_data=*/false);
   AtomicFile out(path, options);
   out.write(plan.bytes.data(), plan.bytes.size());
   for (std::size_t idx : plan.order) {

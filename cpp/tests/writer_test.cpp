@@ -169,6 +169,21 @@ TEST(Writer, StreamingGivesTheSameBytesAsWriteFile) {
   EXPECT_EQ(read_bytes(path), serialize(ts, {{"k", "v"}}, true));
   // file order: F64, F32, BF16, U8
   EXPECT_EQ(asked, (std::vector<std::size_t>{0, 2, 1, 3}));
+
+  // keep_order: the given order, the same bytes as an in-order header plan.
+  asked.clear();
+  auto kept = dir.file("kept.safetensors");
+  write_file_streaming(
+      kept, planned, {{"k", "v"}}, true,
+      [&](std::size_t i) {
+        asked.push_back(i);
+        return std::pair<const void*, std::uint64_t>(ts[i].data, ts[i].nbytes);
+      },
+      {}, /*keep_order=*/true);
+  EXPECT_EQ(asked, (std::vector<std::size_t>{0, 1, 2, 3}));
+  std::string expect = plan_header_in_order(ts, {{"k", "v"}}, true).bytes;
+  for (const auto& t : ts) expect.append(static_cast<const char*>(t.data ? t.data : ""), t.nbytes);
+  EXPECT_EQ(read_bytes(kept), expect);
 }
 
 TEST(Writer, StreamingFailureLeavesTargetAndNoTemporary) {

@@ -129,12 +129,14 @@ def write_specs(specs: list, filename: PathLike, metadata, durable: Optional[boo
     _core.write_file(os.fspath(filename), _check_names(specs), _check_metadata(metadata), resolve_durable(durable))
 
 
-def write_specs_streaming(specs: list, filename: PathLike, metadata, durable: Optional[bool], fill) -> None:
+def write_specs_streaming(specs: list, filename: PathLike, metadata, durable: Optional[bool], fill,
+                          keep_order: bool = False) -> None:
     """Internal: write (name, code, shape, 0, nbytes) tuples whose bytes
-    ``fill(index) -> (address, nbytes)`` produces in file order; each buffer
-    must stay alive until the next call (or the end of the write)."""
+    ``fill(index) -> (address, nbytes)`` produces in file order (the
+    reference order, or with ``keep_order`` the order of ``specs``); each
+    buffer must stay alive until the next call (or the end of the write)."""
     _core.write_file_streaming(os.fspath(filename), _check_names(specs), _check_metadata(metadata),
-                               resolve_durable(durable), fill)
+                               resolve_durable(durable), fill, keep_order)
 
 
 def serialize_specs(specs: list, metadata) -> bytes:

@@ -197,7 +197,7 @@ class _Source:
         from .checkpoint import open_checkpoint
 
         self.path = src
-        self.ckpt = open_checkpoint(src, framework="np", backend="pread")
+        self.ckpt = open_checkpoint(src, framework="np")
         self.ckpt.verify()
         self.order = self.ckpt.offset_keys()
         self.from_dir = os.path.isdir(src) or self.ckpt.is_sharded
@@ -484,13 +484,12 @@ def _write_safetensors(source: _Source, items: List[_Item], s: _Scheme, quantize
     file_meta = {"format": "pt", "fastensors.quantization": json.dumps(qmeta)}
 
     def write_shard(path: str, names: List[str], meta: Dict[str, str]) -> None:
+        # Written in the planned order, where the parts of each quantized
+        # weight follow one another: each weight is quantized once, and only
+        # its parts wait in memory until the writer takes them.
         specs = [(n, outputs[n][0], list(outputs[n][1]), 0, outputs[n][2]) for n in names]
-        pending: Dict[str, Dict[str, np.ndarray]] = {}
-        todo: Dict[str, set] = {}
-        for n in names:
-            code, shape, nbytes, src_name, suffix, _small = outputs[n]
-            if suffix is not None:
-                todo.setdefault(src_name, set()).add(suffix)
+        pending: Dict[str, np.ndarray] = {}  # the parts of the weight named in current[0]
+        current = [None]
         holder: list = []
 
         def fill(index: int):
@@ -501,28 +500,18 @@ def _write_safetensors(source: _Source, items: List[_Item], s: _Scheme, quantize
                 spec = source.raw(src_name, holder)
                 bar.tensor_done(src_name, nbytes)
                 return spec[3], spec[4]
-            have = pending.get(src_name, {})
-            if suffix in have:
-                arr = have.pop(suffix)
-            else:
-                parts = _ct_layout.parts_of(quantizer(src_name))
+            if current[0] != src_name:
+                pending.clear()
+                pending.update(_ct_layout.parts_of(quantizer(src_name)))
+                current[0] = src_name
                 bar.tensor_done(src_name, quantizer.reports[src_name].bytes_in)
-                arr = parts.pop(suffix)
-                # Keep the small parts the writer will ask for later; a large
-                # one asked for after them is computed again instead.
-                keep = {k: v for k, v in parts.items()
-                        if k in todo[src_name] and k not in have and outputs[f"{_ct_layout.module_of(src_name)}.{k}"][5]}
-                pending[src_name] = {**have, **keep}
-            todo[src_name].discard(suffix)
-            if not todo[src_name]:
-                pending.pop(src_name, None)
-            arr = np.ascontiguousarray(arr)
+            arr = np.ascontiguousarray(pending.pop(suffix))
             if arr.nbytes != nbytes:  # pragma: no cover - plan_parts and parts_of disagree
                 raise RuntimeError(f"{name}: planned {nbytes} bytes, produced {arr.nbytes}")
             holder.append(arr)
             return (arr.ctypes.data if arr.nbytes else 0), arr.nbytes
 
-        _serialize.write_specs_streaming(specs, path, meta, False, fill)
+        _serialize.write_specs_streaming(specs, path, meta, False, fill, keep_order=True)
 
     cfg = source.config()
     companions = source.companions()

@@ -354,7 +354,7 @@ NB_MODULE(_core, m) {
       "Write tensors [(name, dtype, shape, data_ptr, nbytes)] atomically. The caller keeps the buffers alive.");
 
   m.def("write_file_streaming", [](const std::string& path, const Specs& specs, const MetaArg& metadata,
-                                   bool durable, nb::object fill) {
+                                   bool durable, nb::object fill, bool keep_order) {
         std::vector<fst::TensorSource> sources;
         sources.reserve(specs.size());
         for (const auto& s : specs) {
@@ -376,10 +376,11 @@ NB_MODULE(_core, m) {
         };
         nb::gil_scoped_release release;
         fst::write_file_streaming(path, sources, metadata.value_or(fst::Metadata{}), metadata.has_value(),
-                                  produce, opts);
-      }, "path"_a, "specs"_a, "metadata"_a.none(), "durable"_a, "fill"_a,
+                                  produce, opts, keep_order);
+      }, "path"_a, "specs"_a, "metadata"_a.none(), "durable"_a, "fill"_a, "keep_order"_a = false,
       "Write tensors [(name, dtype, shape, 0, nbytes)] atomically, asking fill(index) -> (data_ptr, nbytes) "
-      "for each in file order; the buffer must stay alive until the next call.");
+      "for each in file order (the reference order, or the order of specs with keep_order); the buffer must "
+      "stay alive until the next call.");
 
   m.def("serialize", [](const Specs& specs, const MetaArg& metadata) {
         auto sources = to_sources(specs);

@@ -105,10 +105,12 @@ using TensorFill = std::function<std::pair<const void*, std::uint64_t>(std::size
 // dtypes, shapes and nbytes (`data` is ignored), then each tensor's bytes are
 // asked of `fill` in file order and written at once, so only one tensor's
 // bytes need exist at a time. An exception from `fill` aborts the write and
-// leaves the target untouched.
+// leaves the target untouched. The file order is the reference writer's
+// (dtype, then name), or with `keep_order` the order of `tensors`, which lets
+// a producer emit the parts of one result back to back.
 void write_file_streaming(const std::string& path, const std::vector<TensorSource>& tensors,
                           const Metadata& metadata, bool metadata_present, const TensorFill& fill,
-                          WriteOptions options = {});
+                          WriteOptions options = {}, bool keep_order = false);
 
 // The bytes write_file would produce, in memory.
 std::string serialize(const std::vector<TensorSource>& tensors, const Metadata& metadata,
