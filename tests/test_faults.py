@@ -57,31 +57,9 @@ def shim(tmp_path_factory) -> str:
     return out
 
 
-class Worker:
-    """fault_worker.py under the shim: one forked child per trial."""
-
-    def __init__(self, shim: str):
-        env = dict(os.environ, LD_PRELOAD=shim, OMP_NUM_THREADS="1")
-        for name in ("FASTENSORS_FAULT_DIR", "FASTENSORS_FAULT_OP", "FASTENSORS_FAULT_N"):
-            env.pop(name, None)
-        self.proc = subprocess.Popen([sys.executable, os.path.join(HERE, "fault_worker.py")], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True, env=env)
-
-    def __call__(self, request: dict) -> dict:
-        self.proc.stdin.write(json.dumps(request) + "\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        assert line, f"the fault worker died (exit {self.proc.poll()})"
-        return json.loads(line)
-
-    def close(self) -> None:
-        self.proc.stdin.close()
-        self.proc.wait(timeout=60)
-
-
 @pytest.fixture(scope="module")
 def worker(shim):
-    w = Worker(shim)
+    w = ws.Worker(shim)
     yield w
     w.close()
 
@@ -102,7 +80,7 @@ def read_log(path: str) -> List[List[str]]:
 class Probe:
     """A scenario's sandbox, its previous state, and its clean run."""
 
-    def __init__(self, scenario: ws.Scenario, root: str, worker: Worker):
+    def __init__(self, scenario: ws.Scenario, root: str, worker: ws.Worker):
         self.scenario = scenario
         self.worker = worker
         self.sandbox = os.path.join(os.path.realpath(root), "sandbox")

@@ -18,8 +18,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -341,3 +343,30 @@ def restore(sandbox: str, snap: Dict[str, bytes]) -> None:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             with open(path, "wb") as f:
                 f.write(snap[rel])
+
+
+class Worker:
+    """fault_worker.py in its own process (under the fault shim when
+    ``shim`` is given): one forked child per trial."""
+
+    def __init__(self, shim: Optional[str] = None):
+        env = dict(os.environ, OMP_NUM_THREADS="1")
+        env.pop("LD_PRELOAD", None)
+        if shim:
+            env["LD_PRELOAD"] = shim
+        for name in [k for k in env if k.startswith("FASTENSORS_FAULT_")]:
+            del env[name]
+        here = os.path.dirname(os.path.abspath(__file__))
+        self.proc = subprocess.Popen([sys.executable, os.path.join(here, "fault_worker.py")], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True, env=env)
+
+    def __call__(self, request: dict) -> dict:
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        assert line, f"the scenario worker died (exit {self.proc.poll()})"
+        return json.loads(line)
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
