@@ -229,3 +229,14 @@ def test_shim_counts_and_fails_only_under_its_directory(shim, tmp_path):
     assert [ln[:3] for ln in lines if ln[1] == "write"] == [["call", "write", "1"], ["call", "write", "2"],
                                                              ["inject", "write", "2"], ["call", "write", "3"]]
     assert all(str(inside) in ln[-1] for ln in lines)
+
+
+def test_io_error_without_errno_is_typed():
+    """The core raises some I/O errors with a message and no errno (a write
+    that came out shorter than planned): still a SafetensorIOError."""
+    from fastensors._errors import SafetensorIOError, _io_error
+
+    e = _io_error("Io: wrote 10 bytes, planned 12 (in 'x.safetensors')")
+    assert type(e) is SafetensorIOError and e.errno is None and "planned 12" in str(e)
+    e = _io_error(errno.ENOSPC, "write failed", "x.safetensors")
+    assert e.errno == errno.ENOSPC and e.filename == "x.safetensors"
