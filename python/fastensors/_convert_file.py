@@ -110,7 +110,9 @@ def convert_file(
     ``src`` may be a sharded checkpoint directory holding a
     ``*.safetensors.index.json``: every shard it lists is converted into the
     directory ``dst``, the index is rewritten with the new ``total_size``, and
-    the other files (config.json, tokenizer files, ...) are copied.
+    the other files (config.json, tokenizer files, ...) are copied, and the
+    whole set replaces a checkpoint already in ``dst`` atomically
+    (docs/sharding.md).
     ``progress=True`` shows a progress bar (tqdm when installed)."""
     target = dtype_code(dtype)
     if target not in FLOAT_CODES:
