@@ -1,6 +1,8 @@
 #include "fastensors/writer.hpp"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -12,6 +14,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <numeric>
+#include <string_view>
 #include <unordered_set>
 
 #include "checked_math_internal.h"
@@ -103,6 +106,31 @@ void fsync_directory(const std::string& dir) {
     errno = e;
     detail::throw_io("fsync directory", dir);
   }
+}
+
+// Temporary files that writers of the same target left when they were killed
+// (SIGKILL, a crash) are removed by the next commit. Their names carry the
+// writer's pid; only those of processes that no longer exist are removed, so
+// a writer still running keeps its file. Best effort: never fails a commit.
+void remove_dead_temporaries(const std::string& dir, const std::string& base) noexcept {
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) return;
+  const std::string prefix = "." + base + ".tmp-";
+  const long self = static_cast<long>(::getpid());
+  while (const dirent* entry = ::readdir(d)) {
+    std::string_view name(entry->d_name);
+    if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) continue;
+    std::string_view rest = name.substr(prefix.size());
+    auto dash = rest.find('-');
+    if (dash == 0 || dash == std::string_view::npos || dash > 9 || dash + 1 == rest.size()) continue;
+    auto digits = [](std::string_view v) { return std::all_of(v.begin(), v.end(), [](char c) { return c >= '0' && c <= '9'; }); };
+    if (!digits(rest.substr(0, dash)) || !digits(rest.substr(dash + 1))) continue;
+    long pid = std::stol(std::string(rest.substr(0, dash)));
+    if (pid <= 0 || pid == self) continue;
+    if (::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;
+    ::unlinkat(::dirfd(d), entry->d_name, 0);
+  }
+  ::closedir(d);
 }
 
 }  // namespace
@@ -347,6 +375,7 @@ void AtomicFile::commit() {
   if (::rename(temp_.c_str(), target_.c_str()) != 0) detail::throw_io("rename", target_);
   committed_ = true;
   temp_.clear();
+  remove_dead_temporaries(directory_of(target_), basename_of(target_));
   if (options_.durable) fsync_directory(directory_of(target_));
 }
 

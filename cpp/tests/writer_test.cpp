@@ -1,6 +1,8 @@
 #include <dirent.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <numeric>
@@ -104,6 +106,24 @@ TEST(Writer, FailureLeavesTargetAndNoTemporary) {
   }
   EXPECT_EQ(read_bytes(path), "previous");
   EXPECT_EQ(list_dir(dir.path()), (std::vector<std::string>{"out.safetensors"}));
+}
+
+TEST(Writer, CommitRemovesTemporariesOfDeadWriters) {
+  TempDir dir;
+  auto path = dir.file("out.safetensors");
+  pid_t child = ::fork();
+  if (child == 0) ::_exit(0);
+  ASSERT_GT(child, 0);
+  ::waitpid(child, nullptr, 0);  // a pid that no longer exists
+  const std::string dead = ".out.safetensors.tmp-" + std::to_string(child) + "-0";
+  const std::string mine = ".out.safetensors.tmp-" + std::to_string(::getpid()) + "-999";
+  const std::string other = ".other.safetensors.tmp-" + std::to_string(child) + "-0";
+  for (const auto& name : {dead, mine, other}) write_bytes(dir.file(name), "left by a killed writer");
+  float f[1] = {1};
+  write_file(path, {{"a", Dtype::F32, {1}, f, 4}}, {}, false);
+  // Only the dead writer's temporary of this target goes; a live writer's
+  // (this process's) and other targets' stay.
+  EXPECT_EQ(list_dir(dir.path()), (std::vector<std::string>{other, mine, "out.safetensors"}));
 }
 
 TEST(Writer, ValidatesInputs) {

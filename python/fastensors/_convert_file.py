@@ -11,13 +11,13 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Pattern, Tuple, Union
 
 from . import _core
 from ._convert import FLOAT_CODES, can_convert, dtype_code
 from ._errors import InvalidArgument, UnsupportedConversion
+from ._fileset import FileSet, naming, stale_pattern
 from ._progress import Progress
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -110,7 +110,9 @@ def convert_file(
     ``src`` may be a sharded checkpoint directory holding a
     ``*.safetensors.index.json``: every shard it lists is converted into the
     directory ``dst``, the index is rewritten with the new ``total_size``, and
-    the other files (config.json, tokenizer files, ...) are copied.
+    the other files (config.json, tokenizer files, ...) are copied, and the
+    whole set replaces a checkpoint already in ``dst`` atomically
+    (docs/sharding.md).
     ``progress=True`` shows a progress bar (tqdm when installed)."""
     target = dtype_code(dtype)
     if target not in FLOAT_CODES:
@@ -161,23 +163,6 @@ def find_index(folder: str) -> str:
     return found[0]
 
 
-def _write_json_atomic(path: str, payload: Dict, durable: bool) -> None:
-    folder = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(payload, fh, indent=2, sort_keys=False)
-            fh.write("\n")
-            if durable:
-                fh.flush()
-                os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _convert_directory(src: str, dst: str, target: str, only, keep, show: bool, durable: bool) -> ConversionReport:
     index_name = find_index(src)
     with open(os.path.join(src, index_name)) as fh:
@@ -191,7 +176,6 @@ def _convert_directory(src: str, dst: str, target: str, only, keep, show: bool, 
             raise InvalidArgument(f"'{index_name}' names a shard outside the directory: {shard!r}")
     if os.path.exists(dst) and os.path.samefile(src, dst):
         raise InvalidArgument("the destination directory is the source directory")
-    os.makedirs(dst, exist_ok=True)
 
     # Plan every shard first: errors surface before anything is written, and
     # the progress total is known.
@@ -207,33 +191,44 @@ def _convert_directory(src: str, dst: str, target: str, only, keep, show: bool, 
 
     report = ConversionReport(dtype=target)
     bar = Progress(total_out, f"convert {os.path.basename(os.path.normpath(src))}") if show else None
-    try:
-        base = 0
-        for shard, plan in zip(shards, plans):
+    # The new set (shards, index, other files) replaces whatever checkpoint
+    # `dst` held as one commit (docs/sharding.md): a failure part-way leaves
+    # the previous one, never a mix of old and new shards.
+    prefix = index_name[: -len(INDEX_SUFFIX)]
+    with FileSet(dst, durable=durable) as fs:
+        fs.stale = [stale_pattern(prefix + "{suffix}.safetensors")]
+        fs.shadows = [prefix + ".safetensors"]
+        try:
+            base = 0
+            for shard, plan in zip(shards, plans):
+                if bar is not None:
+                    bar.set_description(f"convert {shard}")
+                _convert_one(os.path.join(src, shard), fs.add_weight(shard), target, only, keep, False, durable,
+                             report, bar, base)
+                base += plan[3]
+        finally:
             if bar is not None:
-                bar.set_description(f"convert {shard}")
-            _convert_one(os.path.join(src, shard), os.path.join(dst, shard), target, only, keep, False, durable,
-                         report, bar, base)
-            base += plan[3]
-    finally:
-        if bar is not None:
-            bar.close()
+                bar.close()
+        report.files = [os.path.join(dst, shard) for shard in shards]
 
-    new_index = dict(index)
-    meta = dict(index.get("metadata") or {})
-    meta["total_size"] = report.bytes_out
-    new_index["metadata"] = meta
-    _write_json_atomic(os.path.join(dst, index_name), new_index, durable)
-    report.files.append(os.path.join(dst, index_name))
+        new_index = dict(index)
+        meta = dict(index.get("metadata") or {})
+        meta["total_size"] = report.bytes_out
+        new_index["metadata"] = meta
+        fs.set_index(index_name, new_index, lambda d: json.dumps(d, indent=2, sort_keys=False) + "\n")
+        report.files.append(os.path.join(dst, index_name))
 
-    done = set(shards) | {index_name}
-    for entry in sorted(os.listdir(src)):
-        if entry in done:
-            continue
-        path = os.path.join(src, entry)
-        if os.path.isfile(path):
-            shutil.copy2(path, os.path.join(dst, entry))
-            report.copied_files.append(entry)
-        else:
-            report.skipped.append(entry)
+        done = set(shards) | {index_name}
+        for entry in sorted(os.listdir(src)):
+            if entry in done:
+                continue
+            path = os.path.join(src, entry)
+            if os.path.isfile(path):
+                out = fs.add_companion(entry)
+                with naming("copy", out):
+                    shutil.copy2(path, out)
+                report.copied_files.append(entry)
+            else:
+                report.skipped.append(entry)
+        fs.commit()
     return report

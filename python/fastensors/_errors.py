@@ -44,8 +44,11 @@ _IO_BY_ERRNO = {
 }
 
 
-def _io_error(errno: int, message: str, filename=None) -> SafetensorIOError:
-    """Build the OSError subclass for a failed system call."""
+def _io_error(errno, message=None, filename=None) -> SafetensorIOError:
+    """Build the OSError subclass for a failed system call. The core passes
+    only a message for I/O errors without an errno (a short write)."""
+    if message is None:
+        return SafetensorIOError(errno)
     return _IO_BY_ERRNO.get(errno, SafetensorIOError)(errno, message, filename)
 
 

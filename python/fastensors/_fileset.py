@@ -14,13 +14,16 @@ where it is."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 import re
 import secrets
 import shutil
-from typing import Callable, Dict, Iterable, List, Optional, Pattern, Set
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Pattern, Set
+
+from ._errors import _io_error
 
 STAGING_MARK = ".fastensors-staging-"
 INTERIM_MARK = ".fastensors-interim-"
@@ -35,10 +38,26 @@ def _step(label: str) -> None:
         _step_hook(label)
 
 
+@contextlib.contextmanager
+def naming(what: str, path: str) -> Iterator[None]:
+    """OSErrors raised inside name ``path``: os.fsync, file writes and
+    copies report only the errno, which says nothing about which file of a
+    set failed."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is not None or e.errno is None:
+            raise
+        raise _io_error(e.errno, f"{what} failed: {e.strerror or e}", path) from e
+
+
 def fsync_dir(path: str) -> None:
+    # A failed fsync is final: never retried (the kernel may have dropped the
+    # dirty pages, so a second fsync could succeed with the data lost).
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        os.fsync(fd)
+        with naming("fsync of the directory", path):
+            os.fsync(fd)
     finally:
         os.close(fd)
 
@@ -46,7 +65,8 @@ def fsync_dir(path: str) -> None:
 def fsync_file(path: str) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
-        os.fsync(fd)
+        with naming("fsync", path):
+            os.fsync(fd)
     finally:
         os.close(fd)
 
@@ -133,6 +153,8 @@ class FileSet:
         self.companions: List[str] = []
         self.shadows: List[str] = []
         self.stale: List[Pattern[str]] = []
+        self._moved_in: List[str] = []  # new files renamed into the target before the commit
+        self._committed = False
         if os.path.exists(self.directory) and not os.path.isdir(self.directory):
             raise NotADirectoryError(errno.ENOTDIR, "the target exists and is not a directory", self.directory)
         self.staging = self._make_staging()
@@ -183,7 +205,7 @@ class FileSet:
             self.index_dumps = dumps
 
     def _write_text(self, path: str, text: str) -> None:
-        with open(path, "w", encoding="utf-8") as f:
+        with naming("write", path), open(path, "w", encoding="utf-8") as f:
             f.write(text)
             if self.durable:
                 f.flush()
@@ -211,10 +233,14 @@ class FileSet:
             for name in self.weights:
                 _step(f"move-weight:{name}")
                 os.rename(os.path.join(S, name), os.path.join(D, name))
+                self._moved_in.append(name)
+            if not self.index_name:
+                self._committed = True  # the single weights file is in place
             self._sync(D)
             if self.index_name:
                 _step("commit-index")
                 os.rename(os.path.join(S, self.index_name), os.path.join(D, self.index_name))
+                self._committed = True
                 self._sync(D)
         for name in self.companions:
             _step(f"move-companion:{name}")
@@ -235,6 +261,7 @@ class FileSet:
         self._sync(S)
         _step("rename-directory")
         os.rename(S, D)
+        self._committed = True
         self._sync(os.path.dirname(D))
         self._remove_dead_stagings()
 
@@ -249,6 +276,7 @@ class FileSet:
         for name in self.weights:
             _step(f"move-interim:{name}")
             os.rename(os.path.join(S, name), os.path.join(D, interim[name]))
+            self._moved_in.append(interim[name])
         self._sync(D)
         index = dict(self.index)
         index["weight_map"] = {k: interim.get(v, v) for k, v in self.index["weight_map"].items()}
@@ -256,6 +284,7 @@ class FileSet:
         self._write_text(tmp_index, self.index_dumps(index))
         _step("commit-interim-index")
         os.rename(tmp_index, os.path.join(D, self.index_name))
+        self._committed = True
         self._sync(D)
         for name in self.weights:
             # The old file under `name` is no longer referenced by the index.
@@ -308,7 +337,26 @@ class FileSet:
             fsync_dir(directory)
 
     def abort(self) -> None:
+        """After an error: remove the staging directory and whatever this
+        save put in the target that the target's checkpoint does not use
+        (new files moved in before the commit; after it, interim names no
+        index refers to). Best effort: the error being handled is the one
+        reported."""
         shutil.rmtree(self.staging, ignore_errors=True)
+        D = self.directory
+        if not self._committed:
+            for name in self._moved_in:
+                _unlink(os.path.join(D, name))
+            return
+        mine = f"{INTERIM_MARK}{self.token}-"
+        try:
+            names = os.listdir(D)
+        except OSError:
+            return
+        used = _referenced(D, self.stale)
+        for name in names:
+            if name.startswith(mine) and name not in used:
+                _unlink(os.path.join(D, name))
 
     def __enter__(self) -> "FileSet":
         return self
@@ -340,7 +388,8 @@ def _link_or_copy(src: str, dst: str, durable: bool) -> None:
     except OSError as e:
         if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS):
             raise
-    shutil.copyfile(src, dst)
+    with naming("copy", dst):
+        shutil.copyfile(src, dst)
     if durable:
         fsync_file(dst)
 

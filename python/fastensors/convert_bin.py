@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ._errors import CheckpointError, CheckpointNotFound, ConversionMismatch, InvalidArgument, UnsafePickle
-from ._fileset import FileSet, stale_pattern
+from ._fileset import FileSet, naming, stale_pattern
 from ._serialize import resolve_durable, write_specs
 from .checkpoint import read_index
 from .sharding import SAFETENSORS_PATTERN, companion_files, hub_index_dumps
@@ -201,7 +201,9 @@ def convert_pytorch_to_safetensors(src, dst, *, durable: Optional[bool] = None, 
                          hub_index_dumps)
             fs.shadows = ["model.safetensors"]
         for name, write in companions.items():
-            write(fs.add_companion(name))
+            path = fs.add_companion(name)
+            with naming("write", path):
+                write(path)
         written = [os.path.join(os.path.abspath(dst), n) for n in fs.weights]
         if fs.index_name:
             written.append(os.path.join(os.path.abspath(dst), fs.index_name))

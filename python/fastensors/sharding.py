@@ -25,7 +25,7 @@ import numpy as np
 
 from ._dtypes import code_from_numpy, nbytes_of
 from ._errors import InvalidArgument
-from ._fileset import FileSet, fsync_file, stale_pattern
+from ._fileset import FileSet, fsync_file, naming, stale_pattern
 from ._serialize import resolve_durable, write_specs
 
 MAX_SHARD_SIZE = "5GB"
@@ -206,7 +206,9 @@ def write_planned(
             fs.shadows = list(extra_shadows) + [index_name]
         fs.stale = [stale_pattern(filename_pattern)] + [stale_pattern(p) for p in extra_stale]
         for name, write in (companions or {}).items():
-            write(fs.add_companion(name))
+            path = fs.add_companion(name)
+            with naming("write", path):
+                write(path)
         if before_commit is not None:
             before_commit()
         fs.commit()
