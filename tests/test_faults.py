@@ -181,7 +181,7 @@ def run_scenario(name, tmp_path, worker, full) -> Dict[str, int]:
     if scenario.needs_torch:
         pytest.importorskip("torch")
     probe = Probe(scenario, str(tmp_path), worker)
-    assert probe.counts["write"] and probe.counts["rename"] and probe.counts["create"]
+    assert probe.counts["write"] and probe.counts["rename"] and probe.counts["create"], probe.counts
     if scenario.durable:
         assert probe.counts["sync"], "a durable writer that never fsyncs"
     else:

@@ -308,6 +308,13 @@ def test_killed_at_every_step_leaves_old_or_new(tmp_path, kind, request):
         assert step < 60
     assert step >= (2 if kind == "single" else 5)
     assert label == f"new{step}"
+    # Every edit after a kill cleaned up after it: no interim or staging names
+    # left, and a checkpoint once left on interim names has its final names back.
+    where = path.parent if kind == "single" else path
+    assert not [n for n in os.listdir(where) if "fastensors-" in n]
+    if kind == "sharded":
+        index = json.loads((path / "model.safetensors.index.json").read_text())
+        assert set(index["weight_map"].values()) <= set(files_before)  # the original shard names
 
 
 KILLER = r"""

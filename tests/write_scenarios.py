@@ -28,6 +28,9 @@ import numpy as np
 View = Dict[str, Tuple[str, Tuple[int, ...], bytes]]
 
 
+METADATA = "__metadata__"  # the key of a file's metadata in a view
+
+
 class IncompleteTarget(AssertionError):
     """The target is not a complete checkpoint under some reader rule."""
 
@@ -159,6 +162,15 @@ def _file_scenarios() -> List[Scenario]:
             return
         convert_pytorch_to_safetensors(os.path.join(sandbox, "src.bin"), out)
 
+    def meta_run(sandbox, version):
+        import fastensors
+
+        path = os.path.join(sandbox, "out.safetensors")
+        if version == 0:
+            np_save(sandbox, 0)
+            return
+        fastensors.metadata.set(path, {"v": str(version), "note": "ünï"})
+
     def setup_with(run):
         return lambda sandbox: run(sandbox, 0)
 
@@ -172,6 +184,7 @@ def _file_scenarios() -> List[Scenario]:
         Scenario("convert_file", "out.safetensors", convert_setup, convert_run),
         Scenario("convert_file:in-place", "model.safetensors", inplace_setup, inplace_run),
         Scenario("convert_bin:file", "out.safetensors", bin_setup, bin_run, needs_torch=True),
+        Scenario("metadata.set", "out.safetensors", setup_with(meta_run), meta_run),
     ]
 
 
@@ -253,8 +266,38 @@ def _set_scenarios() -> List[Scenario]:
         torch.manual_seed(version)
         save_pretrained(Tiny(), os.path.join(sandbox, "ckpt"), max_shard_size="2KB" if version % 2 else "1KB")
 
+    def meta_sharded_setup(sandbox):
+        import fastensors
+
+        fastensors.save_sharded(arrays(0), os.path.join(sandbox, "ckpt"), max_shard_size=8000,
+                                metadata={"v": "0"})
+
+    def meta_sharded_run(sandbox, version):
+        import fastensors
+
+        fastensors.metadata.set(os.path.join(sandbox, "ckpt"), {"v": str(version), "note": "ünï"})
+
+    def quant_setup(sandbox):
+        import fastensors
+
+        fastensors.save_sharded(arrays(1), os.path.join(sandbox, "src"), max_shard_size=8000)
+        with open(os.path.join(sandbox, "src", "config.json"), "w") as f:
+            f.write('{"model_type": "demo"}\n')
+        quant_run(sandbox, 0)
+
+    def quant_run(sandbox, version):
+        import fastensors
+
+        # version 0: FP8 per channel; version 1: int8 per channel
+        fastensors.quantize_model(os.path.join(sandbox, "src"), os.path.join(sandbox, "ckpt"),
+                                  scheme="int8" if version % 2 else "fp8_e4m3", overwrite=True)
+
     rows = [Scenario(f"save_sharded:{name}", "ckpt", lambda s, r=sharded(name): r(s, 0), sharded(name), is_set=True)
             for name in SHARD_LAYOUTS]
+    rows += [
+        Scenario("metadata.set:sharded", "ckpt", meta_sharded_setup, meta_sharded_run, is_set=True),
+        Scenario("quantize_model", "ckpt", quant_setup, quant_run, is_set=True),
+    ]
     rows += [
         Scenario("reshard", "ckpt", reshard_setup, reshard_run, is_set=True),
         Scenario("convert_file:directory", "ckpt", convert_dir_setup, convert_dir_run, is_set=True),
@@ -276,9 +319,13 @@ def _read_file(path: str) -> View:
     with open(path, "rb") as f:
         data = f.read()
     try:
-        return {name: (t["dtype"], tuple(t["shape"]), bytes(t["data"])) for name, t in safetensors.deserialize(data)}
+        view = {name: (t["dtype"], tuple(t["shape"]), bytes(t["data"])) for name, t in safetensors.deserialize(data)}
     except Exception as e:  # the reference's error type is its own
         raise IncompleteTarget(f"{path}: {e}") from None
+    # The metadata is part of a version too (metadata edits change only it).
+    header = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])
+    view[METADATA] = ("", (), json.dumps(header.get("__metadata__"), sort_keys=True).encode())
+    return view
 
 
 def _read_index(path: str) -> View:
@@ -292,6 +339,8 @@ def _read_index(path: str) -> View:
             raise IncompleteTarget(f"{path} names {shard}, which does not exist")
         tensors = _read_file(shard_path)
         listed = {k for k, v in weight_map.items() if v == shard}
+        # Keyed by the shard's tensors, not its file name (interim names differ).
+        out[f"{METADATA}/{','.join(sorted(listed))}"] = tensors.pop(METADATA)
         if set(tensors) != listed:
             raise IncompleteTarget(f"{shard} holds {sorted(tensors)}, the index lists {sorted(listed)}")
         out.update(tensors)

@@ -101,6 +101,17 @@ def _owner_pid(name: str, mark: str) -> Optional[int]:
     return int(pid) if pid.isdigit() else None
 
 
+def final_name(name: str) -> str:
+    """The name a shard committed under an interim name (by a writer killed
+    between its interim and final index) was meant to have."""
+    if not name.startswith(INTERIM_MARK):
+        return name
+    parts = name[len(INTERIM_MARK):].split("-", 2)
+    if len(parts) == 3 and parts[0].isdigit() and parts[2] and not parts[2].startswith("link-"):
+        return parts[2]
+    return name
+
+
 def _referenced(directory: str, patterns: Iterable[Pattern[str]]) -> Set[str]:
     """Files the checkpoint currently in ``directory`` may depend on: every name
     any ``*.index.json`` there maps to. When an index cannot be parsed, every
@@ -142,8 +153,9 @@ class FileSet:
       in the new set are removed once the new set is complete.
     """
 
-    def __init__(self, directory, *, durable: bool):
+    def __init__(self, directory, *, durable: bool, stage_inside: bool = False):
         self.directory = os.path.abspath(os.fspath(directory))
+        self.stage_inside = stage_inside
         self.durable = durable
         self.token = f"{os.getpid()}-{secrets.token_hex(4)}"
         self.weights: List[str] = []
@@ -166,9 +178,10 @@ class FileSet:
         exists = os.path.isdir(self.directory)
         # Beside the target (so a new directory appears whole by one rename),
         # unless the target is another filesystem's mount point or the parent
-        # is not writable: then inside the target.
+        # is not writable, or the caller edits files of an existing directory
+        # in place (stage_inside): then inside the target.
         places = []
-        if not exists or os.stat(parent).st_dev == os.stat(self.directory).st_dev:
+        if not exists or (not self.stage_inside and os.stat(parent).st_dev == os.stat(self.directory).st_dev):
             places.append(os.path.join(parent, f".{base}{STAGING_MARK}{self.token}"))
         if exists:
             places.append(os.path.join(self.directory, f"{STAGING_MARK}{self.token}"))

@@ -125,15 +125,19 @@ def write_rewritten(src: str, header: Header, dst: str, durable: bool) -> None:
             raise TruncatedData(f"{src!r} changed while being edited")
         out_fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
         try:
-            view = memoryview(new_head)
-            while view:
-                view = view[os.write(out_fd, view):]
-            copy_range(in_fd, out_fd, header.data_start, header.data_size)
-            os.chmod(dst, os.fstat(in_fd).st_mode & 0o7777)
+            with _fileset.naming("write", dst):
+                view = memoryview(new_head)
+                while view:
+                    view = view[os.write(out_fd, view):]
+                copy_range(in_fd, out_fd, header.data_start, header.data_size)
+                os.chmod(dst, os.fstat(in_fd).st_mode & 0o7777)
             if durable:
-                os.fsync(out_fd)
+                with _fileset.naming("fsync", dst):
+                    os.fsync(out_fd)
         finally:
-            os.close(out_fd)
+            # close() reports write-back errors of file systems that defer them.
+            with _fileset.naming("close", dst):
+                os.close(out_fd)
     finally:
         os.close(in_fd)
 
@@ -146,8 +150,15 @@ Edit = Callable[[str, Header], Header]
 def _backup(path: str, durable: bool) -> str:
     """``path`` + ``.backup``: a second name for the current bytes."""
     target = path + BACKUP_SUFFIX
-    tmp = f"{target}.{_fileset.STAGING_MARK.strip('-.')}-{os.getpid()}"
-    _fileset._unlink(tmp)
+    mark = _fileset.STAGING_MARK.strip("-.") + "-"
+    tmp = f"{target}.{mark}{os.getpid()}"
+    # Temporaries of backups whose writer was killed.
+    directory, base = os.path.split(target)
+    for name in os.listdir(directory):
+        if name.startswith(f"{base}.{mark}"):
+            pid = _fileset._owner_pid(name, mark)
+            if pid is not None and (pid == os.getpid() or not _fileset._pid_alive(pid)):
+                _fileset._unlink(os.path.join(directory, name))
     try:
         os.link(path, tmp)
     except OSError:
@@ -156,6 +167,9 @@ def _backup(path: str, durable: bool) -> str:
             fsync_file(tmp)
     _fileset._step(f"backup:{os.path.basename(path)}")
     os.replace(tmp, target)
+    # rename(2) does nothing when both names are links to one file (a backup
+    # made by an editor killed before its commit): drop the temporary name.
+    _fileset._unlink(tmp)
     return target
 
 
@@ -167,7 +181,8 @@ def rewrite_file(path, edit: Edit, *, backup: bool = False, durable: Optional[bo
     header = read_header(path)
     new = edit(os.path.basename(path), header)
     directory, name = os.path.split(path)
-    with FileSet(directory, durable=durable) as fs:
+    # Staged next to the file: a single-file edit touches nothing outside its directory.
+    with FileSet(directory, durable=durable, stage_inside=True) as fs:
         write_rewritten(path, new, fs.add_weight(name), durable)
         _fileset._step(f"rewrite-staged:{name}")
         if backup:
@@ -205,11 +220,14 @@ def rewrite_checkpoint(path, edit: Edit, *, index_edit: Optional[Callable[[dict]
             src = os.path.join(directory, fname)
             header = read_header(src)
             new = edit(fname, header)
+            # A checkpoint left on interim names by a killed writer gets its
+            # final names back; the interim files are then removed as stale.
+            out_name = _fileset.final_name(fname)
             for (old_name, *_), (new_name, *_) in zip(header.tensors, new.tensors):
                 if old_name in weight_map:
-                    new_map[new_name] = fname
-            write_rewritten(src, new, fs.add_weight(fname), durable)
-            _fileset._step(f"rewrite-staged:{fname}")
+                    new_map[new_name] = out_name
+            write_rewritten(src, new, fs.add_weight(out_name), durable)
+            _fileset._step(f"rewrite-staged:{out_name}")
             written.append(src)
         index["weight_map"] = new_map
         if index_edit is not None:
