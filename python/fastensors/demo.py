@@ -68,6 +68,7 @@ def run(out=print) -> int:
                or loaded[k].tobytes() != a.tobytes()]
         t_verify = time.perf_counter() - t0
         size = os.path.getsize(path)
+        quant = _quantize(path, tmp, model)
 
     out(f"fastensors demo: {len(model)} tensors, {_fmt_bytes(total)} of weights")
     out("")
@@ -88,4 +89,47 @@ def run(out=print) -> int:
         out(f"FAILED: {len(bad)} tensors differ after the round trip: {bad[:5]}")
         return 1
     out(f"OK: all {len(model)} tensors round-tripped byte for byte")
+    out("")
+    report, t_quant, t_dequant, mismatched = quant
+    worst = min(report.quantized, key=lambda t: t.cosine)
+    out(f"quantize_model -> int4 (group 128, compressed-tensors layout), {len(report.quantized)} linear weights "
+        f"quantized, {len(report.dense)} tensors kept dense, in {t_quant * 1e3:.1f} ms")
+    out(f"  {_fmt_bytes(report.bytes_in)} -> {_fmt_bytes(report.bytes_out)} "
+        f"({report.compression_ratio:.2f}x smaller); worst cosine {worst.cosine:.4f} ({worst.name}), "
+        f"worst SQNR {min(t.sqnr_db for t in report.quantized):.1f} dB")
+    out(f"  dequantize_model back to BF16 in {t_dequant * 1e3:.1f} ms")
+    if mismatched:
+        out(f"FAILED: the dequantized model differs from the kernels' dequantization: {mismatched[:5]}")
+        return 1
+    out("OK: the dequantized model equals fastensors.dequantize of every quantized weight")
     return 0
+
+
+def _quantize(path: str, tmp: str, model: Dict[str, np.ndarray]):
+    """Quantize the saved model as a model directory, dequantize it back and
+    check the result against the kernels."""
+    import json
+
+    from .dequantize_model import dequantize_model
+    from .quant import quantize
+    from .quantize_model import quantize_model
+
+    src = os.path.join(tmp, "model")
+    os.makedirs(src)
+    os.replace(path, os.path.join(src, "model.safetensors"))
+    with open(os.path.join(src, "config.json"), "w") as fh:
+        json.dump({"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 256,
+                   "num_hidden_layers": 4, "torch_dtype": "bfloat16"}, fh)
+    t0 = time.perf_counter()
+    report = quantize_model(src, os.path.join(tmp, "int4"), scheme="int4", group_size=128, validate=True)
+    t_quant = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    dequantize_model(os.path.join(tmp, "int4"), os.path.join(tmp, "bf16"), dtype="bf16")
+    t_dequant = time.perf_counter() - t0
+    mismatched = []
+    with safe_open(os.path.join(tmp, "bf16", "model.safetensors"), framework="np") as f:
+        for t in report.quantized:
+            want = quantize(model[t.name], "int4", group_size=128).dequantize("BF16")
+            if f.get_tensor(t.name).tobytes() != want.tobytes():
+                mismatched.append(t.name)
+    return report, t_quant, t_dequant, mismatched
