@@ -42,7 +42,6 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 from bench_io import Variant, fmt_table, interleave, row  # noqa: E402
-from common import MiB  # noqa: E402
 
 BENCHMARKS = ("save", "durable", "open-one", "iterate")
 

@@ -12,7 +12,7 @@ import os
 import re
 import shutil
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Pattern, Tuple, Union
+from typing import List, Optional, Pattern, Tuple, Union
 
 from . import _core
 from ._convert import FLOAT_CODES, can_convert, dtype_code
@@ -40,13 +40,15 @@ class ConversionReport:
     bytes_out: int = 0                                     # tensor data written
 
 
-def _compile(pattern: Regex) -> Optional[Pattern[str]]:
+def _compile(pattern: Regex, what: str = "") -> Optional[Pattern[str]]:
+    """``pattern`` compiled (None and compiled patterns pass through); a bad
+    one is an InvalidArgument naming the option ``what``."""
     if pattern is None or isinstance(pattern, re.Pattern):
         return pattern
     try:
         return re.compile(pattern)
     except re.error as e:
-        raise InvalidArgument(f"invalid regular expression {pattern!r}: {e}") from None
+        raise InvalidArgument(f"{what + ': ' if what else ''}invalid regular expression {pattern!r}: {e}") from None
 
 
 def plan_targets(infos, target: str, only: Optional[Pattern[str]], keep: Optional[Pattern[str]],

@@ -21,7 +21,7 @@ import os
 import re
 import secrets
 import shutil
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Pattern, Set
+from typing import Callable, Iterable, Iterator, List, Optional, Pattern, Set
 
 from ._errors import _io_error
 

@@ -7,7 +7,7 @@ from typing import Dict, Iterator, List, Optional
 
 import numpy as np
 
-from .checkpoint import Checkpoint, CheckpointTensor
+from .checkpoint import Checkpoint
 from .remap import KeySelection
 
 
@@ -73,12 +73,7 @@ class SelectedCheckpoint:
         public = self.selection.to_public
         return [public[n] for n in self.checkpoint.tensors_in_file(fname) if n in public]
 
-    def tensors(self) -> List[CheckpointTensor]:
-        out = []
-        for name in self.keys():
-            info = self.tensor_info(name)
-            out.append(CheckpointTensor(name, self.weight_map[name], info.dtype, info.shape, info.data_offsets))
-        return out
+    tensors = Checkpoint.tensors  # the same listing over the selected names
 
     def total_parameters(self) -> int:
         return sum(int(np.prod(t.shape, dtype=np.int64)) if t.shape else 1 for t in self.tensors())

@@ -23,7 +23,7 @@ from ._dtypes import NUMPY
 from ._errors import InvalidArgument, NotAQuantizedModel
 from .quant import INT_SCHEMES
 from .quantize_model import GGUF_FILE, PARQUET_FILE, _check_destination
-from .sharding import MAX_SHARD_SIZE, Entry, SizeLike, companion_files, plan_shards, write_planned
+from .sharding import MAX_SHARD_SIZE, Entry, SizeLike, companion_files, json_companion, plan_shards, write_planned
 
 PathLike = Union[str, "os.PathLike[str]"]
 FLOAT_OUT = ("F32", "F16", "BF16")
@@ -227,13 +227,7 @@ def dequantize_model(src: PathLike, dst: PathLike, *, dtype=None, max_shard_size
             companions = companion_files(model.directory, model.exclude + ["config.json"])
         if model.config is not None:
             cfg = {k: v for k, v in model.config.items() if k != "quantization_config"}
-            text = json.dumps(cfg, indent=2, sort_keys=True) + "\n"
-
-            def write_config(p: str) -> None:
-                with open(p, "w", encoding="utf-8") as fh:
-                    fh.write(text)
-
-            companions["config.json"] = write_config
+            companions["config.json"] = json_companion(cfg)
         write_planned(dst, plan, write_shard, filename_pattern="model{suffix}.safetensors", metadata=None,
                       total_parameters=None, durable=_serialize.resolve_durable(durable), companions=companions,
                       extra_stale=["model{suffix}.gguf", "model{suffix}.parquet"], max_workers=1)

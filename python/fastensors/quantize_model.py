@@ -23,6 +23,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Pattern, Sequence, 
 import numpy as np
 
 from . import _ct_layout, _serialize
+from ._convert_file import _compile
 from ._errors import (
     DestinationNotEmpty,
     InvalidArgument,
@@ -32,7 +33,7 @@ from ._errors import (
 from ._fileset import fsync_file, stale_pattern
 from ._report import QuantizationReport, TensorReport
 from .quant import GGML_SCHEMES, INT_SCHEMES, SCHEMES, QuantizedTensor, quality, quantize
-from .sharding import MAX_SHARD_SIZE, Entry, SizeLike, companion_files, plan_shards, write_planned
+from .sharding import MAX_SHARD_SIZE, Entry, SizeLike, companion_files, json_companion, plan_shards, write_planned
 
 PathLike = Union[str, "os.PathLike[str]"]
 ProgressCallback = Callable[[int, int], None]
@@ -63,15 +64,6 @@ class _Item:
     nbytes: int
     quantize: bool
     reason: Optional[str] = None
-
-
-def _compile(pattern, what: str) -> Optional[Pattern[str]]:
-    if pattern is None or isinstance(pattern, re.Pattern):
-        return pattern
-    try:
-        return re.compile(pattern)
-    except re.error as e:
-        raise InvalidArgument(f"{what}: invalid regular expression {pattern!r}: {e}") from None
 
 
 def _dense_by_default(name: str) -> Optional[str]:
@@ -519,13 +511,7 @@ def _write_safetensors(source: _Source, items: List[_Item], s: _Scheme, quantize
         new_cfg = dict(cfg)
         new_cfg["quantization_config"] = _ct_layout.quantization_config(s.scheme, s.group_size, s.symmetric,
                                                                         _ignore_list(items, cfg))
-        text = json.dumps(new_cfg, indent=2, sort_keys=True) + "\n"
-
-        def write_config(path: str) -> None:
-            with open(path, "w", encoding="utf-8") as fh:
-                fh.write(text)
-
-        companions["config.json"] = write_config
+        companions["config.json"] = json_companion(new_cfg)
     write_planned(dst, plan, write_shard, filename_pattern="model{suffix}.safetensors", metadata=None,
                   total_parameters=None, durable=durable, file_metadata=file_meta, companions=companions,
                   extra_stale=["model{suffix}.gguf", "model{suffix}.parquet"], max_workers=1,

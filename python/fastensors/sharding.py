@@ -19,7 +19,7 @@ import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Hashable, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Hashable, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 
@@ -402,6 +402,18 @@ def save_sharded(
 
 def _weight_like(name: str) -> bool:
     return name.endswith((".safetensors", ".bin", ".index.json", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".gguf"))
+
+
+def json_companion(obj) -> Callable[[str], None]:
+    """A companion writer putting ``obj`` as indented, key-sorted JSON (the
+    way a rewritten config.json is stored)."""
+    text = json.dumps(obj, indent=2, sort_keys=True) + "\n"
+
+    def write(path: str) -> None:
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(text)
+
+    return write
 
 
 def companion_files(src_dir: str, exclude: Iterable[str]) -> Dict[str, Callable[[str], None]]:

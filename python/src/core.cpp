@@ -355,16 +355,7 @@ NB_MODULE(_core, m) {
 
   m.def("write_file_streaming", [](const std::string& path, const Specs& specs, const MetaArg& metadata,
                                    bool durable, nb::object fill, bool keep_order) {
-        std::vector<fst::TensorSource> sources;
-        sources.reserve(specs.size());
-        for (const auto& s : specs) {
-          fst::TensorSource t;
-          t.name = std::get<0>(s);
-          t.dtype = dtype_or_throw(std::get<1>(s), t.name);
-          t.shape = std::get<2>(s);
-          t.nbytes = std::get<4>(s);
-          sources.push_back(std::move(t));
-        }
+        std::vector<fst::TensorSource> sources = to_sources(specs);  // data pointers unused: fill gives them
         fst::WriteOptions opts;
         opts.durable = durable;
         // Runs on the writing thread: take the GIL, let Ctrl-C cancel.
