@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "mapping_guard_internal.h"
 #include "fastensors/error.hpp"
 #include "fastensors/quant.hpp"
 #include "quant_internal.h"
@@ -111,6 +112,7 @@ void check_shape_nonempty_cols(const Matrix& in, const char* what) {
 }  // namespace
 
 void int_quantize(const Matrix& in, const IntParams& p, std::int8_t* codes, void* scales, std::int8_t* zero_points) {
+  const detail::GuardedInputs guard{in.data};
   const std::string name = "int" + std::to_string(p.bits);
   check_float_input(in, name.c_str());
   if (p.bits != 8 && p.bits != 4 && p.bits != 2) {
@@ -186,6 +188,7 @@ void int_quantize(const Matrix& in, const IntParams& p, std::int8_t* codes, void
 
 void int_dequantize(const std::int8_t* codes, const void* scales, Dtype scale_dtype, const std::int8_t* zero_points,
                     std::size_t rows, std::size_t cols, std::size_t group_size, float* out) {
+  const detail::GuardedInputs guard{codes, scales, zero_points};
   if (rows * cols == 0) return;
   if (group_size == 0 || cols % group_size != 0) {
     throw Error(ErrorCode::InvalidArgument, "dequantize: bad group size " + std::to_string(group_size));
@@ -203,6 +206,7 @@ void int_dequantize(const std::int8_t* codes, const void* scales, Dtype scale_dt
 std::size_t packed_words(std::size_t cols, unsigned bits) noexcept { return (cols * bits + 31) / 32; }
 
 void pack_int32(const std::int8_t* codes, std::size_t rows, std::size_t cols, unsigned bits, std::int32_t* out) {
+  const detail::GuardedInputs guard{codes};
   if (bits == 0 || 32 % bits != 0) throw Error(ErrorCode::InvalidArgument, "pack_int32: bits must divide 32");
   const std::size_t words = packed_words(cols, bits);
   const std::uint32_t offset = 1u << (bits - 1), mask = (1u << bits) - 1u;
@@ -223,6 +227,7 @@ void pack_int32(const std::int8_t* codes, std::size_t rows, std::size_t cols, un
 }
 
 void unpack_int32(const std::int32_t* packed, std::size_t rows, std::size_t cols, unsigned bits, std::int8_t* codes) {
+  const detail::GuardedInputs guard{packed};
   if (bits == 0 || 32 % bits != 0) throw Error(ErrorCode::InvalidArgument, "unpack_int32: bits must divide 32");
   const std::size_t words = packed_words(cols, bits);
   const int offset = 1 << (bits - 1);
@@ -270,6 +275,7 @@ inline float fp8_scale(Dtype dt, float lo, float hi) {
 }  // namespace
 
 void fp8_quantize(const Matrix& in, Fp8Granularity gran, std::uint8_t* out, void* scales) {
+  const detail::GuardedInputs guard{in.data};
   check_float_input(in, "fp8_e4m3");
   const Dtype dt = in.dtype;
   const std::size_t rows = in.rows, cols = in.cols;
@@ -358,6 +364,7 @@ void fp8_quantize(const Matrix& in, Fp8Granularity gran, std::uint8_t* out, void
 
 void fp8_dequantize(const std::uint8_t* in, const void* scales, Dtype scale_dtype, Fp8Granularity gran,
                     std::size_t rows, std::size_t cols, float* out) {
+  const detail::GuardedInputs guard{in, scales};
   const std::size_t tc = (cols + kFp8Tile - 1) / kFp8Tile;
 #pragma omp parallel for schedule(static) if (rows * cols > (1u << 16))
   for (std::int64_t ri = 0; ri < to_i64(rows); ++ri) {

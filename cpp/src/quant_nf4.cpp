@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "mapping_guard_internal.h"
 #include "fastensors/error.hpp"
 #include "fastensors/quant.hpp"
 #include "quant_internal.h"
@@ -64,6 +65,7 @@ inline std::uint8_t nf4_index(float v, const float* t) {
 const float* nf4_code_values() noexcept { return kNf4; }
 
 void nf4_quantize(const Matrix& in, std::uint8_t* out, float* absmax) {
+  const detail::GuardedInputs guard{in.data};
   check_float_input(in, "nf4");
   const std::size_t n = in.rows * in.cols;
   const std::size_t nblocks = (n + kNf4Block - 1) / kNf4Block;
@@ -98,6 +100,7 @@ void nf4_quantize(const Matrix& in, std::uint8_t* out, float* absmax) {
 }
 
 void nf4_dequantize(const std::uint8_t* in, const float* absmax, std::size_t n, float* out) {
+  const detail::GuardedInputs guard{in, absmax};
 #pragma omp parallel for schedule(static) if (n > (1u << 16))
   for (std::int64_t i = 0; i < to_i64(n); ++i) {
     const std::size_t k = static_cast<std::size_t>(i);
