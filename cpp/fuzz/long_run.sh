@@ -43,8 +43,10 @@ for target in "${targets[@]}"; do
   case "$target" in fuzz_header | fuzz_file) dict=(-dict="$PWD/cpp/fuzz/header.dict") ;; esac
   bin="$PWD/$build/cpp/fuzz/$target"
   start=$(date +%s)
-  (cd "$work" && "$bin" corpus ${dict[@]+"${dict[@]}"} -runs=$((runs / jobs)) \
-      -jobs="$jobs" -workers="$jobs" -print_final_stats=1 -artifact_prefix=./ >run.log 2>&1) || {
+  parallel=()
+  [ "$jobs" -gt 1 ] && parallel=(-jobs="$jobs" -workers="$jobs")
+  (cd "$work" && "$bin" corpus ${dict[@]+"${dict[@]}"} ${parallel[@]+"${parallel[@]}"} -runs=$((runs / jobs)) \
+      -print_final_stats=1 -artifact_prefix=./ >run.log 2>&1) || {
     echo "$target: FINDING (see $work)"; tail -n 40 "$work"/run.log "$work"/fuzz-*.log 2>/dev/null; exit 1; }
   secs=$(( $(date +%s) - start ))
   logs=("$work/run.log"); [ "$jobs" -gt 1 ] && logs=("$work"/fuzz-*.log)
