@@ -24,6 +24,7 @@
 #include "convert_internal.h"
 #include "cpu_features_internal.h"
 #include "fastensors/error.hpp"
+#include "mapping_guard_internal.h"
 
 namespace fastensors {
 namespace {
@@ -265,6 +266,7 @@ bool can_convert(Dtype from, Dtype to) noexcept {
 void convert(Dtype from, const void* src, Dtype to, void* dst, std::size_t count, const ConvertOptions& options) {
   const detail::ConvertKernel kernel = kernel_for(from, to, options);
   if (count == 0) return;
+  const detail::GuardedInputs guard{src};  // a truncated mapped file: FileChanged, not SIGBUS
   const std::size_t in = dtype_bits(from) / 8;
   const std::size_t out = dtype_bits(to) / 8;
   const bool stream = options.stream ? *options.stream : count * out >= kStreamThresholdBytes;
@@ -361,6 +363,7 @@ void convert_strided(Dtype from, const void* src, const std::vector<std::int64_t
                                              std::to_string(dst_bytes));
   }
   if (count == 0) return;
+  const detail::GuardedInputs guard{src};
 
   // Contiguous after all: the flat path (with streaming stores and threads).
   bool contiguous = true;

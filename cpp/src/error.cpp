@@ -32,6 +32,7 @@ std::string_view error_code_name(ErrorCode code) noexcept {
     case ErrorCode::InvalidArgument: return "InvalidArgument";
     case ErrorCode::UnsupportedConversion: return "UnsupportedConversion";
     case ErrorCode::UnsupportedIsa: return "UnsupportedIsa";
+    case ErrorCode::FileChanged: return "FileChanged";
   }
   return "Unknown";
 }

@@ -12,6 +12,7 @@
 
 #include "fastensors/error.hpp"
 #include "io_internal.h"
+#include "mapping_guard_internal.h"
 
 namespace fastensors {
 
@@ -48,7 +49,10 @@ std::shared_ptr<File> File::open(const std::string& path, Backend backend) {
     void* p = ::mmap(nullptr, f->file_size_, PROT_READ | PROT_WRITE, MAP_PRIVATE, f->fd_, 0);
     if (p == MAP_FAILED) detail::throw_io("mmap", path);
     f->map_ = static_cast<std::uint8_t*>(p);
+    f->guard_ = detail::register_mapping(p, f->file_size_, f->fd_, f->file_size_);
+    detail::MappedReadGuard guard(f->map_, path);
     f->header_ = parse_header(f->map_ + 8, n, f->file_size_, path);
+    guard.finish();
   } else {
     std::vector<std::uint8_t> json(n);
     detail::pread_exact(f->fd_, json.data(), n, 8, path);
@@ -61,6 +65,8 @@ File::~File() { close(); }
 
 void File::close() noexcept {
   if (map_ != nullptr) {
+    detail::unregister_mapping(guard_);
+    guard_ = -1;
     ::munmap(map_, file_size_);
     map_ = nullptr;
   }
@@ -92,7 +98,9 @@ void File::read(const TensorInfo& tensor, std::uint64_t offset, void* dst, std::
   if (size == 0) return;
   std::uint64_t at = header_.data_start + tensor.begin + offset;
   if (map_ != nullptr) {
+    detail::MappedReadGuard guard(map_ + at, path_);
     std::memcpy(dst, map_ + at, size);
+    guard.finish();
   } else {
     detail::pread_exact(fd_, dst, size, at, path_);
   }

@@ -511,7 +511,8 @@ Header parse_header(const std::uint8_t* json_bytes, std::uint64_t header_size, s
   }
   // A raw NUL is never valid JSON, but nlohmann's lexer reads it as the end of
   // input, which would accept "{}" followed by NUL padding.
-  if (const void* nul = std::memchr(json_bytes, 0, header_size)) {
+  // (An empty header may come with a null pointer, which memchr must not see.)
+  if (const void* nul = header_size ? std::memchr(json_bytes, 0, header_size) : nullptr) {
     throw Error(ErrorCode::InvalidJson,
                 "header contains a NUL byte at byte " +
                     std::to_string(static_cast<const std::uint8_t*>(nul) - json_bytes),

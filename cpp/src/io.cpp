@@ -24,7 +24,7 @@ void pread_exact(int fd, void* dst, std::uint64_t size, std::uint64_t offset, co
       throw_io("pread", path);
     }
     if (n == 0) {
-      throw Error(ErrorCode::Io, "the file ended early (was it truncated while open?)", path, {}, EIO);
+      throw Error(ErrorCode::FileChanged, "the file ended early: it was truncated while open; reopen it", path);
     }
     out += n;
     size -= static_cast<std::uint64_t>(n);

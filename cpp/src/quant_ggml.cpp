@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "mapping_guard_internal.h"
 #include "fastensors/error.hpp"
 #include "fastensors/quant.hpp"
 #include "quant_internal.h"
@@ -263,6 +264,7 @@ constexpr std::size_t kParallelBlocks = 2048;
 constexpr int kChunksPerGrab = 8;
 
 void ggml_quantize(GgmlType type, const Matrix& in, std::uint8_t* out) {
+  const detail::GuardedInputs guard{in.data};
   check_float_input(in, type_name(type));
   ggml_row_bytes(type, in.cols);  // validates cols
   const std::size_t nblocks = in.rows * (in.cols / QK);
@@ -291,6 +293,7 @@ void ggml_quantize(GgmlType type, const Matrix& in, std::uint8_t* out) {
 }
 
 void ggml_dequantize(GgmlType type, const std::uint8_t* in, std::size_t rows, std::size_t cols, float* out) {
+  const detail::GuardedInputs guard{in};
   ggml_row_bytes(type, cols);
   const std::size_t nblocks = rows * (cols / QK);
   const std::size_t bb = ggml_block_bytes(type);

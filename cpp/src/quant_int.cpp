@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "mapping_guard_internal.h"
 #include "fastensors/error.hpp"
 #include "fastensors/quant.hpp"
 #include "quant_internal.h"
@@ -126,6 +127,7 @@ void check_shape_nonempty_cols(const Matrix& in, const char* what) {
 }  // namespace
 
 void int_quantize(const Matrix& in, const IntParams& p, std::int8_t* codes, void* scales, std::int8_t* zero_points) {
+  const detail::GuardedInputs guard{in.data};
   const std::string name = "int" + std::to_string(p.bits);
   check_float_input(in, name.c_str());
   if (p.bits != 8 && p.bits != 4 && p.bits != 2) {
@@ -192,6 +194,7 @@ void int_quantize(const Matrix& in, const IntParams& p, std::int8_t* codes, void
 
 void int_dequantize(const std::int8_t* codes, const void* scales, Dtype scale_dtype, const std::int8_t* zero_points,
                     std::size_t rows, std::size_t cols, std::size_t group_size, float* out) {
+  const detail::GuardedInputs guard{codes, scales, zero_points};
   if (rows * cols == 0) return;
   if (group_size == 0 || cols % group_size != 0) {
     throw Error(ErrorCode::InvalidArgument, "dequantize: bad group size " + std::to_string(group_size));
@@ -262,6 +265,7 @@ void unpack_rows(const std::int32_t* packed, std::size_t rows, std::size_t cols,
 }  // namespace
 
 void pack_int32(const std::int8_t* codes, std::size_t rows, std::size_t cols, unsigned bits, std::int32_t* out) {
+  const detail::GuardedInputs guard{codes};
   switch (bits) {
     case 1: return pack_rows<1>(codes, rows, cols, out);
     case 2: return pack_rows<2>(codes, rows, cols, out);
@@ -272,6 +276,7 @@ void pack_int32(const std::int8_t* codes, std::size_t rows, std::size_t cols, un
 }
 
 void unpack_int32(const std::int32_t* packed, std::size_t rows, std::size_t cols, unsigned bits, std::int8_t* codes) {
+  const detail::GuardedInputs guard{packed};
   switch (bits) {
     case 1: return unpack_rows<1>(packed, rows, cols, codes);
     case 2: return unpack_rows<2>(packed, rows, cols, codes);
@@ -302,6 +307,7 @@ inline float fp8_scale(Dtype dt, float lo, float hi) {
 }  // namespace
 
 void fp8_quantize(const Matrix& in, Fp8Granularity gran, std::uint8_t* out, void* scales) {
+  const detail::GuardedInputs guard{in.data};
   check_float_input(in, "fp8_e4m3");
   const Dtype dt = in.dtype;
   const std::size_t rows = in.rows, cols = in.cols;
@@ -384,6 +390,7 @@ void fp8_quantize(const Matrix& in, Fp8Granularity gran, std::uint8_t* out, void
 
 void fp8_dequantize(const std::uint8_t* in, const void* scales, Dtype scale_dtype, Fp8Granularity gran,
                     std::size_t rows, std::size_t cols, float* out) {
+  const detail::GuardedInputs guard{in, scales};
   const std::size_t tc = (cols + kFp8Tile - 1) / kFp8Tile;
   const IntKernels& k = int_kernels(quant_detail::active_isa());
 #pragma omp parallel for schedule(static) if (rows * cols > (1u << 16))

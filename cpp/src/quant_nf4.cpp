@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "mapping_guard_internal.h"
 #include "fastensors/error.hpp"
 #include "fastensors/quant.hpp"
 #include "quant_internal.h"
@@ -94,6 +95,7 @@ constexpr std::size_t kGrabBlocks = 256;
 const float* nf4_code_values() noexcept { return kNf4; }
 
 void nf4_quantize(const Matrix& in, std::uint8_t* out, float* absmax) {
+  const detail::GuardedInputs guard{in.data};
   check_float_input(in, "nf4");
   const std::size_t n = in.rows * in.cols;
   const std::size_t nblocks = (n + kNf4Block - 1) / kNf4Block;
@@ -129,6 +131,7 @@ void nf4_quantize(const Matrix& in, std::uint8_t* out, float* absmax) {
 }
 
 void nf4_dequantize(const std::uint8_t* in, const float* absmax, std::size_t n, float* out) {
+  const detail::GuardedInputs guard{in, absmax};
   const std::size_t whole = n / kNf4Block;
   const Nf4Kernels& k = nf4_kernels(quant_detail::active_isa());
   const std::size_t grabs = (whole + kGrabBlocks - 1) / kGrabBlocks;

@@ -7,6 +7,7 @@
 #include <limits>
 #include <string>
 
+#include "mapping_guard_internal.h"
 #include "fastensors/error.hpp"
 #include "fastensors/quant.hpp"
 #include "quant_internal.h"
@@ -36,6 +37,7 @@ void check(Dtype d, const char* which) {
 }  // namespace
 
 Quality quality(const void* reference, Dtype ref_dtype, const void* candidate, Dtype cand_dtype, std::size_t n) {
+  const detail::GuardedInputs guard{reference, candidate};
   check(ref_dtype, "reference");
   check(cand_dtype, "candidate");
   double dot = 0, rr = 0, cc = 0, ee = 0, emax = 0;

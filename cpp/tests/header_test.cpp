@@ -159,3 +159,51 @@ TEST(Header, ManyTensorsParse) {
   EXPECT_EQ(h.tensors.size(), static_cast<std::size_t>(n));
   EXPECT_EQ(h.at("t99999").begin, 99999u);
 }
+
+TEST(Header, OffsetsPast2To63AreTypedErrors) {
+  const std::string d4(4, '\0');
+  // A tensor that claims to end past 2^63: its size in bits overflows (the
+  // reference agrees), and one just under that is checked against the file.
+  EXPECT_EQ(code_of(raw_file(R"({"a":{"dtype":"U8","shape":[9223372036854775816],"data_offsets":[0,9223372036854775816]}})", d4)),
+            ErrorCode::Overflow);
+  EXPECT_EQ(code_of(raw_file(R"({"a":{"dtype":"U8","shape":[1152921504606846977],"data_offsets":[0,1152921504606846977]}})", d4)),
+            ErrorCode::TruncatedData);
+  // Starting past 2^63 leaves a hole before it.
+  EXPECT_EQ(code_of(raw_file(R"({"a":{"dtype":"U8","shape":[0],"data_offsets":[9223372036854775808,9223372036854775808]}})")),
+            ErrorCode::OffsetsGap);
+  EXPECT_EQ(code_of(raw_file(R"({"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]},)"
+                             R"("b":{"dtype":"U8","shape":[1],"data_offsets":[18446744073709551615,0]}})", d4)),
+            ErrorCode::OffsetsBackwards);
+  EXPECT_EQ(code_of(raw_file(R"({"a":{"dtype":"U8","shape":[0],"data_offsets":[18446744073709551615,18446744073709551615]}})")),
+            ErrorCode::OffsetsGap);
+  // Element count x element size just over 2^64.
+  EXPECT_EQ(code_of(raw_file(R"({"a":{"dtype":"F64","shape":[2305843009213693952],"data_offsets":[0,4]}})", d4)),
+            ErrorCode::Overflow);
+}
+
+TEST(Header, ZeroSizedTensorsWithHugeDimensions) {
+  // A zero anywhere makes the product 0, as in the reference, as long as no
+  // partial product overflows first (the reference multiplies left to right).
+  auto h = parse(raw_file(R"({"a":{"dtype":"F32","shape":[0,18446744073709551615],"data_offsets":[0,0]}})"));
+  EXPECT_EQ(h.at("a").numel(), 0u);
+  EXPECT_EQ(h.at("a").shape[1], 18446744073709551615ull);
+  h = parse(raw_file(R"({"a":{"dtype":"F32","shape":[18446744073709551615,0],"data_offsets":[0,0]}})"));
+  EXPECT_EQ(h.at("a").nbytes(), 0u);
+  EXPECT_EQ(code_of(raw_file(R"({"a":{"dtype":"F32","shape":[18446744073709551615,2,0],"data_offsets":[0,0]}})")),
+            ErrorCode::Overflow);
+}
+
+TEST(Header, AHundredThousandZeroSizedTensorsAtOneOffset) {
+  std::string header = "{";
+  const int n = 100000;
+  for (int i = 0; i < n; ++i) {
+    if (i) header += ',';
+    header += "\"z" + std::to_string(i) + "\":{\"dtype\":\"BF16\",\"shape\":[0,7],\"data_offsets\":[0,0]}";
+  }
+  header += ",\"last\":{\"dtype\":\"U8\",\"shape\":[2],\"data_offsets\":[0,2]}}";
+  auto h = parse(raw_file(header, "xy"));
+  EXPECT_EQ(h.tensors.size(), static_cast<std::size_t>(n + 1));
+  EXPECT_EQ(h.at("z77777").nbytes(), 0u);
+  EXPECT_EQ(h.at("last").begin, 0u);
+  EXPECT_EQ(h.data_size, 2u);
+}

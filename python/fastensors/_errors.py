@@ -150,6 +150,12 @@ class UnsupportedIsa(SafetensorError, RuntimeError):
     ``fastensors.isa()``), never silently replaced by another level."""
 
 
+class FileChanged(SafetensorError, OSError):
+    """The file shrank (was truncated, or rewritten in place) while it was open:
+    a read, conversion or quantization from its mapping found bytes missing.
+    The result is discarded; reopen the file. See docs/security.md."""
+
+
 # Raised by the Python layer only (no C++ error code).
 
 
@@ -191,6 +197,7 @@ _BY_CODE = {
     "InvalidArgument": InvalidArgument,
     "UnsupportedConversion": UnsupportedConversion,
     "UnsupportedIsa": UnsupportedIsa,
+    "FileChanged": FileChanged,
 }
 
 _missing = set(_core.error_codes()) ^ set(_BY_CODE)

@@ -7,14 +7,31 @@ from __future__ import annotations
 import numpy as np
 
 from ._dtypes import NUMPY, SUB_BYTE
-from ._errors import InvalidArgument
+from ._errors import InvalidArgument, InvalidShape
 from ._subbyte import unpack
+
+_MAX_DIM = int(np.iinfo(np.intp).max)
+
+
+_MAX_NDIM = 64  # numpy 2 and torch
+
+
+def _check_dims(shape) -> None:
+    """A header may hold any number of dimensions, each up to 2^64 - 1 (a
+    zero-sized tensor may have any other dimension); arrays stop at 64
+    dimensions of at most 2^63 - 1."""
+    if len(shape) > _MAX_NDIM:
+        raise InvalidShape(f"{len(shape)} dimensions: arrays have at most {_MAX_NDIM}")
+    for d in shape:
+        if d > _MAX_DIM:
+            raise InvalidShape(f"dimension {d} of shape {list(shape)} is larger than an array can have (2^63 - 1)")
 
 
 class NumpyFramework:
     name = "numpy"
 
     def from_bytes(self, raw: np.ndarray, code: str, shape) -> np.ndarray:
+        _check_dims(shape)
         if code in SUB_BYTE:
             return unpack(raw, code, shape)
         return raw.view(NUMPY[code]).reshape(shape)
@@ -57,6 +74,7 @@ class TorchFramework:
     def from_bytes(self, raw: np.ndarray, code: str, shape):
         dt = self.dtype(code)
         shape = list(shape)
+        _check_dims(shape)
         if code == "F4":  # two values per float4_e2m1fn_x2 element
             if not shape:
                 raise InvalidArgument("an F4 scalar cannot be a float4_e2m1fn_x2 tensor")

@@ -218,7 +218,9 @@ class TensorSlice:
             arr = convert_array(arr, code, self._target)  # strided source, contiguous result
             code = self._target
         elif not arr.flags.c_contiguous:
-            arr = np.ascontiguousarray(arr)
+            # The core's copy kernel rather than numpy's: a file truncated
+            # while mapped then raises FileChanged instead of killing the process.
+            arr = convert_array(arr, code, code) if _core.can_convert(code, code) else np.ascontiguousarray(arr)
         fw = self._owner._framework
         return fw.to_device(fw.from_numpy(arr, code), self._owner._device)
 

@@ -13,6 +13,7 @@ import ml_dtypes
 import numpy as np
 
 from . import _core
+from ._convert import convert as _copy
 from ._errors import InvalidArgument
 
 __all__ = ["QuantizedTensor", "quantize", "dequantize", "quality", "kernel_isa", "SCHEMES"]
@@ -42,7 +43,9 @@ def _as_rows(array: np.ndarray, scheme: str, allow_1d: bool) -> Tuple[np.ndarray
         raise InvalidArgument(f"{scheme}: a scalar cannot be quantized")
     if array.ndim == 1 and not allow_1d:
         raise InvalidArgument(f"{scheme}: needs at least 2 dimensions (rows are output channels), got shape {array.shape}")
-    a = np.ascontiguousarray(array)
+    # A strided view is copied by the core's kernel, not numpy's, so that a
+    # file truncated under a mapped view raises FileChanged (docs/security.md).
+    a = array if array.flags.c_contiguous else _copy(array, array.dtype)
     cols = a.shape[-1]
     rows = a.size // cols if cols else int(np.prod(a.shape[:-1], dtype=np.int64))
     return a, rows, cols

@@ -256,7 +256,7 @@ NB_MODULE(_core, m) {
         "Install the Python exception class (or factory) for each error code name.");
   m.def("error_codes", []() {
     std::vector<std::string> out;
-    for (int c = 0; c <= static_cast<int>(fst::ErrorCode::UnsupportedIsa); ++c) {
+    for (int c = 0; c <= static_cast<int>(fst::ErrorCode::FileChanged); ++c) {
       out.emplace_back(fst::error_code_name(static_cast<fst::ErrorCode>(c)));
     }
     return out;

@@ -35,6 +35,7 @@ enum class ErrorCode {
   InvalidArgument,      // a caller error (writer inputs, bad backend, ...)
   UnsupportedConversion,  // no conversion between these two dtypes
   UnsupportedIsa,         // FASTENSORS_ISA names a level this CPU or build cannot run
+  FileChanged,            // the file shrank or was cut while mapped or open (docs/security.md)
 };
 
 std::string_view error_code_name(ErrorCode code) noexcept;

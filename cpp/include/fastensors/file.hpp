@@ -47,7 +47,8 @@ class File {
 
   // Copies `size` bytes starting `offset` bytes into the tensor to `dst`.
   // Works with either backend; throws InvalidArgument when out of range, Io
-  // when the read fails or the file shrank underneath.
+  // when the read fails, FileChanged when the file shrank underneath (a
+  // truncation while mapped is caught, not a SIGBUS: docs/security.md).
   void read(const TensorInfo& tensor, std::uint64_t offset, void* dst, std::uint64_t size) const;
 
   // Hints the kernel that a tensor's bytes will be read soon (mmap backend).
@@ -65,6 +66,7 @@ class File {
   int fd_ = -1;
   std::uint64_t file_size_ = 0;
   std::uint8_t* map_ = nullptr;
+  int guard_ = -1;  // the mapping's entry in the SIGBUS guard's table
   Header header_;
 };
 
