@@ -50,7 +50,7 @@ for target in "${targets[@]}"; do
     echo "$target: FINDING (see $work)"; tail -n 40 "$work"/run.log "$work"/fuzz-*.log 2>/dev/null; exit 1; }
   secs=$(( $(date +%s) - start ))
   logs=("$work/run.log"); [ "$jobs" -gt 1 ] && logs=("$work"/fuzz-*.log)
-  execs=$(cat "${logs[@]}" | awk -F: '/stat::number_of_executed_units/ {s += $2} END {print s}')
+  execs=$(cat "${logs[@]}" | awk -F: '/stat::number_of_executed_units/ {s += $NF} END {print s}')
   final=$("$bin" "$work/corpus" -runs=0 2>&1 | grep -E 'INITED|DONE' | tail -n 1)
   echo "$target: $execs executions in ${secs}s ($(( execs / (secs > 0 ? secs : 1) )) exec/s over $jobs job(s)), no finding"
   echo "$target: corpus replay: $final"
