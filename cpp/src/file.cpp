@@ -114,4 +114,12 @@ void File::prefetch(const TensorInfo& tensor) const noexcept {
   ::madvise(map_ + aligned, tensor.end + header_.data_start - aligned, MADV_WILLNEED);
 }
 
+void File::release(const TensorInfo& tensor) const noexcept {
+  if (map_ == nullptr || tensor.nbytes() == 0) return;
+  static const std::uint64_t page = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
+  const std::uint64_t start = header_.data_start + tensor.begin;
+  const std::uint64_t aligned = start - start % page;
+  ::madvise(map_ + aligned, tensor.end + header_.data_start - aligned, MADV_DONTNEED);
+}
+
 }  // namespace fastensors

@@ -69,6 +69,27 @@ TEST(File, MappingIsCopyOnWrite) {
   EXPECT_EQ(read_bytes(path), bytes);
 }
 
+TEST_P(FileTest, ReleaseKeepsTheBytesReadable) {
+  // Dropped pages come back from the file on the next access (and a pread
+  // handle has nothing to drop).
+  TempDir dir;
+  auto path = dir.file("m.safetensors");
+  write_bytes(path, raw_file(kHeader, data()));
+  auto f = File::open(path, GetParam());
+  for (const char* name : {"a", "b"}) {
+    const auto& t = f->info(name);
+    std::int32_t before[2], after[2];
+    f->read(t, 0, before, 8);
+    f->release(t);
+    f->read(t, 0, after, 8);
+    EXPECT_EQ(std::memcmp(before, after, 8), 0) << name;
+  }
+  const std::string d = data();
+  std::int32_t b[2];
+  f->read(f->info("b"), 0, b, 8);
+  EXPECT_EQ(std::memcmp(b, d.data() + 8, 8), 0);
+}
+
 TEST_P(FileTest, MissingFileAndDirectoryAreTypedErrors) {
   TempDir dir;
   try {

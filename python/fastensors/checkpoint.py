@@ -465,6 +465,15 @@ class Checkpoint:
             total += int(np.prod(t.shape, dtype=np.int64)) if t.shape else 1
         return total
 
+    def release(self, name: str) -> None:
+        """Internal, for streaming over checkpoints larger than memory: drop
+        this process's mapped pages of a tensor (they stay in the page cache
+        and are read again if touched). Writes through zero-copy views of
+        them are lost, so only for tensors no view of the caller modifies."""
+        handle = self._handle_for(name)
+        if handle._file.backend == "mmap":
+            handle._file.release(name)
+
     def raw_spec(self, name: str, keep_alive: list) -> tuple:
         """``(name, code, shape, address, nbytes)`` of the tensor's stored
         bytes, for the writer: a zero-copy view of the mapping (mmap backend)

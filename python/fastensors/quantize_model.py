@@ -204,6 +204,11 @@ class _Source:
     def raw(self, name: str, keep_alive: list) -> tuple:
         return self.ckpt.raw_spec(name, keep_alive)
 
+    def release(self, name: str) -> None:
+        # Done with a source tensor: its mapped pages leave the resident set,
+        # so memory stays about one tensor whatever the model's size.
+        self.ckpt.release(name)
+
     def config(self) -> Optional[dict]:
         if not self.from_dir:
             return None
@@ -483,18 +488,27 @@ def _write_safetensors(source: _Source, items: List[_Item], s: _Scheme, quantize
         pending: Dict[str, np.ndarray] = {}  # the parts of the weight named in current[0]
         current = [None]
         holder: list = []
+        copied = [None]  # the dense tensor whose mapped bytes the writer holds until the next call
+
+        def done_with_copied() -> None:
+            holder.clear()
+            if copied[0] is not None:
+                source.release(copied[0])
+                copied[0] = None
 
         def fill(index: int):
-            holder.clear()
+            done_with_copied()
             name = names[index]
             code, shape, nbytes, src_name, suffix, _small = outputs[name]
             if suffix is None:
                 spec = source.raw(src_name, holder)
+                copied[0] = src_name
                 bar.tensor_done(src_name, nbytes)
                 return spec[3], spec[4]
             if current[0] != src_name:
                 pending.clear()
                 pending.update(_ct_layout.parts_of(quantizer(src_name)))
+                source.release(src_name)
                 current[0] = src_name
                 bar.tensor_done(src_name, quantizer.reports[src_name].bytes_in)
             arr = np.ascontiguousarray(pending.pop(suffix))
@@ -503,7 +517,10 @@ def _write_safetensors(source: _Source, items: List[_Item], s: _Scheme, quantize
             holder.append(arr)
             return (arr.ctypes.data if arr.nbytes else 0), arr.nbytes
 
-        _serialize.write_specs_streaming(specs, path, meta, False, fill, keep_order=True)
+        try:
+            _serialize.write_specs_streaming(specs, path, meta, False, fill, keep_order=True)
+        finally:
+            done_with_copied()
 
     cfg = source.config()
     companions = source.companions()

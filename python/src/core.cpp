@@ -326,6 +326,12 @@ NB_MODULE(_core, m) {
             const fst::File& f = s.get();
             f.prefetch(f.info(name));
           }, "name"_a)
+      .def("release", [](const PyFile& s, const std::string& name) {
+            const fst::File& f = s.get();
+            f.release(f.info(name));
+          }, "name"_a,
+          "Drop this process's pages of a tensor (mmap backend): they are read again from the file when "
+          "next touched; writes through views of them are lost.")
       .def("close", [](PyFile& s) {
             s.file.reset();
             s.owner = nb::none();

@@ -54,6 +54,13 @@ class File {
   // Hints the kernel that a tensor's bytes will be read soon (mmap backend).
   void prefetch(const TensorInfo& tensor) const noexcept;
 
+  // Drops the process's pages of a tensor (mmap backend; the pages touching
+  // it, so neighbours' edge pages too): they leave the resident set, stay in
+  // the page cache, and are read again from the file on the next access.
+  // For streaming over a file much larger than memory. Writes made through
+  // zero-copy views of those pages are lost (the mapping is copy-on-write).
+  void release(const TensorInfo& tensor) const noexcept;
+
   // Unmaps and closes. Further data access throws; safe to call twice.
   void close() noexcept;
   bool closed() const noexcept { return fd_ < 0; }
