@@ -32,7 +32,7 @@ from ._errors import (
 )
 from ._fileset import fsync_file, stale_pattern
 from ._report import QuantizationReport, TensorReport
-from .quant import GGML_SCHEMES, INT_SCHEMES, SCHEMES, QuantizedTensor, quality, quantize
+from .quant import GGML_SCHEMES, INT_SCHEMES, SCHEMES, QuantizedTensor, _aligned_f32, quality, quantize
 from .sharding import MAX_SHARD_SIZE, Entry, SizeLike, companion_files, json_companion, plan_shards, write_planned
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -242,13 +242,22 @@ class _Quantizer:
         self.scheme = scheme
         self.reports = reports
         self.measure = measure
+        self._buf: Optional[np.ndarray] = None
+
+    def _scratch(self, shape) -> np.ndarray:
+        """One F32 buffer reused for every tensor's dequantization (a fresh
+        array per tensor costs more in page faults than the kernel)."""
+        n = int(np.prod(shape, dtype=np.int64))
+        if self._buf is None or self._buf.size < n:
+            self._buf = _aligned_f32(1, n).reshape(-1)
+        return self._buf[:n].reshape(shape)
 
     def __call__(self, name: str) -> QuantizedTensor:
         array = self.source.read(name)
         qt = _quantize_array(array, self.scheme)
         rep = self.reports[name]
         if self.measure and rep.cosine is None:
-            m = quality(array, qt.dequantize())
+            m = quality(array, qt.dequantize(out=self._scratch(qt.shape)))
             rep.cosine, rep.sqnr_db, rep.rmse, rep.max_abs_err = (m["cosine"], m["sqnr_db"], m["rmse"],
                                                                   m["max_abs_err"])
         return qt
