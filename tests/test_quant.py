@@ -299,6 +299,15 @@ def test_dequantize_into_out(scheme):
     assert ((-expected.ctypes.data) % 64) == 0  # fresh outputs are allocated aligned
 
 
+@pytest.mark.parametrize("dtype", ["BF16", "F16", "F64", np.float16])
+def test_dequantize_to_other_dtypes_is_a_rounding_of_f32(dtype):
+    # Other output dtypes go through the converter: the same bits as numpy / ml_dtypes casting the F32 result.
+    qt = quantize(np.random.default_rng(2).standard_normal((8, 256)).astype(np.float32), "int4")
+    got = qt.dequantize(dtype)
+    want = qt.dequantize().astype(got.dtype)
+    assert got.dtype == fastensors.quant._out_dtype(dtype) and got.tobytes() == want.tobytes()
+
+
 def test_dequantize_out_errors():
     qt = quantize(np.ones((4, 64), np.float32), "q8_0")
     for bad, msg in ((np.empty((4, 64), np.float64), "float32"), (np.empty((64, 4), np.float32), "shape"),

@@ -285,7 +285,11 @@ def dequantize(qt: QuantizedTensor, dtype="F32", *, out: Optional[np.ndarray] = 
     if out is not None:
         return out
     res = res.reshape(qt.shape)
-    return res if target == np.float32 else res.astype(target)
+    if target == np.float32:
+        return res
+    if target in (np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16), np.dtype(np.float64)):
+        return _copy(res, target)  # the SIMD converter, bit-exact with numpy / ml_dtypes
+    return res.astype(target)
 
 
 def quality(reference, candidate) -> Dict[str, float]:
