@@ -175,6 +175,14 @@ def test_verification_catches_a_bad_write(tmp_path, monkeypatch):
     with pytest.raises(fastensors.ConversionMismatch, match="'w'"):
         ft.convert_pytorch_to_safetensors(tmp_path, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+    # A single .bin to a .safetensors path: the previous file stays, nothing else is left.
+    previous = tmp_path / "model.safetensors"
+    previous.write_bytes(b"previous")
+    before = sorted(os.listdir(tmp_path))
+    with pytest.raises(fastensors.ConversionMismatch, match="'w'"):
+        ft.convert_pytorch_to_safetensors(tmp_path / "pytorch_model.bin", previous)
+    assert previous.read_bytes() == b"previous"
+    assert sorted(os.listdir(tmp_path)) == before
 
 
 def test_sharded_bin_disagreeing_with_index(tmp_path):

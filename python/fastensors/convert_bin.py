@@ -149,7 +149,11 @@ def convert_pytorch_to_safetensors(src, dst, *, durable: Optional[bool] = None, 
     src_dir = os.path.dirname(os.path.abspath(src_path))
     if kind == "file" and dst.endswith(".safetensors"):
         sd, dropped = _prepare(load_pickle_state_dict(src_path))
-        _write_and_verify(sd, dst, {"format": "pt", **dropped}, dur, verify)
+        # Staged beside the target and verified there: a mismatch leaves the previous file in place.
+        directory, name = os.path.split(os.path.abspath(dst))
+        with FileSet(directory, durable=dur, stage_inside=True) as fs:
+            _write_and_verify(sd, fs.add_weight(name), {"format": "pt", **dropped}, dur, verify)
+            fs.commit()
         return [dst]
     if os.path.exists(dst) and not os.path.isdir(dst):
         raise InvalidArgument(f"{dst!r} is a file; give a directory, or a .safetensors path for a single .bin")
