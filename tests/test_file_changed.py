@@ -59,6 +59,24 @@ def test_reads_from_a_truncated_mapping_raise_file_changed(big, other_process):
             f.get_tensor("z", dtype="bf16")
 
 
+def test_saving_views_of_a_truncated_mapping_raises_file_changed(big, tmp_path):
+    """write(2) from pages past the new end fails with EFAULT: the writer
+    reports the source changing, and leaves no target or temporary."""
+    path, w = big
+    out = tmp_path / "out"
+    out.mkdir()
+    with fst.safe_open(path, "np") as f:
+        view = f.get_tensor("w")
+        _cut(path, 4096, other_process=False)
+        with pytest.raises(fst.FileChanged):
+            fnp.save_file({"w": view}, out / "copy.safetensors")
+        specs = [("w", "F32", list(view.shape), 0, view.nbytes)]
+        with pytest.raises(fst.FileChanged):
+            fst._serialize.write_specs_streaming(specs, out / "stream.safetensors", None, False,
+                                                 lambda i: (view.ctypes.data, view.nbytes))
+    assert os.listdir(out) == []
+
+
 def test_pread_backend_raises_file_changed(big):
     path, _ = big
     with fst.safe_open(path, "np", backend="pread") as f:

@@ -20,6 +20,7 @@
 #include "checked_math_internal.h"
 #include "fastensors/error.hpp"
 #include "io_internal.h"
+#include "mapping_guard_internal.h"
 
 namespace fastensors {
 namespace {
@@ -380,6 +381,21 @@ void AtomicFile::commit() {
 }
 
 namespace {
+// write(2) from a mapping whose file shrank fails with EFAULT rather than
+// raising SIGBUS: report that as the source file changing (FileChanged, as
+// reads from the mapping do), not as an I/O error of the target.
+template <class Write>
+void write_from(const std::vector<std::pair<const void*, std::size_t>>& sources, Write&& write) {
+  try {
+    write();
+  } catch (const Error& e) {
+    if (e.code() == ErrorCode::Io && e.errno_value() == EFAULT) {
+      for (const auto& s : sources) detail::MappedReadGuard guard(s.first);  // throws FileChanged
+    }
+    throw;
+  }
+}
+
 std::vector<std::pair<const void*, std::size_t>> gather(const HeaderPlan& plan,
                                                        const std::vector<TensorSource>& tensors) {
   std::vector<std::pair<const void*, std::size_t>> buffers;
@@ -396,7 +412,8 @@ void write_file(const std::string& path, const std::vector<TensorSource>& tensor
                 bool metadata_present, WriteOptions options) {
   HeaderPlan plan = plan_header(tensors, metadata, metadata_present);
   AtomicFile out(path, options);
-  out.write_all(gather(plan, tensors));
+  const auto buffers = gather(plan, tensors);
+  write_from(buffers, [&] { out.write_all(buffers); });
   out.commit();
 }
 
@@ -419,7 +436,8 @@ void write_file_streaming(const std::string& path, const std::vector<TensorSourc
     }
     if (t.nbytes == 0) continue;
     if (got.first == nullptr) throw Error(ErrorCode::InvalidArgument, "null data pointer", path, t.name);
-    out.write(got.first, static_cast<std::size_t>(t.nbytes));
+    const std::size_t n = static_cast<std::size_t>(t.nbytes);
+    write_from({{got.first, n}}, [&] { out.write(got.first, n); });
   }
   out.commit();
 }
