@@ -147,7 +147,7 @@ FileConversionResult convert_file(const std::string& src, const std::string& dst
   for (const auto& [name, dtype] : targets) {
     const TensorInfo* t = header.find(name);
     if (t == nullptr) throw Error(ErrorCode::TensorNotFound, "no such tensor to convert", src, name);
-    const std::size_t i = header.index.at(name);
+    const std::size_t i = static_cast<std::size_t>(&header.at(name) - header.tensors.data());
     if (t->dtype != dtype && !can_convert(t->dtype, dtype)) {
       throw Error(ErrorCode::UnsupportedConversion,
                   "cannot convert " + std::string(dtype_name(t->dtype)) + " to " + std::string(dtype_name(dtype)) +

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstring>
 #include <string>
+#include <functional>
 #include <unordered_set>
 
 #include <nlohmann/json.hpp>
@@ -21,9 +22,61 @@ std::uint64_t TensorInfo::numel() const noexcept {
   return n;
 }
 
+bool NameIndex::insert(const std::vector<TensorInfo>& tensors, std::size_t i) {
+  if ((size_ + 1) * 2 > slots_.size()) grow(tensors);
+  const std::uint64_t h = std::hash<std::string_view>{}(tensors[i].name);
+  const std::uint64_t tag = h >> 32;
+  const std::size_t mask = slots_.size() - 1;
+  for (std::size_t at = static_cast<std::size_t>(h) & mask;; at = (at + 1) & mask) {
+    const std::uint64_t slot = slots_[at];
+    if (slot == 0) {
+      slots_[at] = (tag << 32) | (static_cast<std::uint64_t>(i) + 1);
+      ++size_;
+      return true;
+    }
+    if ((slot >> 32) == tag && tensors[(slot & 0xffffffffu) - 1].name == tensors[i].name) return false;
+  }
+}
+
+std::size_t NameIndex::find(const std::vector<TensorInfo>& tensors, std::string_view name) const noexcept {
+  if (slots_.empty()) return npos;
+  const std::uint64_t h = std::hash<std::string_view>{}(name);
+  const std::uint64_t tag = h >> 32;
+  const std::size_t mask = slots_.size() - 1;
+  for (std::size_t at = static_cast<std::size_t>(h) & mask;; at = (at + 1) & mask) {
+    const std::uint64_t slot = slots_[at];
+    if (slot == 0) return npos;
+    if ((slot >> 32) == tag && tensors[(slot & 0xffffffffu) - 1].name == name) return (slot & 0xffffffffu) - 1;
+  }
+}
+
+bool NameIndex::rebuild(const std::vector<TensorInfo>& tensors) {
+  std::size_t cap = 16;
+  while (cap < tensors.size() * 2 + 1) cap *= 2;
+  slots_.assign(cap, 0);
+  size_ = 0;
+  for (std::size_t i = 0; i < tensors.size(); ++i) {
+    if (!insert(tensors, i)) return false;
+  }
+  return true;
+}
+
+void NameIndex::grow(const std::vector<TensorInfo>& tensors) {
+  std::vector<std::uint64_t> old = std::move(slots_);
+  slots_.assign(old.empty() ? 16 : old.size() * 2, 0);
+  const std::size_t mask = slots_.size() - 1;
+  for (std::uint64_t slot : old) {
+    if (slot == 0) continue;
+    const std::uint64_t h = std::hash<std::string_view>{}(tensors[(slot & 0xffffffffu) - 1].name);
+    std::size_t at = static_cast<std::size_t>(h) & mask;
+    while (slots_[at] != 0) at = (at + 1) & mask;
+    slots_[at] = slot;
+  }
+}
+
 const TensorInfo* Header::find(std::string_view name) const noexcept {
-  auto it = index.find(std::string(name));
-  return it == index.end() ? nullptr : &tensors[it->second];
+  const std::size_t i = index.find(tensors, name);
+  return i == NameIndex::npos ? nullptr : &tensors[i];
 }
 
 const TensorInfo& Header::at(std::string_view name) const {
@@ -206,7 +259,7 @@ class HeaderHandler {
           state_ = State::MetaValue;
           return true;
         }
-        if (!names_.insert(k).second) {
+        if (header.index.find(header.tensors, k) != NameIndex::npos) {
           return fail(ErrorCode::DuplicateKey, "tensor name appears twice", k);
         }
         current_ = TensorInfo{};
@@ -346,6 +399,7 @@ class HeaderHandler {
                   current_.name);
     }
     header.tensors.push_back(std::move(current_));
+    header.index.insert(header.tensors, header.tensors.size() - 1);  // the name was checked at its key
     state_ = State::RootKey;
     return true;
   }
@@ -403,18 +457,23 @@ class HeaderHandler {
   unsigned current_fields_ = 0;
   int offsets_seen_ = 0;
   bool seen_metadata_key_ = false;
-  std::unordered_set<std::string> names_;
   std::unordered_set<std::string> meta_keys_;
 };
 
 // The reference's validation, on tensors sorted by offsets: contiguous from 0,
 // sizes equal to dtype bits x elements / 8, and nothing after the last one.
 void validate(Header& h, std::uint64_t file_size, const std::string& path) {
-  std::stable_sort(h.tensors.begin(), h.tensors.end(), [](const TensorInfo& a, const TensorInfo& b) {
+  const auto by_offsets = [](const TensorInfo& a, const TensorInfo& b) {
     if (a.begin != b.begin) return a.begin < b.begin;
     if (a.end != b.end) return a.end < b.end;
     return a.name < b.name;
-  });
+  };
+  // Writers (ours and the reference) list tensors in offset order: then
+  // there is nothing to sort, and the index built while parsing holds.
+  if (!std::is_sorted(h.tensors.begin(), h.tensors.end(), by_offsets)) {
+    std::stable_sort(h.tensors.begin(), h.tensors.end(), by_offsets);
+    h.index.rebuild(h.tensors);
+  }
   std::uint64_t cursor = 0;
   for (const auto& t : h.tensors) {
     if (t.end < t.begin) {
@@ -470,8 +529,6 @@ void validate(Header& h, std::uint64_t file_size, const std::string& path) {
     throw Error(ErrorCode::TrailingBytes,
                 std::to_string(file_size - expected) + " bytes follow the last tensor", path);
   }
-  h.index.reserve(h.tensors.size());
-  for (std::size_t i = 0; i < h.tensors.size(); ++i) h.index.emplace(h.tensors[i].name, i);
 }
 
 }  // namespace

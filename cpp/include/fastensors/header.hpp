@@ -33,6 +33,29 @@ struct TensorInfo {
 
 using Metadata = std::vector<std::pair<std::string, std::string>>;
 
+// Tensor name -> position in a tensor list, as an open-addressing table of
+// positions: names are stored once (in the TensorInfo), and a lookup takes a
+// string_view without allocating. Positions stay valid when the list is
+// copied or moved; rebuild after reordering it.
+class NameIndex {
+ public:
+  static constexpr std::size_t npos = static_cast<std::size_t>(-1);
+
+  // Adds position `i`; false (and nothing added) when tensors[i].name is
+  // already present.
+  bool insert(const std::vector<TensorInfo>& tensors, std::size_t i);
+  std::size_t find(const std::vector<TensorInfo>& tensors, std::string_view name) const noexcept;
+  // Indexes every tensor; false when two share a name.
+  bool rebuild(const std::vector<TensorInfo>& tensors);
+  std::size_t size() const noexcept { return size_; }
+
+ private:
+  void grow(const std::vector<TensorInfo>& tensors);
+  // (hash tag << 32) | (position + 1); 0 marks an empty slot.
+  std::vector<std::uint64_t> slots_;
+  std::size_t size_ = 0;
+};
+
 struct Header {
   std::vector<TensorInfo> tensors;   // in data-offset order
   Metadata metadata;                 // in file order
@@ -46,7 +69,7 @@ struct Header {
   const TensorInfo* find(std::string_view name) const noexcept;
   std::vector<std::string> sorted_keys() const;
 
-  std::unordered_map<std::string, std::size_t> index;  // name -> position in tensors
+  NameIndex index;  // name -> position in tensors
 };
 
 // Reads the header length from the first 8 bytes and checks it against the
