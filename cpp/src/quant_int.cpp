@@ -192,20 +192,34 @@ void int_quantize(const Matrix& in, const IntParams& p, std::int8_t* codes, void
   bad.throw_if_any(in, name.c_str());
 }
 
+namespace {
+
+void check_group(std::size_t group_size, std::size_t cols) {
+  if (group_size == 0 || cols % group_size != 0) {
+    throw Error(ErrorCode::InvalidArgument, "dequantize: bad group size " + std::to_string(group_size));
+  }
+}
+
+// out[j] = (code[j] - zero point) * scale of group `gi`, in F32.
+inline void dequantize_group(const std::int8_t* codes, std::size_t n, const void* scales, Dtype scale_dtype,
+                             const std::int8_t* zero_points, std::size_t gi, float* out) {
+  const float s = load_scale(scale_dtype, scales, gi);
+  const float z = zero_points ? static_cast<float>(zero_points[gi]) : 0.0f;
+  for (std::size_t j = 0; j < n; ++j) out[j] = (static_cast<float>(codes[j]) - z) * s;
+}
+
+}  // namespace
+
 void int_dequantize(const std::int8_t* codes, const void* scales, Dtype scale_dtype, const std::int8_t* zero_points,
                     std::size_t rows, std::size_t cols, std::size_t group_size, float* out) {
   const detail::GuardedInputs guard{codes, scales, zero_points};
   if (rows * cols == 0) return;
-  if (group_size == 0 || cols % group_size != 0) {
-    throw Error(ErrorCode::InvalidArgument, "dequantize: bad group size " + std::to_string(group_size));
-  }
+  check_group(group_size, cols);
   const std::size_t ngroups = rows * (cols / group_size);
 #pragma omp parallel for schedule(static) if (ngroups > 64)
   for (std::int64_t gi = 0; gi < to_i64(ngroups); ++gi) {
     const std::size_t off = static_cast<std::size_t>(gi) * group_size;
-    const float s = load_scale(scale_dtype, scales, static_cast<std::size_t>(gi));
-    const float z = zero_points ? static_cast<float>(zero_points[gi]) : 0.0f;
-    for (std::size_t j = 0; j < group_size; ++j) out[off + j] = (static_cast<float>(codes[off + j]) - z) * s;
+    dequantize_group(codes + off, group_size, scales, scale_dtype, zero_points, static_cast<std::size_t>(gi), out + off);
   }
 }
 
@@ -243,22 +257,29 @@ void pack_rows(const std::int8_t* codes, std::size_t rows, std::size_t cols, std
 }
 
 template <unsigned kBits>
-void unpack_rows(const std::int32_t* packed, std::size_t rows, std::size_t cols, std::int8_t* codes) {
+void unpack_row(const std::int32_t* p, std::size_t cols, std::int8_t* c) {
   constexpr std::size_t per_word = 32 / kBits;
   constexpr int offset = 1 << (kBits - 1);
   constexpr std::uint32_t mask = (1u << kBits) - 1u;
   const std::size_t words = packed_words(cols, kBits);
-#pragma omp parallel for schedule(static) if (rows * cols > (1u << 16))
-  for (std::int64_t r = 0; r < to_i64(rows); ++r) {
-    const std::int32_t* p = packed + static_cast<std::size_t>(r) * words;
-    std::int8_t* c = codes + static_cast<std::size_t>(r) * cols;
-    for (std::size_t w = 0; w < words; ++w) {
-      const std::uint32_t word = static_cast<std::uint32_t>(p[w]);
-      const std::size_t n = std::min(per_word, cols - w * per_word);
-      for (std::size_t i = 0; i < n; ++i) {
-        c[w * per_word + i] = static_cast<std::int8_t>(static_cast<int>((word >> (i * kBits)) & mask) - offset);
-      }
+  for (std::size_t w = 0; w < words; ++w) {
+    const std::uint32_t word = static_cast<std::uint32_t>(p[w]);
+    const std::size_t n = std::min(per_word, cols - w * per_word);
+    for (std::size_t i = 0; i < n; ++i) {
+      c[w * per_word + i] = static_cast<std::int8_t>(static_cast<int>((word >> (i * kBits)) & mask) - offset);
     }
+  }
+}
+
+using UnpackRow = void (*)(const std::int32_t*, std::size_t, std::int8_t*);
+
+UnpackRow unpack_row_for(unsigned bits, const char* what) {
+  switch (bits) {
+    case 1: return unpack_row<1>;
+    case 2: return unpack_row<2>;
+    case 4: return unpack_row<4>;
+    case 8: return unpack_row<8>;
+    default: throw Error(ErrorCode::InvalidArgument, std::string(what) + ": bits must be 1, 2, 4 or 8 (the codes are int8)");
   }
 }
 
@@ -277,12 +298,36 @@ void pack_int32(const std::int8_t* codes, std::size_t rows, std::size_t cols, un
 
 void unpack_int32(const std::int32_t* packed, std::size_t rows, std::size_t cols, unsigned bits, std::int8_t* codes) {
   const detail::GuardedInputs guard{packed};
-  switch (bits) {
-    case 1: return unpack_rows<1>(packed, rows, cols, codes);
-    case 2: return unpack_rows<2>(packed, rows, cols, codes);
-    case 4: return unpack_rows<4>(packed, rows, cols, codes);
-    case 8: return unpack_rows<8>(packed, rows, cols, codes);
-    default: throw Error(ErrorCode::InvalidArgument, "unpack_int32: bits must be 1, 2, 4 or 8 (the codes are int8)");
+  const UnpackRow unpack = unpack_row_for(bits, "unpack_int32");
+  const std::size_t words = packed_words(cols, bits);
+#pragma omp parallel for schedule(static) if (rows * cols > (1u << 16))
+  for (std::int64_t r = 0; r < to_i64(rows); ++r) {
+    unpack(packed + static_cast<std::size_t>(r) * words, cols, codes + static_cast<std::size_t>(r) * cols);
+  }
+}
+
+void int_dequantize_packed(const std::int32_t* packed, unsigned bits, const void* scales, Dtype scale_dtype,
+                           const std::int8_t* zero_points, std::size_t rows, std::size_t cols,
+                           std::size_t group_size, float* out) {
+  const detail::GuardedInputs guard{packed, scales, zero_points};
+  const UnpackRow unpack = unpack_row_for(bits, "dequantize");
+  if (rows * cols == 0) return;
+  check_group(group_size, cols);
+  const std::size_t words = packed_words(cols, bits), groups = cols / group_size;
+  // Row by row: the codes of one row live in a per-thread buffer, never as a
+  // whole int8 matrix.
+#pragma omp parallel if (rows * cols > (1u << 16))
+  {
+    std::vector<std::int8_t> codes(cols);
+#pragma omp for schedule(static)
+    for (std::int64_t ri = 0; ri < to_i64(rows); ++ri) {
+      const std::size_t r = static_cast<std::size_t>(ri);
+      unpack(packed + r * words, cols, codes.data());
+      for (std::size_t g = 0; g < groups; ++g) {
+        dequantize_group(codes.data() + g * group_size, group_size, scales, scale_dtype, zero_points, r * groups + g,
+                         out + r * cols + g * group_size);
+      }
+    }
   }
 }
 

@@ -114,6 +114,33 @@ TEST(QuantInt, SymmetricInt8AndPacking) {
   EXPECT_EQ(back, codes);
 }
 
+TEST(QuantInt, PackedDequantizationEqualsUnpackThenDequantize) {
+  // Odd row lengths leave partly filled words; asymmetric groups carry zero points.
+  for (unsigned bits : {2u, 4u, 8u}) {
+    for (bool symmetric : {true, false}) {
+      const std::size_t rows = 5, cols = 36, group = 12;
+      auto x = random_values(rows * cols, 7 + bits);
+      q::Matrix m{x.data(), fastensors::Dtype::F32, rows, cols};
+      std::vector<std::int8_t> codes(rows * cols), zp(rows * cols / group);
+      std::vector<float> scales(rows * cols / group);
+      q::int_quantize(m, {bits, group, symmetric}, codes.data(), scales.data(), symmetric ? nullptr : zp.data());
+      const std::int8_t* z = symmetric ? nullptr : zp.data();
+      std::vector<std::int32_t> packed(rows * q::packed_words(cols, bits));
+      q::pack_int32(codes.data(), rows, cols, bits, packed.data());
+      std::vector<float> want(rows * cols), got(rows * cols, -1.0f);
+      q::int_dequantize(codes.data(), scales.data(), fastensors::Dtype::F32, z, rows, cols, group, want.data());
+      q::int_dequantize_packed(packed.data(), bits, scales.data(), fastensors::Dtype::F32, z, rows, cols, group,
+                               got.data());
+      EXPECT_EQ(std::memcmp(got.data(), want.data(), want.size() * 4), 0) << bits << " " << symmetric;
+    }
+  }
+  float out[4];
+  std::int32_t word = 0;
+  float scale = 1.0f;
+  EXPECT_THROW(q::int_dequantize_packed(&word, 3, &scale, fastensors::Dtype::F32, nullptr, 1, 4, 4, out),
+               fastensors::Error);
+}
+
 TEST(QuantQuality, MatchesDoubleLoop) {
   auto a = random_values(100000, 3);
   auto b = random_values(100000, 4);

@@ -270,10 +270,15 @@ def dequantize(qt: QuantizedTensor, dtype="F32", *, out: Optional[np.ndarray] = 
     if s in GGML_SCHEMES:
         _core.ggml_dequantize(s, _addr(qt.data), rows, cols, _addr(res))
     elif s in INT_SCHEMES:
-        codes = np.ascontiguousarray(qt.values().reshape(rows, cols))
         sd = _INPUT_CODES[np.dtype(qt.scales.dtype)]
         zp = _addr(qt.zero_points) if qt.zero_points is not None else 0
-        _core.int_dequantize(_addr(codes), _addr(qt.scales), sd, zp, rows, cols, qt.group_size, _addr(res))
+        if s == "int8":
+            codes = np.ascontiguousarray(qt.data.reshape(rows, cols))
+            _core.int_dequantize(_addr(codes), _addr(qt.scales), sd, zp, rows, cols, qt.group_size, _addr(res))
+        else:  # packed int32 words, unpacked row by row in the kernel
+            packed = np.ascontiguousarray(qt.data)  # a name keeps a copy alive through the call
+            _core.int_dequantize_packed(_addr(packed), INT_SCHEMES[s], _addr(qt.scales), sd, zp, rows, cols,
+                                        qt.group_size, _addr(res))
     elif s == "nf4":
         _core.nf4_dequantize(_addr(qt.data), _addr(qt.scales), rows * cols, _addr(res))
     elif s == "fp8_e4m3":

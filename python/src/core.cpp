@@ -185,6 +185,15 @@ void bind_quant(nb::module_& m) {
         q::int_dequantize(ptr<const std::int8_t>(codes), ptr<const void>(scales), sd,
                           ptr<const std::int8_t>(zero_points), rows, cols, group_size, ptr<float>(out));
       }, "codes"_a, "scales"_a, "scale_dtype"_a, "zero_points"_a, "rows"_a, "cols"_a, "group_size"_a, "out"_a);
+  m.def("int_dequantize_packed", [](std::uintptr_t packed, unsigned bits, std::uintptr_t scales,
+                                    const std::string& scale_dtype, std::uintptr_t zero_points, std::uint64_t rows,
+                                    std::uint64_t cols, std::uint64_t group_size, std::uintptr_t out) {
+        auto sd = float_dtype(scale_dtype);
+        nb::gil_scoped_release release;
+        q::int_dequantize_packed(ptr<const std::int32_t>(packed), bits, ptr<const void>(scales), sd,
+                                 ptr<const std::int8_t>(zero_points), rows, cols, group_size, ptr<float>(out));
+      }, "packed"_a, "bits"_a, "scales"_a, "scale_dtype"_a, "zero_points"_a, "rows"_a, "cols"_a, "group_size"_a,
+      "out"_a);
   m.def("packed_words", [](std::uint64_t cols, unsigned bits) { return q::packed_words(cols, bits); }, "cols"_a, "bits"_a);
   m.def("pack_int32", [](std::uintptr_t codes, std::uint64_t rows, std::uint64_t cols, unsigned bits, std::uintptr_t out) {
         nb::gil_scoped_release release;

@@ -78,6 +78,12 @@ std::size_t packed_words(std::size_t cols, unsigned bits) noexcept;
 void pack_int32(const std::int8_t* codes, std::size_t rows, std::size_t cols, unsigned bits, std::int32_t* out);
 void unpack_int32(const std::int32_t* packed, std::size_t rows, std::size_t cols, unsigned bits, std::int8_t* codes);
 
+// int_dequantize of codes packed as by pack_int32 (rows of packed_words
+// int32 each), unpacked row by row without an int8 copy of the matrix.
+void int_dequantize_packed(const std::int32_t* packed, unsigned bits, const void* scales, Dtype scale_dtype,
+                           const std::int8_t* zero_points, std::size_t rows, std::size_t cols,
+                           std::size_t group_size, float* out);
+
 // ---- FP8 E4M3FN ------------------------------------------------------------
 
 enum class Fp8Granularity { Tensor, Channel, Block };
