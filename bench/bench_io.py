@@ -383,24 +383,12 @@ def rss_worker(args) -> None:
 
 # -- driver --------------------------------------------------------------------
 
-class Context:
+class Context(common.Context):
     def __init__(self, args):
-        self.size_mib = args.size_mib
-        self.tensors = args.tensors
-        self.runs = args.runs
-        self.sync = not args.no_sync
-        self.warmup = not args.no_warmup
-        self.dir = os.path.abspath(args.dir)
-        os.makedirs(self.dir, exist_ok=True)
+        super().__init__(args)
         self._bf16 = None
         self._f16 = None
         self.child_env = dict(os.environ)
-
-    def path(self, name: str) -> str:
-        return os.path.join(self.dir, name)
-
-    def log(self, msg: str) -> None:
-        print(msg, file=sys.stderr, flush=True)
 
     def bf16(self):
         if self._bf16 is None:

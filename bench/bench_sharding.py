@@ -349,24 +349,12 @@ def bench_iterate(ctx) -> Tuple[List[dict], dict]:
 
 # -- driver ------------------------------------------------------------------------
 
-class Context:
+class Context(common.Context):
     def __init__(self, args):
-        self.size_mib = args.size_mib
-        self.tensors = args.tensors
-        self.runs = args.runs
+        super().__init__(args)
         self.read_runs = args.read_runs
         self.tensor_kib = args.shard_tensor_kib
-        self.sync = not args.no_sync
-        self.warmup = not args.no_warmup
-        self.dir = os.path.abspath(args.dir)
-        os.makedirs(self.dir, exist_ok=True)
         self._sd = None
-
-    def path(self, name: str) -> str:
-        return os.path.join(self.dir, name)
-
-    def log(self, msg: str) -> None:
-        print(msg, file=sys.stderr, flush=True)
 
     def state_dict(self):
         if self._sd is None:

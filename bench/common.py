@@ -274,3 +274,23 @@ def write_json(name: str, payload: Dict[str, object]) -> str:
 
 def free_disk_bytes(path: str) -> int:
     return shutil.disk_usage(path).free
+
+
+class Context:
+    """What every run of a benchmark script shares: the state-dict size, the
+    run count, sync/warm-up switches and the scratch directory."""
+
+    def __init__(self, args):
+        self.size_mib = args.size_mib
+        self.tensors = args.tensors
+        self.runs = args.runs
+        self.sync = not args.no_sync
+        self.warmup = not args.no_warmup
+        self.dir = os.path.abspath(args.dir)
+        os.makedirs(self.dir, exist_ok=True)
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.dir, name)
+
+    def log(self, msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
