@@ -357,22 +357,12 @@ def print_file(rec: dict) -> None:
 # -- driver -------------------------------------------------------------------------------
 
 
-class Context:
+class Context(common.Context):
     def __init__(self, args):
+        super().__init__(args)
         self.elements = 1 << args.log2_elements
-        self.runs = args.runs
         self.file_runs = args.file_runs
-        self.size_mib = args.size_mib
-        self.tensors = args.tensors
         self.threads = args.threads
-        self.dir = os.path.abspath(args.dir)
-        os.makedirs(self.dir, exist_ok=True)
-
-    def path(self, name: str) -> str:
-        return os.path.join(self.dir, name)
-
-    def log(self, msg: str) -> None:
-        print(msg, file=sys.stderr, flush=True)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

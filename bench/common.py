@@ -284,8 +284,9 @@ class Context:
         self.size_mib = args.size_mib
         self.tensors = args.tensors
         self.runs = args.runs
-        self.sync = not args.no_sync
-        self.warmup = not args.no_warmup
+        # Scripts without these switches always sync and warm up.
+        self.sync = not getattr(args, "no_sync", False)
+        self.warmup = not getattr(args, "no_warmup", False)
         self.dir = os.path.abspath(args.dir)
         os.makedirs(self.dir, exist_ok=True)
 
