@@ -210,7 +210,6 @@ def bench_durable(ctx) -> Tuple[List[dict], dict]:
     res = interleave(variants, ctx.runs, ctx.warmup, ctx.log)
     for p in (ours_p, raw_p, ref_p):
         common.remove(p)
-    del buf
     r1 = row("save_file durable vs disk limit", variants[0].name, variants[1].name, res, nbytes,
              "within 15% of the disk limit (speedup >= 0.87)", None)
     r1["met"] = res[variants[0].name]["median"] <= 1.15 * res[variants[1].name]["median"]
@@ -511,10 +510,7 @@ def main(argv=None) -> int:
     }
     name = args.json or f"bench_io-{time.strftime('%Y%m%d-%H%M%S')}-{args.size_mib}MiB.json"
     print(f"\nJSON: {common.write_json(name, payload)}")
-    try:
-        os.rmdir(ctx.dir)
-    except OSError:
-        pass
+    ctx.remove_dir_if_empty()
     return 0
 
 

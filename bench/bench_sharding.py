@@ -426,10 +426,7 @@ def main(argv=None) -> int:
     name = args.json or f"bench_sharding-{time.strftime('%Y%m%d-%H%M%S')}.json"
     print(f"\nJSON: {common.write_json(name, payload)}")
     rmtree(ctx.path("hundred"))
-    try:
-        os.rmdir(ctx.dir)
-    except OSError:
-        pass
+    ctx.remove_dir_if_empty()
     return 0
 
 

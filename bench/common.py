@@ -295,3 +295,10 @@ class Context:
 
     def log(self, msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
+
+    def remove_dir_if_empty(self) -> None:
+        """The scratch directory goes once the runs left nothing in it."""
+        try:
+            os.rmdir(self.dir)
+        except OSError:
+            pass
