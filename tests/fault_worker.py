@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import write_scenarios  # noqa: E402
 
 import fastensors  # noqa: E402
-from fastensors import _fileset  # noqa: E402
+from fastensors.checkpoint import commit as _fileset  # noqa: E402
 
 try:
     import fastensors.torch  # noqa: F401,E402

@@ -17,7 +17,7 @@ import pytest
 import fastensors
 import fastensors.numpy as fst_np
 from fastensors import _core
-from fastensors._progress import Progress
+from fastensors._util.progress import Progress
 from fastensors.cli import main as cli_main
 from conftest import sample_array
 

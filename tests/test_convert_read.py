@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import fastensors
-import fastensors._convert as convert_module
+import fastensors.format.cast as convert_module
 import fastensors.numpy as fst_np
 from conftest import sample_array
 
@@ -54,9 +54,9 @@ def test_get_tensor_with_dtype(mixed_file, backend, target):
     want_dt = np.dtype({"F32": np.float32, "bf16": BF16}.get(target, target)) if isinstance(target, str) else np.dtype(target)
     with fastensors.safe_open(path, "np", backend=backend) as f:
         for name, src in tensors.items():
-            code = fastensors._convert.dtype_code(src.dtype)
-            tcode = fastensors._convert.dtype_code(want_dt)
-            if not fastensors._convert.can_convert(code, tcode):
+            code = fastensors.format.cast.dtype_code(src.dtype)
+            tcode = fastensors.format.cast.dtype_code(want_dt)
+            if not fastensors.format.cast.can_convert(code, tcode):
                 with pytest.raises(fastensors.UnsupportedConversion, match=name):
                     f.get_tensor(name, dtype=target)
                 continue

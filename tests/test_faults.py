@@ -234,7 +234,7 @@ def test_shim_counts_and_fails_only_under_its_directory(shim, tmp_path):
 def test_io_error_without_errno_is_typed():
     """The core raises some I/O errors with a message and no errno (a write
     that came out shorter than planned): still a SafetensorIOError."""
-    from fastensors._errors import SafetensorIOError, _io_error
+    from fastensors.errors import SafetensorIOError, _io_error
 
     e = _io_error("Io: wrote 10 bytes, planned 12 (in 'x.safetensors')")
     assert type(e) is SafetensorIOError and e.errno is None and "planned 12" in str(e)

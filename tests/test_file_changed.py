@@ -72,7 +72,7 @@ def test_saving_views_of_a_truncated_mapping_raises_file_changed(big, tmp_path):
             fnp.save_file({"w": view}, out / "copy.safetensors")
         specs = [("w", "F32", list(view.shape), 0, view.nbytes)]
         with pytest.raises(fst.FileChanged):
-            fst._serialize.write_specs_streaming(specs, out / "stream.safetensors", None, False,
+            fst.format.writer.write_specs_streaming(specs, out / "stream.safetensors", None, False,
                                                  lambda i: (view.ctypes.data, view.nbytes))
     assert os.listdir(out) == []
 

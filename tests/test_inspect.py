@@ -12,7 +12,7 @@ import safetensors
 
 import fastensors
 from fastensors import metadata, summary
-from fastensors._inspect import classify, detect_modality
+from fastensors.surgery.inspect import classify, detect_modality
 from fastensors.cli import main as cli
 from fastensors.numpy import save_file
 

@@ -177,7 +177,7 @@ def test_rejected_everywhere(tmp_path, case, content, error, tensor):
         assert exc.path == path
         # the message starts with the C++ rule name, which maps to this class
         rule = str(exc).split(":", 1)[0]
-        assert fst._errors._BY_CODE[rule] is type(exc), str(exc)
+        assert fst.errors._BY_CODE[rule] is type(exc), str(exc)
         assert path in str(exc)
         if tensor is not None:
             assert f"'{tensor}'" in str(exc)

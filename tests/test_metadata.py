@@ -19,7 +19,9 @@ import safetensors
 from safetensors.numpy import load_file as ref_load_file
 
 import fastensors
-from fastensors import _fileset, _rewrite, metadata
+from fastensors import metadata
+from fastensors.checkpoint import commit as _fileset
+from fastensors.surgery import rewrite as _rewrite
 from fastensors.cli import main as cli
 from fastensors.numpy import save_file
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import fastensors
-from fastensors import _ct_layout
+from fastensors.quant.layouts import compressed_tensors as _ct_layout
 from fastensors.checkpoint import open_checkpoint
 from fastensors.cli import main
 
@@ -366,7 +366,7 @@ def test_unsupported_shape_error_and_skip(tmp_path):
 
 
 def test_disk_full_mid_run_leaves_nothing(llama, tmp_path, monkeypatch):
-    from fastensors import _serialize
+    from fastensors.format import writer as _serialize
 
     real = _serialize.write_specs_streaming
     calls = []

@@ -122,7 +122,8 @@ def test_open_checkpoint_sharded_remap(tmp_path):
         assert ckpt.keys() == ["h.1.w", "h.2.w", "h.3.w"]
         assert ckpt.get_tensor("h.3.w")[0] == 3
         assert sorted(n for f in ckpt.files for n in ckpt.tensors_in_file(f)) == ckpt.keys()
-        assert ckpt.file_of("h.1.w") == ckpt.checkpoint.file_of("model.layers.1.w")
+        assert ckpt.stored_name("h.1.w") == "model.layers.1.w"
+        assert ckpt.file_of("h.1.w") == ckpt._stored_map["model.layers.1.w"]
         assert [t.name for t in ckpt.tensors()] == ckpt.keys()
         assert ckpt.total_parameters() == 150
         assert "h.1.w" in ckpt and "model.layers.1.w" not in ckpt and len(ckpt) == 3
@@ -217,3 +218,35 @@ def test_llama_to_other_codebase_names_and_back(tmp_path):
     assert unexpected == [] and set(missing) <= {"lm_head.weight"}  # tied to the embedding in some configs
     for k, v in model.state_dict().items():
         torch.testing.assert_close(fresh.state_dict()[k], v, rtol=0, atol=0)
+
+
+def test_release_under_a_swapping_remap_releases_the_named_tensor(tmp_path, monkeypatch):
+    # remap={"a": "b", "b": "a"}: releasing public "a" must drop the pages of
+    # stored "b" (the tensor shown as "a"), never stored "a".
+    fastensors.numpy.save_file({"a": np.zeros(4096, np.float32), "b": np.ones(4096, np.float32)},
+                               tmp_path / "m.safetensors")
+    released = []
+    with fastensors.open_checkpoint(tmp_path, remap={"a": "b", "b": "a"}) as ckpt:
+        handle = ckpt._handles["m.safetensors"]
+        real = handle._file
+
+        class Recorder:
+            backend = real.backend
+
+            def release(self, name):
+                released.append(name)
+                real.release(name)
+
+            def __getattr__(self, attr):
+                return getattr(real, attr)
+
+            def __contains__(self, name):
+                return name in real
+
+        monkeypatch.setattr(handle, "_file", Recorder())
+        assert float(ckpt.get_tensor("a")[0]) == 1.0  # public "a" is stored "b"
+        ckpt.release("a")
+        assert released == ["b"]
+        ckpt.release("b")
+        assert released == ["b", "a"]
+        assert float(ckpt.get_tensor("a")[0]) == 1.0 and float(ckpt.get_tensor("b")[0]) == 0.0

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 import fastensors
 import fastensors.numpy as fst_np
-from fastensors import _fileset
+from fastensors.checkpoint import commit as _fileset
 from fastensors.sharding import Entry, merge, parse_size, plan_shards, prepare_torch, reshard
 from conftest import sample_array, same_array, same_up_to_metadata_order, split_header
 

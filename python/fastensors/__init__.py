@@ -2,73 +2,96 @@
 
 A drop-in for the ``safetensors`` API (``safe_open``, ``serialize``,
 ``deserialize``, ``SafetensorError``, ``fastensors.numpy``,
-``fastensors.torch``) backed by a C++ core."""
+``fastensors.torch``) backed by a C++ core, plus conversion, quantization,
+sharded checkpoints, model surgery and the Hugging Face conventions.
+
+This module is the façade: it re-exports the public API of the subpackages
+(``format``, ``checkpoint``, ``surgery``, ``hf``, ``quant``, ``cli``) and
+defines nothing of its own."""
 
 from . import _core
-from ._errors import *  # noqa: F401,F403  (the typed error classes)
-from ._errors import __all__ as _error_names
-from ._open import TensorInfo, TensorSlice, safe_open
-from ._serialize import TensorSpec, deserialize, serialize, serialize_file
-from ._convert import convert, isa, supported_isas
-from ._convert_file import ConversionReport, convert_file
-from .quant import QuantizedTensor, dequantize, quality, quantize
+from ._util import aliases as _aliases
+from .checkpoint import (
+    Checkpoint,
+    CheckpointTensor,
+    ConversionReport,
+    ShardPlan,
+    convert_file,
+    get_safetensors_metadata,
+    list_safetensors_tensors,
+    open_checkpoint,
+    save_sharded,
+)
+from .errors import *  # noqa: F401,F403  (the typed error classes)
+from .errors import __all__ as _error_names
+from .format import (
+    TensorInfo,
+    TensorSlice,
+    TensorSpec,
+    convert,
+    deserialize,
+    isa,
+    safe_open,
+    serialize,
+    serialize_file,
+    supported_isas,
+)
+from .quant import (
+    QuantizationReport,
+    QuantizedTensor,
+    TensorReport,
+    dequantize,
+    dequantize_model,
+    quality,
+    quantize,
+    quantize_model,
+)
+from . import remap  # noqa: E402
+from .remap import Remapper, reindex
+from .surgery import Summary, detect_modality, layout, metadata, rename_file, summary
 
 __version__: str = _core.__version__
 
 # The reference exposes its handle class under this name.
 _safe_open_handle = safe_open
 
+# Modules that lived at the top level before the subpackages; user code may
+# import them by these names.
+_aliases.install({
+    "fastensors.sharding": "fastensors.checkpoint.sharding",
+    "fastensors.convert_bin": "fastensors.hf.convert_bin",
+    "fastensors.layout": "fastensors.surgery.layout",
+    "fastensors.metadata": "fastensors.surgery.metadata",
+    "fastensors.quantize_model": "fastensors.quant.quantize_model",
+    "fastensors.dequantize_model": "fastensors.quant.dequantize_model",
+    "fastensors.demo": "fastensors.cli.demo",
+})
+# ``fastensors.remap.rename_file`` predates fastensors.surgery; remap itself
+# stays a leaf (names only), so the façade attaches it.
+remap.rename_file = rename_file
+
 __all__ = [
     "__version__",
-    "safe_open",
-    "TensorInfo",
-    "TensorSlice",
-    "TensorSpec",
-    "serialize",
-    "serialize_file",
-    "deserialize",
-    "convert",
-    "convert_file",
-    "ConversionReport",
-    "isa",
-    "supported_isas",
-    "quantize",
-    "dequantize",
-    "quality",
-    "QuantizedTensor",
+    # one file
+    "safe_open", "TensorInfo", "TensorSlice", "TensorSpec", "serialize", "serialize_file", "deserialize",
+    "convert", "isa", "supported_isas",
+    # tensor quantization
+    "quantize", "dequantize", "quality", "QuantizedTensor",
+    # sharded checkpoints
+    "open_checkpoint", "Checkpoint", "CheckpointTensor", "save_sharded", "ShardPlan", "convert_file",
+    "ConversionReport", "get_safetensors_metadata", "list_safetensors_tensors",
+    # model surgery and metadata
+    "summary", "Summary", "detect_modality", "metadata", "remap", "layout", "Remapper", "reindex", "rename_file",
+    # whole-model quantization
+    "quantize_model", "dequantize_model", "QuantizationReport", "TensorReport",
     *_error_names,
 ]
 
-# -- sharded checkpoints --------------------------------------------------------
-from .checkpoint import (  # noqa: E402
-    Checkpoint,
-    CheckpointTensor,
-    get_safetensors_metadata,
-    list_safetensors_tensors,
-    open_checkpoint,
-)
-from .sharding import ShardPlan, save_sharded  # noqa: E402
 
-__all__ += [
-    "open_checkpoint",
-    "Checkpoint",
-    "CheckpointTensor",
-    "save_sharded",
-    "ShardPlan",
-    "get_safetensors_metadata",
-    "list_safetensors_tensors",
-]
+def __getattr__(name):
+    # ``fastensors.sharding`` and the other old module names as attributes.
+    if name in ("sharding", "convert_bin", "demo"):
+        import importlib
 
-# -- model surgery and metadata ---------------------------------------------------
-from . import layout, metadata, remap  # noqa: E402
-from ._inspect import Summary, detect_modality, summary  # noqa: E402
-from .remap import Remapper, reindex  # noqa: E402
-
-__all__ += ["summary", "Summary", "detect_modality", "metadata", "remap", "layout", "Remapper", "reindex"]
-
-# -- whole-model quantization ---------------------------------------------------
-from ._report import QuantizationReport, TensorReport  # noqa: E402
-from .quantize_model import quantize_model  # noqa: E402
-from .dequantize_model import dequantize_model  # noqa: E402
-
-__all__ += ["quantize_model", "dequantize_model", "QuantizationReport", "TensorReport"]
+        return importlib.import_module(f"fastensors.{name}")
+    raise AttributeError(f"module 'fastensors' has no attribute {name!r}")

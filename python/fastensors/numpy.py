@@ -9,39 +9,17 @@ from typing import Dict, Optional, Union
 import numpy as np
 
 from . import _core
-from ._dtypes import SUB_BYTE, code_from_numpy
-from ._errors import InvalidArgument
-from ._frameworks import get_framework
-from ._open import safe_open
-from ._serialize import serialize_specs, write_specs
-from ._subbyte import pack
+from .format.arrays import get_framework
+from .format.reader import safe_open
+from .format.specs import numpy_specs
+from .format.writer import serialize_specs, write_specs
 from .remap import apply as remap_apply
-
-
-def _specs(tensor_dict: Dict[str, np.ndarray], keep_alive: list) -> list:
-    if not isinstance(tensor_dict, dict):
-        raise InvalidArgument(f"expected a dict of str to numpy.ndarray, not {type(tensor_dict).__name__}")
-    specs = []
-    for name, arr in tensor_dict.items():
-        if not isinstance(arr, np.ndarray):
-            raise InvalidArgument(f"tensor `{name}` must be a numpy.ndarray, not {type(arr).__name__}")
-        code = code_from_numpy(arr.dtype)
-        shape = list(arr.shape)
-        if arr.dtype.byteorder == ">" or (arr.dtype.byteorder == "=" and np.little_endian is False):
-            arr = arr.astype(arr.dtype.newbyteorder("<"))  # the format is little-endian
-        if code in SUB_BYTE:
-            arr = pack(arr, code)
-        elif not arr.flags.c_contiguous:
-            arr = np.ascontiguousarray(arr)
-        keep_alive.append(arr)
-        specs.append((name, code, shape, arr.__array_interface__["data"][0], arr.nbytes))
-    return specs
 
 
 def save(tensor_dict: Dict[str, np.ndarray], metadata: Optional[Dict[str, str]] = None) -> bytes:
     """The bytes of a safetensors file holding ``tensor_dict``."""
     keep_alive: list = []
-    return serialize_specs(_specs(tensor_dict, keep_alive), metadata)
+    return serialize_specs(numpy_specs(tensor_dict, keep_alive), metadata)
 
 
 def save_file(
@@ -58,7 +36,7 @@ def save_file(
     if remap is not None:
         tensor_dict = remap_apply(tensor_dict, remap)
     keep_alive: list = []
-    write_specs(_specs(tensor_dict, keep_alive), filename, metadata, durable)
+    write_specs(numpy_specs(tensor_dict, keep_alive), filename, metadata, durable)
 
 
 def load(data: bytes) -> Dict[str, np.ndarray]:

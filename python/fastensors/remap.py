@@ -12,7 +12,8 @@ import re
 import sys
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Pattern, Sequence, Tuple, Union
 
-from ._errors import InvalidArgument, KeyCollision, TensorNotFound
+from ._util.patterns import compile_many
+from .errors import InvalidArgument, KeyCollision, TensorNotFound
 
 Rule = Tuple[str, str]
 RemapLike = Union["Remapper", Mapping[str, str], Callable[[str], str], None]
@@ -148,17 +149,6 @@ def reindex(keys: Iterable[str], *, start: int = 0, sep: str = ".") -> Dict[str,
 # -- key selection: partial loading -----------------------------------------------
 
 
-def _compile(patterns: Patterns, what: str) -> List[Pattern[str]]:
-    if patterns is None:
-        return []
-    if isinstance(patterns, str):
-        patterns = [patterns]
-    try:
-        return [re.compile(p) for p in patterns]
-    except re.error as e:
-        raise InvalidArgument(f"{what} pattern: bad regular expression: {e}") from None
-
-
 class KeySelection:
     """Which stored tensors a reader shows, under which names.
 
@@ -169,7 +159,7 @@ class KeySelection:
 
     def __init__(self, stored: Iterable[str], *, remap: RemapLike = None, include: Patterns = None,
                  exclude: Patterns = None, prefix: Optional[str] = None):
-        inc, exc = _compile(include, "include"), _compile(exclude, "exclude")
+        inc, exc = compile_many(include, "include pattern"), compile_many(exclude, "exclude pattern")
         kept: List[Tuple[str, str]] = []
         for name in stored:
             if inc and not any(p.search(name) for p in inc):
@@ -214,21 +204,4 @@ class KeySelection:
         return sorted(self.to_stored)
 
 
-def rename_file(path, remap: RemapLike, *, backup: bool = False, durable: Optional[bool] = None) -> Dict[str, str]:
-    """Rename the tensors of a file or checkpoint in place (a new header;
-    the data is copied unchanged, shards and index committed as one set).
-    Returns ``{original: new}``."""
-    from ._rewrite import Header, renamed, rewrite_checkpoint
-    from .checkpoint import open_checkpoint
-
-    with open_checkpoint(path, backend="pread") as ckpt:
-        mapping = map_keys(ckpt.keys(), remap)
-
-    def edit(_name: str, header: Header) -> Header:
-        return renamed(header, mapping)
-
-    rewrite_checkpoint(path, edit, backup=backup, durable=durable)
-    return mapping
-
-
-__all__ = ["Remapper", "reindex", "map_keys", "apply", "rename_file", "KeySelection", "print_table"]
+__all__ = ["Remapper", "reindex", "map_keys", "apply", "KeySelection", "print_table"]

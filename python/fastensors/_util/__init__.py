@@ -1,0 +1,1 @@
+"""Helpers shared across layers: progress display and regular expressions."""

@@ -1,0 +1,470 @@
+"""Opening a checkpoint as one object: a single safetensors file, or shards
+listed by a ``model.safetensors.index.json``, behind the ``safe_open``
+interface.
+
+The index and the shards must agree: every shard the index names exists,
+every tensor listed is in its shard, every tensor a shard holds is listed for
+that shard (and for no other). Each rule broken has its own error naming the
+tensor and the files.
+
+Shards are opened lazily, and checked as they are: before a tensor is
+returned, its shard has been opened and every tensor in it found listed for
+it, and the tensor itself found in it. ``verify()`` checks everything
+(index entries, duplicate keys in the index, every shard, tensors listed but
+absent); ``keys()``, ``offset_keys()``, ``get_tensors()``, iteration and
+``lazy=False`` run it. So opening a checkpoint and reading one tensor costs
+one JSON parse and one shard header, as the reference way does."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections import Counter
+from dataclasses import dataclass
+from typing import Dict, Iterator, List, NamedTuple, Optional, Tuple
+
+import numpy as np
+
+from .. import _core
+from ..errors import (
+    SafetensorError,
+    ShardNotFound,
+    TensorInMultipleShards,
+    TensorMissingFromShard,
+    TensorNotFound,
+    UnlistedTensor,
+    with_context as _error,
+)
+from ..format.reader import TensorInfo, safe_open
+from ..remap import KeySelection
+from .index import check_file_entry, check_weight_map, parse_index
+from .locate import locate
+
+# -- the checkpoint ----------------------------------------------------------------
+
+class CheckpointTensor(NamedTuple):
+    """One tensor of a checkpoint: where it is and what the header says."""
+
+    name: str
+    file: str
+    dtype: str
+    shape: Tuple[int, ...]
+    data_offsets: Tuple[int, int]
+
+    @property
+    def nbytes(self) -> int:
+        return self.data_offsets[1] - self.data_offsets[0]
+
+
+class Checkpoint:
+    """A checkpoint with the ``safe_open`` interface: ``keys``,
+    ``get_tensor``, ``get_slice``, ``metadata``, ``tensor_info``,
+    ``offset_keys``, ``get_tensors``, context manager. Extra keyword
+    arguments of ``get_tensor``/``get_slice`` are passed to the shard's
+    ``safe_open`` handle.
+
+    ``include``/``exclude`` (regexes), ``prefix`` (kept and stripped) and
+    ``remap`` choose and rename the tensors seen, as in ``safe_open``: every
+    method then speaks the new names, and ``weight_map`` maps them to files.
+    Shards and the index keep their stored names; ``stored_name`` translates."""
+
+    def __init__(self, path, framework: str = "np", *, lazy: bool = True, remap=None, include=None,
+                 exclude=None, prefix=None, **safe_open_kwargs):
+        self._framework = framework
+        self._kwargs = safe_open_kwargs
+        self._handles: Dict[str, safe_open] = {}
+        self._lock = threading.Lock()
+        self._checked = False
+        self._files: Optional[List[str]] = None
+        self._by_file_cache: Optional[Dict[str, List[str]]] = None
+        self._counts: Optional[Dict[str, int]] = None
+        kind, found = locate(path)
+        self.path = os.path.abspath(found)
+        self.directory: Optional[str] = os.path.dirname(self.path)
+        if kind == "index":
+            self.is_sharded = True
+            self.index_path: Optional[str] = self.path
+            # Entries are checked as shards are opened, and all at once by
+            # verify(): opening and reading one tensor costs one JSON parse
+            # and one shard header, like the reference way.
+            self._stored_map, self.index_metadata = parse_index(self.path, check_duplicates=not lazy)
+            self._duplicates_checked = not lazy
+            if not lazy:
+                self.verify()
+        else:
+            self.is_sharded = False
+            self.index_path = None
+            self.index_metadata = {}
+            name = os.path.basename(self.path)
+            handle = self._open_file(name)
+            self._handles[name] = handle
+            self._stored_map = {k: name for k in handle.keys()}
+            self._files = [name]
+            self._checked = True
+        self._select: Optional[KeySelection] = None
+        self.weight_map: Dict[str, str] = self._stored_map
+        if KeySelection.wanted(remap, include, exclude, prefix):
+            try:
+                self._select = KeySelection(self._stored_map, remap=remap, include=include, exclude=exclude,
+                                            prefix=prefix)
+            except BaseException:
+                self.close()
+                raise
+            self.weight_map = {k: self._stored_map[v] for k, v in self._select.to_stored.items()}
+
+    def stored_name(self, name: str) -> str:
+        """The name ``name`` (as this object shows it) has in the files."""
+        if self._select is None:
+            return name
+        return self._select.stored(name, f" in checkpoint {self.path!r}")
+
+    def _public(self, stored_names) -> List[str]:
+        """Stored names -> the names shown, dropping the unselected."""
+        if self._select is None:
+            return list(stored_names)
+        public = self._select.to_public
+        return [public[n] for n in stored_names if n in public]
+
+    @property
+    def files(self) -> List[str]:
+        """The files holding the tensors, in order of first appearance in the index."""
+        if self._files is None:
+            self._files = list(dict.fromkeys(self._stored_map.values()))
+        return self._files
+
+    @property
+    def _by_file(self) -> Dict[str, List[str]]:
+        if self._by_file_cache is None:
+            by_file: Dict[str, List[str]] = {f: [] for f in self.files}
+            for tensor, fname in self._stored_map.items():
+                by_file[fname].append(tensor)
+            self._by_file_cache = by_file
+        return self._by_file_cache
+
+    # -- shards ----------------------------------------------------------------------
+    def _open_file(self, fname: str) -> safe_open:
+        return safe_open(os.path.join(self.directory, fname), self._framework, **self._kwargs)
+
+    def _shard(self, fname: str) -> safe_open:
+        handle = self._handles.get(fname)
+        if handle is not None:
+            return handle
+        with self._lock:  # shards are written from several threads when resharding
+            return self._open_shard(fname)
+
+    def _open_shard(self, fname: str) -> safe_open:
+        handle = self._handles.get(fname)
+        if handle is None:
+            if self.is_sharded:
+                check_file_entry(self._stored_map, fname, self.path)
+            try:
+                handle = self._open_file(fname)
+            except FileNotFoundError:
+                self._missing_shard(fname)
+            try:
+                self._check_shard(fname, handle)
+            except BaseException:
+                handle.close()
+                raise
+            self._handles[fname] = handle
+        return handle
+
+    def _missing_shard(self, fname: str):
+        listed = self._by_file[fname]
+        more = f" and {len(listed) - 1} more" if len(listed) > 1 else ""
+        raise _error(ShardNotFound, f"shard {fname!r} does not exist; index {self.path!r} lists tensor"
+                     f" {listed[0]!r}{more} in it", tensor=listed[0], path=os.path.join(self.directory, fname))
+
+    def _check_shard(self, fname: str, handle: safe_open) -> None:
+        """Every tensor of the shard maps to it in the index (tensors listed
+        for it but absent are found by ``_check_counts`` or on access)."""
+        shard_path = os.path.join(self.directory, fname)
+        names = handle.keys()
+        weight_map = self._stored_map
+        for tensor in names:
+            listed = weight_map.get(tensor)
+            if listed == fname:
+                continue
+            if listed is None:
+                raise _error(UnlistedTensor, f"shard {fname!r} holds tensor {tensor!r}, which index {self.path!r}"
+                             " does not list", tensor=tensor, path=shard_path)
+            check_file_entry(weight_map, listed, self.path)  # before looking into that file
+            other = os.path.join(self.directory, listed)
+            if tensor in self._peek_keys(listed):
+                raise _error(TensorInMultipleShards, f"tensor {tensor!r} is stored in two shards, {listed!r} (where"
+                             f" index {self.path!r} maps it) and {fname!r}", tensor=tensor, path=shard_path)
+            raise _error(TensorMissingFromShard, f"index {self.path!r} lists tensor {tensor!r} in shard {listed!r},"
+                         f" which does not hold it (shard {fname!r} does)", tensor=tensor, path=other)
+
+    def _check_counts(self, fname: str) -> None:
+        """The index maps no more tensors to ``fname`` than the shard holds."""
+        if self._counts is None:
+            self._counts = Counter(self._stored_map.values())
+        names = self._handles[fname].keys()
+        if self._counts[fname] != len(names):
+            present = set(names)
+            for tensor in self._by_file[fname]:
+                if tensor not in present:
+                    self._listed_but_absent(tensor, fname)
+
+    def _listed_but_absent(self, tensor: str, fname: str):
+        raise _error(TensorMissingFromShard, f"index {self.path!r} lists tensor {tensor!r} in shard {fname!r},"
+                     " which does not hold it", tensor=tensor, path=os.path.join(self.directory, fname))
+
+    def _peek_keys(self, fname: str) -> set:
+        handle = self._handles.get(fname)
+        if handle is not None:
+            return set(handle.keys())
+        try:
+            f = _core.File(os.path.join(self.directory, fname), "pread")
+        except (FileNotFoundError, SafetensorError):
+            return set()
+        try:
+            return set(f.keys())
+        finally:
+            f.close()
+
+    def _handle_for(self, name: str) -> safe_open:
+        fname = self._stored_map.get(name)
+        if fname is None:
+            raise _error(TensorNotFound, f"no tensor named {name!r} in checkpoint {self.path!r}", tensor=name,
+                         path=self.path)
+        handle = self._shard(fname)
+        if name not in handle._file:
+            self._listed_but_absent(name, fname)
+        return handle
+
+    def verify(self) -> "Checkpoint":
+        """Check the whole checkpoint: every index entry names a valid file,
+        every shard exists, and every shard agrees with the index."""
+        if not self._checked:
+            if self.is_sharded:
+                if not self._duplicates_checked:
+                    parse_index(self.path)
+                    self._duplicates_checked = True
+                check_weight_map(self._stored_map, self.path)
+                present = set(os.listdir(self.directory))
+                for fname in self.files:
+                    if fname not in present and not os.path.isfile(os.path.join(self.directory, fname)):
+                        self._missing_shard(fname)
+            for fname in self.files:
+                self._shard(fname)
+                self._check_counts(fname)
+            self._checked = True
+        return self
+
+    # -- the safe_open interface ---------------------------------------------------------
+    def __enter__(self) -> "Checkpoint":
+        return self
+
+    def __exit__(self, _exc_type, _exc, _tb) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close every open shard. Tensors already returned stay valid."""
+        for handle in self._handles.values():
+            handle.close()
+        self._handles.clear()
+        self._checked = False
+
+    def keys(self) -> List[str]:
+        """Tensor names, sorted (every shard is checked first)."""
+        self.verify()
+        return sorted(self.weight_map)
+
+    def offset_keys(self) -> List[str]:
+        """Tensor names shard by shard, in the order of their data."""
+        self.verify()
+        out: List[str] = []
+        for fname in self.files:
+            out.extend(self._public(self._shard(fname).offset_keys()))
+        return out
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.weight_map
+
+    def __len__(self) -> int:
+        return len(self.weight_map)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+    def file_of(self, name: str) -> str:
+        """The file (relative to the checkpoint's directory) holding ``name``."""
+        if name not in self.weight_map:
+            raise _error(TensorNotFound, f"no tensor named {name!r} in checkpoint {self.path!r}", tensor=name,
+                         path=self.path)
+        return self.weight_map[name]
+
+    def metadata(self) -> Optional[Dict[str, str]]:
+        """A single file's ``__metadata__``. For shards: the first shard's,
+        updated with the index's metadata other than ``total_size`` and
+        ``total_parameters`` (non-string values as JSON text)."""
+        if not self.files:
+            return dict(self.index_metadata) or None
+        base = self._shard(self.files[0]).metadata()
+        if not self.is_sharded:
+            return base
+        out = dict(base or {})
+        for k, v in self.index_metadata.items():
+            if k not in ("total_size", "total_parameters"):
+                out[k] = v if isinstance(v, str) else json.dumps(v)
+        return out or None
+
+    def tensor_info(self, name: str) -> TensorInfo:
+        stored = self.stored_name(name)
+        return self._handle_for(stored).tensor_info(stored)
+
+    def get_tensor(self, name: str, **kwargs):
+        stored = self.stored_name(name)
+        return self._handle_for(stored).get_tensor(stored, **kwargs)
+
+    def get_slice(self, name: str, **kwargs):
+        stored = self.stored_name(name)
+        return self._handle_for(stored).get_slice(stored, **kwargs)
+
+    def get_tensors(self) -> Dict[str, object]:
+        """Every tensor, shard by shard in data order."""
+        self.verify()
+        if self._select is not None:
+            return {name: self.get_tensor(name) for name in self.offset_keys()}
+        out: Dict[str, object] = {}
+        for fname in self.files:
+            out.update(self._shard(fname).get_tensors())
+        return out
+
+    # -- extras ----------------------------------------------------------------------
+    def tensors(self) -> List[CheckpointTensor]:
+        """Every tensor's file, dtype, shape and offsets, sorted by name."""
+        out = []
+        for name in self.keys():
+            info = self.tensor_info(name)
+            out.append(CheckpointTensor(name, self.weight_map[name], info.dtype, info.shape, info.data_offsets))
+        return out
+
+    def tensors_in_file(self, fname: str) -> List[str]:
+        """Names the index maps to ``fname``, in index order."""
+        return self._public(self._by_file[fname])
+
+    def total_parameters(self) -> int:
+        """Elements in all tensors (sub-byte types counted per value)."""
+        total = 0
+        for t in self.tensors():
+            total += int(np.prod(t.shape, dtype=np.int64)) if t.shape else 1
+        return total
+
+    def release(self, name: str) -> None:
+        """Internal, for streaming over checkpoints larger than memory: drop
+        this process's mapped pages of a tensor (they stay in the page cache
+        and are read again if touched). Writes through zero-copy views of
+        them are lost, so only for tensors no view of the caller modifies."""
+        stored = self.stored_name(name)
+        handle = self._handle_for(stored)
+        if handle._file.backend == "mmap":
+            handle._file.release(stored)
+
+    def raw_spec(self, name: str, keep_alive: list) -> tuple:
+        """``(name, code, shape, address, nbytes)`` of the tensor's stored
+        bytes, for the writer: a zero-copy view of the mapping (mmap backend)
+        or a fresh read (pread). The buffer is appended to ``keep_alive``."""
+        stored = self.stored_name(name)
+        file = self._handle_for(stored)._file
+        _, dtype, shape, begin, end = file.info(stored)
+        nbytes = end - begin
+        if nbytes == 0:
+            return (name, dtype, list(shape), 0, 0)
+        if file.backend == "mmap":
+            raw = file.view(stored)
+        else:
+            raw = np.empty(nbytes, np.uint8)
+            file.read_into(stored, 0, raw)
+        keep_alive.append(raw)
+        return (name, dtype, list(shape), raw.ctypes.data, nbytes)
+
+    def __repr__(self) -> str:
+        kind = f"{len(self.files)} shards" if self.is_sharded else "1 file"
+        selected = "" if self._select is None else f", {len(self.weight_map)} selected"
+        return f"<fastensors.Checkpoint {self.path!r} ({kind}, {len(self._stored_map)} tensors{selected})>"
+
+
+def open_checkpoint(path, framework: str = "np", *, lazy: bool = True, remap=None, include=None, exclude=None,
+                    prefix=None, **safe_open_kwargs) -> Checkpoint:
+    """Open a single safetensors file, a directory holding one, or a sharded
+    checkpoint (its directory or its index JSON) as one object with the
+    ``safe_open`` interface. ``safe_open_kwargs`` (``device``, ``backend``,
+    ...) go to each shard's ``safe_open``. ``lazy=False`` checks every shard
+    against the index now instead of on first use.
+
+    ``include``/``exclude`` (regexes), ``prefix`` (kept and stripped) and
+    ``remap`` choose and rename the tensors seen (``fastensors.remap``).
+
+    Raises ``CheckpointNotFound``, ``AmbiguousCheckpoint``, ``InvalidIndex``
+    and the errors of ``safe_open`` for the shards it opens."""
+    return Checkpoint(path, framework, lazy=lazy, remap=remap, include=include, exclude=exclude, prefix=prefix,
+                      **safe_open_kwargs)
+
+
+# -- metadata helpers -------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SafetensorsFileMetadata:
+    """One file's header: ``metadata`` (``__metadata__``), ``tensors`` and the
+    number of parameters per dtype (the names huggingface_hub uses)."""
+
+    metadata: Dict[str, str]
+    tensors: Dict[str, TensorInfo]
+    parameter_count: Dict[str, int]
+
+
+@dataclass(frozen=True)
+class SafetensorsCheckpointMetadata:
+    """A checkpoint's headers: ``metadata`` is the index's metadata (None for
+    a single file), ``weight_map`` maps each tensor to its file,
+    ``files_metadata`` holds each file's header and ``parameter_count`` the
+    parameters per dtype over all files."""
+
+    metadata: Optional[Dict[str, object]]
+    sharded: bool
+    weight_map: Dict[str, str]
+    files_metadata: Dict[str, SafetensorsFileMetadata]
+    parameter_count: Dict[str, int]
+
+
+def get_safetensors_metadata(path) -> SafetensorsCheckpointMetadata:
+    """Headers of a safetensors file or sharded checkpoint; no tensor data is read."""
+    with open_checkpoint(path, backend="pread") as ckpt:
+        ckpt.verify()
+        files: Dict[str, SafetensorsFileMetadata] = {}
+        totals: Dict[str, int] = {}
+        for fname in ckpt.files:
+            handle = ckpt._shard(fname)
+            tensors: Dict[str, TensorInfo] = {}
+            counts: Dict[str, int] = {}
+            for name in handle.offset_keys():
+                info = handle.tensor_info(name)
+                tensors[name] = info
+                n = int(np.prod(info.shape, dtype=np.int64)) if info.shape else 1
+                counts[info.dtype] = counts.get(info.dtype, 0) + n
+                totals[info.dtype] = totals.get(info.dtype, 0) + n
+            files[fname] = SafetensorsFileMetadata(handle.metadata() or {}, tensors, counts)
+        return SafetensorsCheckpointMetadata(
+            metadata=dict(ckpt.index_metadata) if ckpt.is_sharded else None,
+            sharded=ckpt.is_sharded,
+            weight_map=dict(ckpt.weight_map),
+            files_metadata=files,
+            parameter_count=totals,
+        )
+
+
+def list_safetensors_tensors(path) -> List[CheckpointTensor]:
+    """Every tensor of a safetensors file or sharded checkpoint (name, file,
+    dtype, shape, offsets), sorted by name; no tensor data is read."""
+    with open_checkpoint(path, backend="pread") as ckpt:
+        return ckpt.tensors()
+
+
+__all__ = [
+    "open_checkpoint", "Checkpoint", "CheckpointTensor", "get_safetensors_metadata", "list_safetensors_tensors",
+    "SafetensorsFileMetadata", "SafetensorsCheckpointMetadata",
+]

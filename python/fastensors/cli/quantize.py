@@ -1,0 +1,109 @@
+"""The quantization subcommands of the ``fastensors`` CLI: quantize,
+dequantize."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+
+def register(sub) -> None:
+    p = sub.add_parser("quantize", help="quantize the linear layers of a model (safetensors, gguf or parquet output)",
+                       description="Quantize the 2-D weights of the linear layers of SRC (a model directory, an "
+                       "index or a .safetensors file) into the directory DST; embeddings, norms, biases and lm_head "
+                       "stay dense. config.json and the other files are carried over; the output is committed as "
+                       "one set. See docs/model_quantization.md.")
+    p.add_argument("src", metavar="SRC")
+    p.add_argument("dst", metavar="DST")
+    p.add_argument("--scheme", help="int8, int4, int2, fp8_e4m3, nf4 (safetensors/parquet); q8_0, q4_0, q4_1, "
+                   "q5_0, q5_1 (gguf/parquet)")
+    p.add_argument("--profile", choices=("cloud", "local", "edge"),
+                   help="cloud: int8 per channel; local: int4 group 128; edge: int4 group 32, or with --min-cosine "
+                   "the most aggressive scheme that meets it")
+    p.add_argument("--group-size", type=int)
+    sym = p.add_mutually_exclusive_group()
+    sym.add_argument("--symmetric", dest="symmetric", action="store_true", default=None)
+    sym.add_argument("--asymmetric", dest="symmetric", action="store_false")
+    p.add_argument("--format", default="safetensors", choices=("safetensors", "gguf", "parquet"))
+    p.add_argument("--ignore", metavar="REGEX", action="append", default=[],
+                   help="keep tensors whose name matches dense (repeatable)")
+    p.add_argument("--only", metavar="REGEX", help="quantize only the 2-D weights whose name matches")
+    p.add_argument("--max-shard-size", default="5GB")
+    p.add_argument("--validate", action="store_true", help="measure cosine, SQNR, RMSE, max abs error per tensor")
+    p.add_argument("--min-cosine", type=float, help="fail (writing nothing) when a tensor's cosine is below this")
+    p.add_argument("--report", metavar="FILE", help="write the report: .json, .html or .png")
+    p.add_argument("--skip-unsupported", action="store_true",
+                   help="keep tensors whose shape the scheme cannot take dense, with a warning")
+    p.add_argument("--overwrite", action="store_true", help="replace the model in a non-empty DST")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-fsync", action="store_true",
+                   help="skip fsync (the commit stays atomic but may not survive a power loss)")
+    p.set_defaults(func=_quantize)
+
+    p = sub.add_parser("dequantize", help="turn a quantized model back into a dense safetensors checkpoint",
+                       description="Write the dense checkpoint of SRC (a quantize output: compressed-tensors or NF4 "
+                       "safetensors, model.gguf or model.parquet) into the directory DST.")
+    p.add_argument("src", metavar="SRC")
+    p.add_argument("dst", metavar="DST")
+    p.add_argument("--dtype", help="dtype of the dequantized weights: bf16, f16, f32 (default: the source's)")
+    p.add_argument("--max-shard-size", default="5GB")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--no-fsync", action="store_true")
+    p.set_defaults(func=_dequantize)
+
+
+def _quantize(args) -> int:
+    import warnings
+
+    from .._util.progress import Progress, format_bytes
+    from ..quant.quantize_model import quantize_model
+
+    if args.scheme is None and args.profile is None:
+        raise ValueError("give --scheme or --profile")
+    bar = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = Progress(total, "quantize")
+        bar.update_to(done)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            rep = quantize_model(args.src, args.dst, scheme=args.scheme, group_size=args.group_size,
+                                 symmetric=args.symmetric, profile=args.profile, format=args.format,
+                                 ignore=args.ignore, only=args.only, max_shard_size=args.max_shard_size,
+                                 validate=args.validate, min_cosine=args.min_cosine, report=args.report,
+                                 skip_unsupported=args.skip_unsupported, overwrite=args.overwrite,
+                                 progress=None if args.no_progress else progress,
+                                 durable=False if args.no_fsync else None)
+        finally:
+            if bar is not None:
+                bar.close()
+    for w in caught:
+        print(f"fastensors quantize: warning: {w.message}", file=sys.stderr)
+    s = rep.summary()
+    print(f"{rep.scheme}{'' if rep.group_size is None else f' group {rep.group_size}'}: quantized "
+          f"{s['quantized']} tensors, kept {s['dense']} dense; {format_bytes(rep.bytes_in)} -> "
+          f"{format_bytes(rep.bytes_out)} ({rep.compression_ratio:.2f}x) in {rep.seconds:.2f} s")
+    if s["min_cosine"] is not None:
+        print(f"min cosine {s['min_cosine']:.6f}, mean SQNR {s['mean_sqnr_db'] or float('nan'):.2f} dB, "
+              f"worst: {', '.join(s['worst'])}")
+    if rep.candidates:
+        print("edge candidates (worst cosine): " + ", ".join(f"{k} {v:.6f}" for k, v in rep.candidates.items()))
+    if args.report:
+        print(f"report: {args.report}")
+    return 0
+
+
+def _dequantize(args) -> int:
+    from ..quant.dequantize_model import dequantize_model
+
+    t0 = time.perf_counter()
+    files = dequantize_model(args.src, args.dst, dtype=args.dtype, max_shard_size=args.max_shard_size,
+                             overwrite=args.overwrite, durable=False if args.no_fsync else None)
+    for f in files:
+        print(f)
+    print(f"wrote {len(files)} file(s) to {args.dst} in {time.perf_counter() - t0:.2f}s", file=sys.stderr)
+    return 0

@@ -1,0 +1,236 @@
+"""``safe_open``: the reference package's reader, plus zero-copy numpy views,
+full numpy basic indexing in ``get_slice`` and ``tensor_info``."""
+
+from __future__ import annotations
+
+import os
+from typing import Dict, List, NamedTuple, Optional, Tuple
+
+import numpy as np
+
+from .. import _core
+from .cast import FLOAT_CODES, check_pair, convert_array, convert_tensor, dtype_code
+from .dtypes import SUB_BYTE, nbytes_of
+from .arrays import get_framework
+from ..remap import KeySelection
+
+
+class TensorInfo(NamedTuple):
+    """What the header says of one tensor; reading it touches no data."""
+
+    dtype: str
+    shape: Tuple[int, ...]
+    data_offsets: Tuple[int, int]
+
+    @property
+    def nbytes(self) -> int:
+        return self.data_offsets[1] - self.data_offsets[0]
+
+
+class safe_open:
+    """Open a safetensors file lazily.
+
+    ``framework``: "np"/"numpy" or "pt"/"torch"/"pytorch". ``backend``:
+    "mmap" (default: the file is mapped copy-on-write and numpy tensors are
+    zero-copy, writable views that keep the mapping alive) or "pread" (bytes
+    are read on demand; nothing stays mapped).
+
+    Partial loading and renaming (``fastensors.remap.KeySelection``):
+    ``include``/``exclude`` regexes and a ``prefix`` to strip choose the
+    tensors shown, ``remap`` (a ``Remapper``, a dict or a function) renames
+    them; every method then speaks the new names."""
+
+    def __init__(self, filename, framework, device="cpu", *, backend: str = "mmap", remap=None, include=None,
+                 exclude=None, prefix=None):
+        self._framework = get_framework(framework)
+        self._device = device
+        self._file = _core.File(os.fspath(filename), backend)
+        self._select = None
+        if KeySelection.wanted(remap, include, exclude, prefix):
+            try:
+                self._select = KeySelection(self._file.offset_keys(), remap=remap, include=include,
+                                            exclude=exclude, prefix=prefix)
+            except BaseException:
+                self._file.close()
+                raise
+
+    def _stored(self, name: str) -> str:
+        return name if self._select is None else self._select.stored(name)
+
+    # -- context manager -----------------------------------------------------
+    def __enter__(self) -> "safe_open":
+        return self
+
+    def __exit__(self, _exc_type, _exc_value, _traceback) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the handle. Tensors already returned stay valid."""
+        self._file.close()
+
+    # -- header --------------------------------------------------------------
+    def keys(self) -> List[str]:
+        """Tensor names, sorted."""
+        return self._file.keys() if self._select is None else self._select.keys()
+
+    def offset_keys(self) -> List[str]:
+        """Tensor names in the order of their data in the file."""
+        names = self._file.offset_keys()
+        if self._select is None:
+            return names
+        public = self._select.to_public
+        return [public[n] for n in names if n in public]
+
+    def metadata(self) -> Optional[Dict[str, str]]:
+        """The ``__metadata__`` dict, or None when the file has none."""
+        return self._file.metadata()
+
+    def tensor_info(self, name: str) -> TensorInfo:
+        _, dtype, shape, begin, end = self._file.info(self._stored(name))
+        return TensorInfo(dtype, tuple(shape), (begin, end))
+
+    # -- data ----------------------------------------------------------------
+    def _raw(self, name: str, info=None) -> Tuple[np.ndarray, str, list]:
+        """The tensor's bytes as uint8: a view of the mapping, or a fresh read."""
+        _, dtype, shape, begin, end = info or self._file.info(name)
+        if self._file.backend == "mmap":
+            raw = self._file.view(name)
+        else:
+            raw = np.empty(end - begin, np.uint8)
+            self._file.read_into(name, 0, raw)
+        return raw, dtype, shape
+
+    def get_tensor(self, name: str, dtype=None):
+        """The tensor ``name``. With ``dtype`` (a code like "BF16", a short
+        name like "bf16", or a numpy / ml_dtypes / torch dtype), converted
+        while reading, bit-exact with ml_dtypes (docs/dtypes.md): straight
+        from the mapping into the result with the mmap backend, in bounded
+        chunks with pread. A tensor already of that dtype is returned as if
+        ``dtype`` were not given."""
+        name = self._stored(name)
+        if dtype is not None:
+            return self._converted(name, dtype_code(dtype))
+        raw, dtype, shape = self._raw(name)
+        fw = self._framework
+        return fw.to_device(fw.from_bytes(raw, dtype, shape), self._device)
+
+    def get_tensors(self, dtype=None) -> Dict[str, object]:
+        """Every tensor, keyed by name, in file order. With ``dtype``, float
+        tensors are converted to it (as ``get_tensor(name, dtype)``); integer,
+        BOOL and complex tensors are returned unchanged."""
+        fw = self._framework
+        target = None if dtype is None else dtype_code(dtype)
+        out = {}
+        public = None if self._select is None else self._select.to_public
+        for info in self._file.infos():
+            key = info[0] if public is None else public.get(info[0])
+            if key is None:
+                continue
+            if target is not None and info[1] in FLOAT_CODES:
+                out[key] = self._converted(info[0], target, info)
+                continue
+            raw, code, shape = self._raw(info[0], info)
+            out[key] = fw.to_device(fw.from_bytes(raw, code, shape), self._device)
+        return out
+
+    def _converted(self, name: str, target: str, info=None):
+        _, code, shape, _, _ = info or self._file.info(name)
+        fw = self._framework
+        if code == target:
+            raw, _, _ = self._raw(name, info)
+            return fw.to_device(fw.from_bytes(raw, code, shape), self._device)
+        arr = convert_tensor(self._file, name, code, shape, target)
+        return fw.to_device(fw.from_bytes(arr.reshape(-1).view(np.uint8), target, shape), self._device)
+
+    def get_slice(self, name: str, dtype=None) -> "TensorSlice":
+        """A lazy view of ``name`` for indexing. With ``dtype``, each indexed
+        part is converted to it (only the selected elements, straight from the
+        mapping, whatever the steps)."""
+        return TensorSlice(self, self._stored(name), None if dtype is None else dtype_code(dtype))
+
+
+class TensorSlice:
+    """A tensor not yet read: ``get_shape()``, ``get_dtype()`` and numpy basic
+    indexing (ints, slices with any step, Ellipsis, None). Only the bytes the
+    index needs along the first axis are read with the pread backend."""
+
+    def __init__(self, owner: safe_open, name: str, target: Optional[str] = None):
+        self._owner = owner
+        self._name = name
+        _, self._dtype, shape, self._begin, self._end = owner._file.info(name)
+        self._shape = tuple(shape)
+        self._target = None if target == self._dtype else target  # convert indexed parts to this code
+        if self._target is not None:
+            check_pair(self._dtype, self._target, f"tensor '{name}'")
+
+    def get_shape(self) -> List[int]:
+        return list(self._shape)
+
+    def get_dtype(self) -> str:
+        return self._dtype
+
+    @property
+    def shape(self) -> Tuple[int, ...]:
+        return self._shape
+
+    @property
+    def dtype(self) -> str:
+        return self._dtype
+
+    def __len__(self) -> int:
+        if not self._shape:
+            raise TypeError("len() of a 0-d tensor")
+        return self._shape[0]
+
+    def _array(self, index) -> np.ndarray:
+        """The indexed values as a numpy array (in the code's numpy dtype)."""
+        owner, code, shape = self._owner, self._dtype, self._shape
+        file = owner._file
+        numpy_fw = get_framework("numpy")
+        idx = index if isinstance(index, tuple) else (index,)
+        if file.backend == "pread" and code not in SUB_BYTE and shape and idx and _is_axis_index(idx[0]):
+            rows = range(shape[0])[idx[0]] if isinstance(idx[0], slice) else None
+            if rows is None:  # an integer
+                i = _normalize_int(idx[0], shape[0])
+                lo, hi, first = i, i + 1, 0
+            elif len(rows) == 0:
+                lo, hi, first = 0, 0, slice(0, 0)
+            else:
+                lo, hi = min(rows[0], rows[-1]), max(rows[0], rows[-1]) + 1
+                step = rows.step
+                start = rows[0] - lo
+                stop = rows[-1] - lo + (1 if step > 0 else -1)
+                first = slice(start, stop if stop >= 0 else None, step)
+            row_bytes = nbytes_of(code, shape[1:])
+            raw = np.empty((hi - lo) * row_bytes, np.uint8)
+            file.read_into(self._name, lo * row_bytes, raw)
+            part = numpy_fw.from_bytes(raw, code, (hi - lo,) + shape[1:])
+            return part[(first,) + idx[1:]]
+        raw, _, _ = owner._raw(self._name)
+        return numpy_fw.from_bytes(raw, code, shape)[index]
+
+    def __getitem__(self, index):
+        arr = self._array(index)
+        if not isinstance(arr, np.ndarray):  # a scalar from full integer indexing
+            arr = np.asarray(arr)
+        code = self._dtype
+        if self._target is not None:
+            arr = convert_array(arr, code, self._target)  # strided source, contiguous result
+            code = self._target
+        elif not arr.flags.c_contiguous:
+            # The core's copy kernel rather than numpy's: a file truncated
+            # while mapped then raises FileChanged instead of killing the process.
+            arr = convert_array(arr, code, code) if _core.can_convert(code, code) else np.ascontiguousarray(arr)
+        fw = self._owner._framework
+        return fw.to_device(fw.from_numpy(arr, code), self._owner._device)
+
+
+def _is_axis_index(item) -> bool:
+    return isinstance(item, slice) or (isinstance(item, (int, np.integer)) and not isinstance(item, bool))
+
+
+def _normalize_int(i, n: int) -> int:
+    i = int(i)
+    if i < -n or i >= n:
+        raise IndexError(f"index {i} is out of bounds for axis 0 with size {n}")
+    return i + n if i < 0 else i

@@ -1,0 +1,1 @@
+"""Files that hold quantized models: compressed-tensors safetensors, GGUF and Parquet."""

@@ -1,0 +1,579 @@
+"""Quantizing a whole model: a Hugging Face model directory (one file or
+shards with an index) or a single safetensors file in, a smaller model out,
+with a report of the quality kept.
+
+Tensors stream one at a time: each shard's header is planned from the
+shapes alone, then every quantized weight is read, quantized and written
+when the writer reaches it, so memory holds about one tensor and its output.
+The output (shards, index, config.json and the other files of the model
+directory) is committed as one set (``_fileset``): an error or a crash
+leaves no half-model at the destination. Layouts, profiles and selection
+rules: docs/model_quantization.md."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Callable, Dict, Iterable, List, Optional, Pattern, Sequence, Tuple, Union
+
+import numpy as np
+
+from .layouts import compressed_tensors as _ct_layout
+from ..format import writer as _serialize
+from .._util.patterns import compile_one
+from ..errors import (
+    DestinationNotEmpty,
+    InvalidArgument,
+    QualityThresholdNotMet,
+    UnsupportedTensorShape,
+)
+from ..checkpoint.commit import fsync_file, stale_pattern
+from .report import QuantizationReport, TensorReport
+from .kernels import GGML_SCHEMES, INT_SCHEMES, SCHEMES, QuantizedTensor, _aligned_f32, quality, quantize
+from ..checkpoint.sharding import MAX_SHARD_SIZE, Entry, SizeLike, companion_files, json_companion, plan_shards, write_planned
+
+PathLike = Union[str, "os.PathLike[str]"]
+ProgressCallback = Callable[[int, int], None]
+
+FORMATS = ("safetensors", "gguf", "parquet")
+FLOAT_CODES = ("F32", "F16", "BF16")
+GGUF_FILE = "model.gguf"
+PARQUET_FILE = "model.parquet"
+
+# Profiles: (scheme, group size) for safetensors/parquet output, GGML scheme for gguf.
+PROFILES = {"cloud": ("int8", None), "local": ("int4", 128), "edge": ("int4", 32)}
+GGUF_PROFILES = {"cloud": "q8_0", "local": "q4_1", "edge": "q4_0"}
+# Most aggressive first: edge with min_cosine takes the first all tensors meet.
+EDGE_LADDER = (("int2", 64), ("int2", 32), ("int4", 128), ("int4", 64), ("int4", 32), ("int8", None))
+GGUF_LADDER = (("q4_0", None), ("q4_1", None), ("q5_0", None), ("q5_1", None), ("q8_0", None))
+
+# Module names kept dense by default: embeddings, norms and the output head.
+_DENSE_PARTS = re.compile(r"(embed|norm|lm_head|^wte$|^wpe$|^ln_|^ln\d*$)", re.IGNORECASE)
+
+
+@dataclass
+class _Item:
+    """One source tensor and what becomes of it."""
+
+    name: str
+    code: str
+    shape: Tuple[int, ...]
+    nbytes: int
+    quantize: bool
+    reason: Optional[str] = None
+
+
+def _dense_by_default(name: str) -> Optional[str]:
+    module = name[: -len(".weight")]
+    for part in module.split("."):
+        m = _DENSE_PARTS.search(part)
+        if m:
+            word = m.group(1).lower()
+            kind = "embedding" if word.startswith(("embed", "wte", "wpe")) else (
+                "lm_head" if word == "lm_head" else "norm")
+            return f"{kind} (kept dense by default)"
+    return None
+
+
+def select(infos: Iterable[Tuple[str, str, Tuple[int, ...], int]], ignore: Sequence[Pattern[str]] = (),
+           only: Optional[Pattern[str]] = None) -> List[_Item]:
+    """Which tensors to quantize: 2-D float ``*.weight`` tensors of linear
+    layers; embeddings, norms, ``lm_head``, biases and 1-D tensors stay as
+    they are. ``only`` replaces the default rule by a name pattern (still
+    2-D float weights); ``ignore`` patterns keep matching tensors dense."""
+    items = []
+    for name, code, shape, nbytes in infos:
+        reason = None
+        if not name.endswith(".weight"):
+            reason = "not a weight"
+        elif code not in FLOAT_CODES:
+            reason = f"dtype {code}"
+        elif len(shape) != 2:
+            reason = f"{len(shape)}-D"
+        elif only is not None:
+            if not only.search(name):
+                reason = "not matched by only"
+        else:
+            reason = _dense_by_default(name)
+        if reason is None and any(p.search(name) for p in ignore):
+            reason = "matched by ignore"
+        items.append(_Item(name, code, tuple(shape), nbytes, reason is None, reason))
+    return items
+
+
+def shape_problem(scheme: str, shape: Tuple[int, ...], group_size: Optional[int]) -> Optional[str]:
+    """Why ``scheme`` cannot take a weight of ``shape``, or None."""
+    rows, cols = shape
+    if scheme in GGML_SCHEMES and cols % 32:
+        return f"{scheme} packs blocks of 32 along the rows, and the row length {cols} is not a multiple of 32"
+    if scheme in ("int4", "int2") and group_size and cols % group_size:
+        return f"the row length {cols} is not a multiple of the group size {group_size}"
+    return None
+
+
+# -- options -----------------------------------------------------------------------------
+
+@dataclass
+class _Scheme:
+    scheme: str
+    group_size: Optional[int]
+    symmetric: Optional[bool]
+
+    @property
+    def label(self) -> str:
+        if self.scheme in ("int4", "int2"):
+            return f"{self.scheme} g{self.group_size}{'' if self.symmetric else ' asym'}"
+        return self.scheme
+
+
+def _resolve_scheme(scheme: str, group_size: Optional[int], symmetric: Optional[bool], fmt: str) -> _Scheme:
+    if scheme not in SCHEMES:
+        raise InvalidArgument(f"unknown scheme {scheme!r}; expected one of {', '.join(SCHEMES)}")
+    if fmt == "safetensors" and scheme not in _ct_layout.SAFETENSORS_SCHEMES:
+        raise InvalidArgument(f"scheme {scheme!r} is a GGML block format: write it with format='gguf' "
+                              f"(safetensors output takes {', '.join(_ct_layout.SAFETENSORS_SCHEMES)})")
+    if fmt == "gguf" and scheme not in GGML_SCHEMES:
+        raise InvalidArgument(f"format 'gguf' takes the GGML schemes {', '.join(GGML_SCHEMES)}, not {scheme!r}")
+    if scheme in ("int4", "int2"):
+        group_size = {"int4": 128, "int2": 64}[scheme] if group_size is None else int(group_size)
+        if group_size <= 0:
+            raise InvalidArgument(f"group_size must be positive, not {group_size}")
+        symmetric = scheme != "int2" if symmetric is None else bool(symmetric)
+    elif scheme == "int8":
+        if group_size is not None:
+            raise InvalidArgument("int8 is per channel: group_size does not apply")
+        if symmetric is False:
+            raise InvalidArgument("int8 is symmetric per channel: symmetric=False does not apply")
+        symmetric = True
+    else:
+        fixed = {"nf4": 64, "fp8_e4m3": None}.get(scheme, 32)
+        if group_size is not None and group_size != fixed:
+            raise InvalidArgument(f"{scheme}: the group size is fixed by the format ({fixed})")
+        if symmetric is not None:
+            raise InvalidArgument(f"{scheme}: symmetric is fixed by the format")
+        group_size = fixed
+    return _Scheme(scheme, group_size, symmetric)
+
+
+def _quantize_array(array: np.ndarray, s: _Scheme) -> QuantizedTensor:
+    if s.scheme in INT_SCHEMES:
+        return quantize(array, s.scheme, group_size=None if s.scheme == "int8" else s.group_size,
+                        symmetric=s.symmetric)
+    if s.scheme == "fp8_e4m3":
+        return quantize(array, s.scheme, granularity="channel")
+    return quantize(array, s.scheme)
+
+
+def _check_destination(src: str, dst: str, overwrite: bool) -> None:
+    if os.path.exists(dst):
+        if not os.path.isdir(dst):
+            raise DestinationNotEmpty(f"destination {dst!r} exists and is not a directory")
+        entries = [n for n in os.listdir(dst) if not n.startswith(".fastensors-")]
+        if entries and not overwrite:
+            raise DestinationNotEmpty(f"destination {dst!r} is not empty ({len(entries)} entries); "
+                                      "pass overwrite=True (--overwrite) to replace its model")
+        if os.path.samefile(dst, src if os.path.isdir(src) else os.path.dirname(os.path.abspath(src))):
+            raise InvalidArgument("the destination is the source's directory")
+
+
+# -- reading the source -------------------------------------------------------------------
+
+class _Source:
+    """The source checkpoint, read tensor by tensor into fresh buffers (so
+    memory drops once a tensor is done, whatever the model size)."""
+
+    def __init__(self, src: str):
+        from ..checkpoint import open_checkpoint
+
+        self.path = src
+        self.ckpt = open_checkpoint(src, framework="np")
+        self.ckpt.verify()
+        self.order = self.ckpt.offset_keys()
+        self.from_dir = os.path.isdir(src) or self.ckpt.is_sharded
+        self.infos = []
+        for name in self.order:
+            info = self.ckpt.tensor_info(name)
+            self.infos.append((name, info.dtype, tuple(info.shape), info.nbytes))
+
+    def read(self, name: str) -> np.ndarray:
+        return self.ckpt.get_tensor(name)
+
+    def raw(self, name: str, keep_alive: list) -> tuple:
+        return self.ckpt.raw_spec(name, keep_alive)
+
+    def release(self, name: str) -> None:
+        # Done with a source tensor: its mapped pages leave the resident set,
+        # so memory stays about one tensor whatever the model's size.
+        self.ckpt.release(name)
+
+    def config(self) -> Optional[dict]:
+        if not self.from_dir:
+            return None
+        path = os.path.join(self.ckpt.directory, "config.json")
+        if not os.path.isfile(path):
+            return None
+        try:
+            with open(path, encoding="utf-8") as fh:
+                cfg = json.load(fh)
+        except (OSError, ValueError) as e:
+            raise InvalidArgument(f"{path!r} is not readable JSON: {e}") from None
+        if not isinstance(cfg, dict):
+            raise InvalidArgument(f"{path!r} is not a JSON object")
+        return cfg
+
+    def companions(self) -> Dict[str, Callable[[str], None]]:
+        if not self.from_dir:
+            return {}
+        exclude = list(self.ckpt.files) + ([self.ckpt.index_path] if self.ckpt.index_path else [])
+        return companion_files(self.ckpt.directory, [os.path.basename(p) for p in exclude])
+
+    def close(self) -> None:
+        self.ckpt.close()
+
+
+class _Quantizer:
+    """Quantizes source tensors on demand and measures them once."""
+
+    def __init__(self, source: _Source, scheme: _Scheme, reports: Dict[str, TensorReport], measure: bool):
+        self.source = source
+        self.scheme = scheme
+        self.reports = reports
+        self.measure = measure
+        self._buf: Optional[np.ndarray] = None
+
+    def _scratch(self, shape) -> np.ndarray:
+        """One F32 buffer reused for every tensor's dequantization (a fresh
+        array per tensor costs more in page faults than the kernel)."""
+        n = int(np.prod(shape, dtype=np.int64))
+        if self._buf is None or self._buf.size < n:
+            self._buf = _aligned_f32(1, n).reshape(-1)
+        return self._buf[:n].reshape(shape)
+
+    def __call__(self, name: str) -> QuantizedTensor:
+        array = self.source.read(name)
+        qt = _quantize_array(array, self.scheme)
+        rep = self.reports[name]
+        if self.measure and rep.cosine is None:
+            m = quality(array, qt.dequantize(out=self._scratch(qt.shape)))
+            rep.cosine, rep.sqnr_db, rep.rmse, rep.max_abs_err = (m["cosine"], m["sqnr_db"], m["rmse"],
+                                                                  m["max_abs_err"])
+        return qt
+
+
+class _Progress:
+    def __init__(self, callback: Optional[ProgressCallback], total: int):
+        self.callback = callback
+        self.total = total
+        self.done = 0
+        self.seen: set = set()
+
+    def tensor_done(self, name: str, nbytes: int) -> None:
+        if name in self.seen:
+            return
+        self.seen.add(name)
+        self.done += nbytes
+        if self.callback is not None:
+            self.callback(self.done, self.total)
+
+
+# -- the public entry point ----------------------------------------------------------------
+
+def quantize_model(
+    src: PathLike,
+    dst: PathLike,
+    *,
+    scheme: Optional[str] = None,
+    group_size: Optional[int] = None,
+    symmetric: Optional[bool] = None,
+    profile: Optional[str] = None,
+    format: str = "safetensors",
+    ignore: Sequence[str] = (),
+    only: Optional[str] = None,
+    max_shard_size: SizeLike = MAX_SHARD_SIZE,
+    validate: bool = False,
+    min_cosine: Optional[float] = None,
+    report: Optional[PathLike] = None,
+    skip_unsupported: bool = False,
+    overwrite: bool = False,
+    progress: Optional[ProgressCallback] = None,
+    durable: Optional[bool] = None,
+) -> QuantizationReport:
+    """Quantize the linear layers of the model at ``src`` into the directory
+    ``dst`` and return a :class:`QuantizationReport`.
+
+    ``scheme`` (or a ``profile``: "cloud" int8 per channel, "local" int4
+    group 128, "edge" int4 group 32) picks the quantization; ``format``
+    "safetensors" writes the compressed-tensors layout transformers loads
+    (NF4 in fastensors' own layout), "gguf" a ``model.gguf`` with the GGML
+    schemes, "parquet" one row per tensor in ``model.parquet``. ``ignore``
+    (regexes) keeps matching tensors dense; ``only`` quantizes just the 2-D
+    weights it matches. ``validate`` measures every quantized tensor (cosine,
+    SQNR, RMSE, max abs error); ``min_cosine`` implies it and fails the run,
+    leaving ``dst`` untouched, when a tensor falls below it (with profile
+    "edge": picks the most aggressive scheme that meets it). ``report``
+    writes the report as .json, .html or .png. A shape the scheme cannot
+    take is an error, or with ``skip_unsupported`` a warning and a dense
+    tensor. ``progress(done_bytes, total_bytes)`` is called as source tensors
+    are done. ``durable=False`` skips fsync; the commit stays atomic."""
+    started = time.perf_counter()
+    if format not in FORMATS:
+        raise InvalidArgument(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")
+    if (scheme is None) == (profile is None):
+        raise InvalidArgument("give exactly one of scheme and profile")
+    if profile is not None and profile not in PROFILES:
+        raise InvalidArgument(f"unknown profile {profile!r}; expected one of {', '.join(PROFILES)}")
+    if min_cosine is not None:
+        min_cosine = float(min_cosine)
+        if not -1.0 <= min_cosine <= 1.0:
+            raise InvalidArgument(f"min_cosine must be between -1 and 1, not {min_cosine}")
+        validate = True
+    if isinstance(ignore, (str, re.Pattern)):
+        ignore = [ignore]
+    ignore_re = [compile_one(p, "ignore") for p in ignore]
+    only_re = compile_one(only, "only")
+    if profile is not None:
+        if group_size is not None:
+            raise InvalidArgument(f"profile {profile!r} sets the group size")
+        if format == "gguf":
+            scheme, group_size = GGUF_PROFILES[profile], None
+        else:
+            scheme, group_size = PROFILES[profile]
+    chosen = _resolve_scheme(scheme, group_size, symmetric, format)
+    if report is not None and os.path.splitext(os.fspath(report))[1].lower() not in (".json", ".html", ".htm",
+                                                                                      ".png"):
+        raise InvalidArgument(f"report {os.fspath(report)!r}: the name must end in .json, .html or .png")
+
+    src, dst = os.fspath(src), os.fspath(dst)
+    source = _Source(src)
+    try:
+        _check_destination(src, dst, overwrite)
+        items = select(source.infos, ignore_re, only_re)
+        if not any(i.quantize for i in items):
+            raise InvalidArgument(f"no tensor of {src!r} is selected for quantization "
+                                  "(2-D float *.weight tensors of linear layers; see ignore/only)")
+        out = QuantizationReport(src=src, dst=dst, format=format, scheme=chosen.scheme, group_size=chosen.group_size,
+                                 symmetric=chosen.symmetric)
+        if profile == "edge" and min_cosine is not None:
+            ladder = GGUF_LADDER if format == "gguf" else EDGE_LADDER
+            chosen = _pick_edge_scheme(source, items, ladder, symmetric, min_cosine, format, out)
+            out.scheme, out.group_size, out.symmetric = chosen.scheme, chosen.group_size, chosen.symmetric
+        _check_shapes(items, chosen, skip_unsupported, out)
+        reports: Dict[str, TensorReport] = {}
+        for it in items:
+            reports[it.name] = TensorReport(it.name, list(it.shape), it.code, chosen.scheme if it.quantize else "dense",
+                                            it.nbytes, it.nbytes, None if it.quantize else it.reason)
+        out.tensors = [reports[it.name] for it in items]
+        quantizer = _Quantizer(source, chosen, reports, validate or format == "parquet")
+        bar = _Progress(progress, sum(it.nbytes for it in items))
+
+        def check_quality() -> None:
+            if min_cosine is None:
+                return
+            bad = [t for t in out.quantized if t.cosine is not None and t.cosine < min_cosine]
+            if bad:
+                bad.sort(key=lambda t: t.cosine)
+                worst = ", ".join(f"{t.name} (cosine {t.cosine:.6f})" for t in bad[:5])
+                raise QualityThresholdNotMet(f"{len(bad)} tensor(s) below min_cosine {min_cosine}: {worst}; "
+                                             f"nothing was written to {dst!r}")
+
+        dur = _serialize.resolve_durable(durable)
+        if format == "safetensors":
+            _write_safetensors(source, items, chosen, quantizer, dst, max_shard_size, dur, bar, out, check_quality)
+        else:
+            _write_single(source, items, chosen, quantizer, dst, format, dur, bar, out, check_quality)
+    finally:
+        source.close()
+    out.seconds = time.perf_counter() - started
+    if report is not None:
+        out.write(report)
+    return out
+
+
+def _check_shapes(items: List[_Item], s: _Scheme, skip: bool, out: QuantizationReport) -> None:
+    for it in items:
+        if not it.quantize:
+            continue
+        why = shape_problem(s.scheme, it.shape, s.group_size)
+        if why is None:
+            continue
+        msg = f"tensor {it.name!r} of shape {list(it.shape)} cannot be quantized with {s.label}: {why}"
+        if not skip:
+            raise UnsupportedTensorShape(msg + "; pass skip_unsupported=True (--skip-unsupported) to keep it dense")
+        warnings.warn(msg + "; kept dense", stacklevel=3)
+        out.warnings.append(msg + "; kept dense")
+        it.quantize = False
+        it.reason = f"unsupported shape: {why}"
+
+
+def _pick_edge_scheme(source: _Source, items: List[_Item], ladder, symmetric: Optional[bool], min_cosine: float,
+                      fmt: str, out: QuantizationReport) -> _Scheme:
+    """The most aggressive rung of ``ladder`` every selected tensor meets
+    ``min_cosine`` with. Each tensor is tried from the current choice up, so
+    the search costs little more than one pass."""
+    rungs = [_resolve_scheme(s, g, None if s == "int8" else symmetric, fmt) for s, g in ladder]
+    at = 0
+    worst: Dict[str, float] = {}
+    for it in items:
+        if not it.quantize:
+            continue
+        array = source.read(it.name)
+        while at < len(rungs):
+            r = rungs[at]
+            if shape_problem(r.scheme, it.shape, r.group_size) is None:
+                cos = quality(array, _quantize_array(array, r).dequantize())["cosine"]
+                worst[r.label] = min(worst.get(r.label, 1.0), cos)
+                if cos >= min_cosine:
+                    break
+            at += 1
+        if at == len(rungs):
+            out.candidates = worst
+            raise QualityThresholdNotMet(f"no scheme of the edge profile keeps tensor {it.name!r} at cosine "
+                                         f">= {min_cosine} (best tried: {rungs[-1].label}); nothing was written")
+        del array
+    out.candidates = worst
+    return rungs[at]
+
+
+# -- safetensors (compressed-tensors layout) -------------------------------------------
+
+def _ignore_list(items: List[_Item], cfg: Optional[dict]) -> List[str]:
+    """Linear layers left dense, as compressed-tensors lists them: module names."""
+    names = []
+    for it in items:
+        if it.quantize or not it.name.endswith(".weight") or len(it.shape) != 2 or it.code not in FLOAT_CODES:
+            continue
+        module = _ct_layout.module_of(it.name)
+        reason = _dense_by_default(it.name) or ""
+        if reason.startswith(("embedding", "norm")):
+            continue
+        names.append(module)
+    if "lm_head" not in names and not any(it.name == "lm_head.weight" and it.quantize for it in items):
+        names.append("lm_head")  # tied to the embeddings, or absent: transformers still builds it
+    return names
+
+
+def _write_safetensors(source: _Source, items: List[_Item], s: _Scheme, quantizer: _Quantizer, dst: str,
+                       max_shard_size: SizeLike, durable: bool, bar: _Progress, out: QuantizationReport,
+                       check_quality: Callable[[], None]) -> None:
+    outputs: Dict[str, tuple] = {}  # output name -> (code, shape, nbytes, source name, suffix or None, small)
+    entries = []
+    groups: Dict[str, List[str]] = {}
+    for it in items:
+        if it.quantize:
+            module = _ct_layout.module_of(it.name)
+            names = []
+            total = 0
+            for p in _ct_layout.plan_parts(s.scheme, it.shape, it.code, s.group_size, s.symmetric):
+                oname = f"{module}.{p.suffix}"
+                outputs[oname] = (p.code, p.shape, p.nbytes, it.name, p.suffix, p.small)
+                names.append(oname)
+                total += p.nbytes
+            out_report = quantizer.reports[it.name]
+            out_report.bytes_out = total
+        else:
+            outputs[it.name] = (it.code, it.shape, it.nbytes, it.name, None, True)
+            names, total = [it.name], it.nbytes
+        groups[it.name] = names
+        entries.append(Entry(it.name, total, None))
+    # Plan by source tensor so a weight's parts share a shard, then name the parts.
+    plan = plan_shards(entries, max_shard_size)
+    plan.filename_to_tensors = {f: [o for n in names for o in groups[n]] for f, names in
+                                plan.filename_to_tensors.items()}
+    plan.tensor_to_filename = {o: f for f, names in plan.filename_to_tensors.items() for o in names}
+
+    qmeta = {"scheme": s.scheme, "group_size": s.group_size, "symmetric": s.symmetric,
+             "format": _ct_layout.NF4_FORMAT if s.scheme == "nf4" else _ct_layout.CT_FORMAT[s.scheme],
+             "dtype": next(it.code for it in items if it.quantize)}
+    file_meta = {"format": "pt", "fastensors.quantization": json.dumps(qmeta)}
+
+    def write_shard(path: str, names: List[str], meta: Dict[str, str]) -> None:
+        # Written in the planned order, where the parts of each quantized
+        # weight follow one another: each weight is quantized once, and only
+        # its parts wait in memory until the writer takes them.
+        specs = [(n, outputs[n][0], list(outputs[n][1]), 0, outputs[n][2]) for n in names]
+        pending: Dict[str, np.ndarray] = {}  # the parts of the weight named in current[0]
+        current = [None]
+        holder: list = []
+        copied = [None]  # the dense tensor whose mapped bytes the writer holds until the next call
+
+        def done_with_copied() -> None:
+            holder.clear()
+            if copied[0] is not None:
+                source.release(copied[0])
+                copied[0] = None
+
+        def fill(index: int):
+            done_with_copied()
+            name = names[index]
+            code, shape, nbytes, src_name, suffix, _small = outputs[name]
+            if suffix is None:
+                spec = source.raw(src_name, holder)
+                copied[0] = src_name
+                bar.tensor_done(src_name, nbytes)
+                return spec[3], spec[4]
+            if current[0] != src_name:
+                pending.clear()
+                pending.update(_ct_layout.parts_of(quantizer(src_name)))
+                source.release(src_name)
+                current[0] = src_name
+                bar.tensor_done(src_name, quantizer.reports[src_name].bytes_in)
+            arr = np.ascontiguousarray(pending.pop(suffix))
+            if arr.nbytes != nbytes:  # pragma: no cover - plan_parts and parts_of disagree
+                raise RuntimeError(f"{name}: planned {nbytes} bytes, produced {arr.nbytes}")
+            holder.append(arr)
+            return (arr.ctypes.data if arr.nbytes else 0), arr.nbytes
+
+        try:
+            _serialize.write_specs_streaming(specs, path, meta, False, fill, keep_order=True)
+        finally:
+            done_with_copied()
+
+    cfg = source.config()
+    companions = source.companions()
+    if cfg is not None:
+        new_cfg = dict(cfg)
+        new_cfg["quantization_config"] = _ct_layout.quantization_config(s.scheme, s.group_size, s.symmetric,
+                                                                        _ignore_list(items, cfg))
+        companions["config.json"] = json_companion(new_cfg)
+    write_planned(dst, plan, write_shard, filename_pattern="model{suffix}.safetensors", metadata=None,
+                  total_parameters=None, durable=durable, file_metadata=file_meta, companions=companions,
+                  extra_stale=["model{suffix}.gguf", "model{suffix}.parquet"], max_workers=1,
+                  before_commit=check_quality)
+    out.files = list(plan.filename_to_tensors) + ([plan.index_file] if plan.index_file else [])
+    out.copied_files = sorted(companions)
+
+
+# -- gguf and parquet: one file ------------------------------------------------------------
+
+def _write_single(source: _Source, items: List[_Item], s: _Scheme, quantizer: _Quantizer, dst: str, fmt: str,
+                  durable: bool, bar: _Progress, out: QuantizationReport, check_quality: Callable[[], None]) -> None:
+    from ..checkpoint.commit import FileSet
+
+    cfg = source.config()
+    companions = source.companions()
+    fname = GGUF_FILE if fmt == "gguf" else PARQUET_FILE
+    with FileSet(dst, durable=durable) as fs:
+        path = fs.add_weight(fname)
+        if fmt == "gguf":
+            from .layouts.gguf import write_gguf
+
+            write_gguf(path, source, items, s, quantizer, cfg, bar)
+        else:
+            from .layouts.parquet import write_parquet
+
+            write_parquet(path, source, items, s, quantizer, cfg, bar)
+        if durable:
+            fsync_file(path)
+        for name, write in companions.items():
+            write(fs.add_companion(name))
+        fs.stale = [stale_pattern("model{suffix}.safetensors"), stale_pattern("model{suffix}.gguf"),
+                    stale_pattern("model{suffix}.parquet")]
+        check_quality()
+        fs.commit()
+    out.files = [fname]
+    out.copied_files = sorted(companions)
+
