@@ -111,6 +111,15 @@ def test_killed_writer_leaves_old_or_new(name, tmp_path, worker):
     run_trials(name, tmp_path, worker, random_trials=4, every_step=False, seed=0)
 
 
+# Sets with a config.json: weights and config must change together.
+WITH_CONFIG = ["save_pretrained", "convert_file:directory"]
+
+
+@pytest.mark.parametrize("name", WITH_CONFIG)
+def test_killed_at_every_commit_step_weights_and_config_stay_one_version(name, tmp_path, worker):
+    run_trials(name, tmp_path, worker, random_trials=0, every_step=True, seed=0)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(ws.SCENARIOS))
 def test_killed_writer_many_trials(name, tmp_path, worker):

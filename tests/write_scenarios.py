@@ -11,7 +11,8 @@ whole-model quantization, ...) are covered by adding a row.
 with the reference ``safetensors`` package: a file directly; a checkpoint
 directory under both reader rules (the single file first, as transformers
 does; the index first, as huggingface_hub does), checking that index and
-shards agree. Each view maps tensor names to (dtype, shape, bytes)."""
+shards agree, together with its companion files (config.json). Each view
+maps tensor names to (dtype, shape, bytes)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ View = Dict[str, Tuple[str, Tuple[int, ...], bytes]]
 
 
 METADATA = "__metadata__"  # the key of a file's metadata in a view
+COMPANION = "__companion__"  # keys of companion files in a view of a set
+COMPANIONS = ("config.json", "generation_config.json")
 
 
 class IncompleteTarget(AssertionError):
@@ -362,7 +365,16 @@ def reader_views(sandbox: str, scenario: Scenario) -> List[View]:
         path = first if os.path.exists(first) else second
         if not os.path.exists(path):
             raise IncompleteTarget(f"{target} holds neither model.safetensors nor its index")
-        views.append(_read_index(path) if path.endswith(".json") else _read_file(path))
+        view = _read_index(path) if path.endswith(".json") else _read_file(path)
+        # Companions belong to the version too: a loader reads the config
+        # next to the weights, so new weights beside an old config are a
+        # broken model.
+        for name in COMPANIONS:
+            companion = os.path.join(target, name)
+            if os.path.exists(companion):
+                with open(companion, "rb") as f:
+                    view[f"{COMPANION}/{name}"] = ("", (), f.read())
+        views.append(view)
     return views
 
 

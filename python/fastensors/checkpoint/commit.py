@@ -9,8 +9,11 @@ last, and files of the previous checkpoint are removed only once the new one
 is in place. When new shard names equal names the current index uses, the new
 shards come in under interim names, an interim index pointing at them is
 committed, and only then are the final names (hard links) and the final
-index put in place. docs/sharding.md states the protocol and why each step is
-where it is."""
+index put in place. A set with companion files (config.json, ...) that
+replaces an existing directory is committed by exchanging the whole directory
+with a staged copy (renameat2 RENAME_EXCHANGE), so weights and config change
+together. docs/sharding.md states the protocol and why each step is where it
+is."""
 
 from __future__ import annotations
 
@@ -21,6 +24,8 @@ import os
 import re
 import secrets
 import shutil
+import stat
+import sys
 from typing import Callable, Iterable, Iterator, List, Optional, Pattern, Set
 
 from ..errors import _io_error
@@ -235,6 +240,8 @@ class FileSet:
         if not os.path.isdir(D) and not self._staging_in_target:
             self._commit_new_directory()
             return
+        if self.companions and not self._staging_in_target and self._commit_by_exchange():
+            return
         new_names = set(self.weights) | set(self.companions)
         if self.index_name:
             new_names.add(self.index_name)
@@ -277,6 +284,38 @@ class FileSet:
         self._committed = True
         self._sync(os.path.dirname(D))
         self._remove_dead_stagings()
+
+    def _commit_by_exchange(self) -> bool:
+        """Weights, index and companions as one set: the staging directory
+        gets every other file of the target (hard links), then the two
+        directories are exchanged in one step. False where the filesystem
+        or the OS cannot exchange (nothing has changed in the target then)."""
+        D, S = self.directory, self.staging
+        new_names = set(self.weights) | set(self.companions)
+        if self.index_name:
+            new_names.add(self.index_name)
+        dropped = set(self.shadows)
+        for name in sorted(os.listdir(D)):
+            if name in new_names or name in dropped or name.startswith((STAGING_MARK, INTERIM_MARK)):
+                continue
+            if any(p.fullmatch(name) for p in self.stale):
+                continue
+            _replicate(os.path.join(D, name), os.path.join(S, name), self.durable)
+        st = os.stat(D)
+        os.chmod(S, stat.S_IMODE(st.st_mode))
+        self._sync(S)
+        _step("exchange-directory")
+        if not exchange_paths(S, D):
+            for name in os.listdir(S):  # back to what the ordinary protocol stages
+                if name not in new_names:
+                    path = os.path.join(S, name)
+                    shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else _unlink(path)
+            return False
+        self._committed = True
+        self._sync(os.path.dirname(D))
+        shutil.rmtree(S, ignore_errors=True)  # the previous checkpoint, now under the staging name
+        self._remove_dead_stagings()
+        return True
 
     def _commit_over_referenced_names(self) -> None:
         """New shard names equal names the current index maps to: replacing
@@ -389,6 +428,49 @@ def _unlink(path: str) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
+
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+def exchange_paths(a: str, b: str) -> bool:
+    """Swap two directory entries atomically (Linux renameat2 with
+    RENAME_EXCHANGE). False where the OS or the filesystem cannot; other
+    failures raise OSError."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    fn = getattr(libc, "renameat2", None)
+    if fn is None:  # glibc before 2.28, or another libc
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), a, None, b)
+
+
+def _replicate(src: str, dst: str, durable: bool) -> None:
+    """``dst`` becomes a copy of the entry ``src`` sharing its files: hard
+    links for files, new directories holding links, symlinks copied."""
+    if os.path.islink(src):
+        os.symlink(os.readlink(src), dst)
+    elif os.path.isdir(src):
+        os.mkdir(dst)
+        for name in os.listdir(src):
+            _replicate(os.path.join(src, name), os.path.join(dst, name), durable)
+        os.chmod(dst, stat.S_IMODE(os.stat(src).st_mode))
+        if durable:
+            fsync_dir(dst)
+    elif os.path.isfile(src):
+        _link_or_copy(src, dst, durable)
+    # Sockets, FIFOs and devices are not part of a checkpoint: left behind.
 
 
 def _link_or_copy(src: str, dst: str, durable: bool) -> None:
