@@ -172,6 +172,56 @@ def test_embed_config_missing_is_a_warning(tmp_path, single):
     assert cli(["metadata", "embed-config", str(single), "--model-dir", str(tmp_path)]) == 0
 
 
+def test_embed_config_from_a_pipeline_yaml(tmp_path, single, capsys):
+    pytest.importorskip("yaml")
+    model = tmp_path / "models" / "flux"
+    config = write_config(model, "transformer/config.json", model_type="flux")
+    yaml_file = tmp_path / "flux.1-dev.yaml"
+    # pipeline.path, relative to the YAML file
+    yaml_file.write_text("pipeline:\n  name: flux.1-dev\n  path: models/flux\n  dtype: torch.bfloat16\n")
+    assert metadata.model_dir_from_yaml(yaml_file) == str(model)
+    assert cli(["metadata", "embed-config", str(single), "--config-yaml", str(yaml_file)]) == 0
+    assert json.loads(ref_metadata(single)["full_config"]) == config
+    assert "embedded" in capsys.readouterr().out
+    # pipeline.path wins over --model-path
+    other = tmp_path / "other"
+    write_config(other, model_type="other")
+    assert metadata.model_dir_from_yaml(yaml_file, other) == str(model)
+    # no pipeline.path: --model-path, then a directory named after pipeline.name
+    yaml_file.write_text("pipeline:\n  name: flux.1-dev\n")
+    assert metadata.model_dir_from_yaml(yaml_file, other) == str(other)
+    assert cli(["metadata", "embed-config", str(single), "--config-yaml", str(yaml_file),
+                "--model-path", str(other)]) == 0
+    assert ref_metadata(single)["model_type"] == "other"
+    write_config(tmp_path / "flux.1-dev", model_type="by-name")
+    assert metadata.model_dir_from_yaml(yaml_file) == str(tmp_path / "flux.1-dev")
+    metadata.embed_config(single, config_yaml=yaml_file)
+    assert ref_metadata(single)["model_type"] == "by-name"
+
+
+@pytest.mark.parametrize("text,match", [
+    ("pipeline:\n  path: no/such/dir\n", "pipeline.path 'no/such/dir'|pipeline.path .*is not a directory"),
+    ("pipeline:\n  dtype: bf16\n", "no pipeline.path and no pipeline.name"),
+    ("pipeline:\n  name: not-here\n", "no directory named after its pipeline.name 'not-here'"),
+    ("model:\n  path: x\n", "no 'pipeline' mapping"),
+    ("- a\n- b\n", "no 'pipeline' mapping"),
+    ("pipeline:\n  path: [1, 2]\n", "pipeline.path must be a non-empty string"),
+    ("pipeline: [\n", "not valid YAML"),
+])
+def test_embed_config_yaml_errors_are_clear(tmp_path, single, text, match, capsys):
+    pytest.importorskip("yaml")
+    before = single.read_bytes()
+    yaml_file = tmp_path / "pipe.yaml"
+    yaml_file.write_text(text)
+    with pytest.raises(fastensors.InvalidArgument, match=match):
+        metadata.embed_config(single, config_yaml=yaml_file)
+    assert single.read_bytes() == before
+    assert cli(["metadata", "embed-config", str(single), "--config-yaml", str(yaml_file)]) == 1
+    assert "error" in capsys.readouterr().err
+    with pytest.raises(fastensors.InvalidArgument, match="cannot read pipeline config"):
+        metadata.model_dir_from_yaml(tmp_path / "missing.yaml")
+
+
 def test_validate(tmp_path, single, capsys):
     assert metadata.validate(single).ok
     report = metadata.validate(single, require=["format", "license"])

@@ -40,8 +40,12 @@ def register(sub) -> None:
                         " config as full_config and its location as metadata_source. A missing config.json is a"
                         " warning.")
     q.add_argument("path")
-    q.add_argument("--model-dir", metavar="DIR", help="where to look for config.json (default: the checkpoint's"
-                   " directory)")
+    q.add_argument("--model-dir", "--model-path", dest="model_dir", metavar="DIR",
+                   help="where to look for config.json (default: the checkpoint's directory); with --config-yaml,"
+                   " used when the YAML has no pipeline.path")
+    q.add_argument("--config-yaml", metavar="FILE",
+                   help="a diffusion pipeline config (e.g. flux.1-dev.yaml): the model directory is its pipeline.path,"
+                   " else --model-path, else a directory named after pipeline.name (needs PyYAML)")
     _edit_options(q)
     q.set_defaults(func=_embed_config)
 
@@ -108,7 +112,8 @@ def _embed_config(args) -> int:
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        values = metadata.embed_config(args.path, args.model_dir, **_edit_kwargs(args))
+        values = metadata.embed_config(args.path, args.model_dir, config_yaml=args.config_yaml,
+                                        **_edit_kwargs(args))
     for w in caught:
         print(f"fastensors metadata embed-config: warning: {w.message}", file=sys.stderr)
     if values is not None:

@@ -117,15 +117,72 @@ def config_metadata(config: Mapping[str, Any], source: str) -> Dict[str, str]:
     return out
 
 
-def embed_config(path, model_dir=None, *, backup: bool = False, durable: Optional[bool] = None
+def model_dir_from_yaml(config_yaml, model_path=None) -> str:
+    """The model directory that a diffusion pipeline config names (a
+    deepcompressor-style YAML such as ``flux.1-dev.yaml``): its
+    ``pipeline.path``; without that key ``model_path``; then a directory
+    named after ``pipeline.name`` (the model name), looked for in the
+    current directory and beside the YAML file. Relative paths in the YAML
+    are taken from the YAML file's directory.
+
+    Raises ``InvalidArgument`` when PyYAML is missing, the file is not a YAML
+    mapping with a ``pipeline`` mapping, neither key nor ``model_path``
+    gives a directory, or the directory named does not exist."""
+    try:
+        import yaml
+    except ImportError:
+        raise InvalidArgument("reading a pipeline config needs PyYAML: pip install 'fastensors[yaml]'") from None
+    config_yaml = os.fspath(config_yaml)
+    try:
+        with open(config_yaml, "rb") as f:
+            doc = yaml.safe_load(f)
+    except OSError as e:
+        raise InvalidArgument(f"cannot read pipeline config {config_yaml!r}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise InvalidArgument(f"{config_yaml!r} is not valid YAML: {e}") from None
+    pipeline = doc.get("pipeline") if isinstance(doc, dict) else None
+    if not isinstance(pipeline, dict):
+        raise InvalidArgument(f"{config_yaml!r} has no 'pipeline' mapping (expected pipeline.path or pipeline.name)")
+    here = os.path.dirname(os.path.abspath(config_yaml))
+
+    def existing(where: str, what: str) -> str:
+        if not os.path.isdir(where):
+            raise InvalidArgument(f"{what} {where!r} (from {config_yaml!r}) is not a directory")
+        return where
+
+    path = pipeline.get("path")
+    if path is not None:
+        if not isinstance(path, str) or not path:
+            raise InvalidArgument(f"{config_yaml!r}: pipeline.path must be a non-empty string, not {path!r}")
+        return existing(os.path.join(here, os.path.expanduser(path)), "pipeline.path")
+    if model_path is not None:
+        return existing(os.fspath(model_path), "--model-path")
+    name = pipeline.get("name")
+    if not isinstance(name, str) or not name:
+        raise InvalidArgument(f"{config_yaml!r} has no pipeline.path and no pipeline.name, and no model path was"
+                              " given")
+    for candidate in (os.path.abspath(name), os.path.join(here, name)):
+        if os.path.isdir(candidate):
+            return candidate
+    raise InvalidArgument(f"{config_yaml!r} has no pipeline.path, and no directory named after its pipeline.name"
+                          f" {name!r} exists here or beside the YAML; pass a model path")
+
+
+def embed_config(path, model_dir=None, *, config_yaml=None, backup: bool = False, durable: Optional[bool] = None
                  ) -> Optional[Dict[str, str]]:
     """Copy config.json (searched in ``CONFIG_LOCATIONS`` under ``model_dir``,
     by default the checkpoint's directory) into the metadata: the keys of
     ``CONFIG_KEYS`` present, the whole config as ``full_config`` and its
     location as ``metadata_source``. Without a config.json, warns and returns
-    None (nothing is written)."""
+    None (nothing is written).
+
+    ``config_yaml``: a diffusion pipeline config whose ``pipeline.path``
+    names the model directory (``model_dir_from_yaml``; ``model_dir`` is then
+    its fallback)."""
     from ..checkpoint import locate
 
+    if config_yaml is not None:
+        model_dir = model_dir_from_yaml(config_yaml, model_dir)
     if model_dir is None:
         _, where = locate(path)
         model_dir = os.path.dirname(os.path.abspath(where))
@@ -266,5 +323,5 @@ def diff(a, b) -> CheckpointDiff:
     return out
 
 
-__all__ = ["show", "set", "delete", "embed_config", "validate", "diff", "find_config", "config_metadata",
-           "ValidationReport", "CheckpointDiff", "CONFIG_LOCATIONS", "CONFIG_KEYS"]
+__all__ = ["show", "set", "delete", "embed_config", "model_dir_from_yaml", "validate", "diff", "find_config",
+           "config_metadata", "ValidationReport", "CheckpointDiff", "CONFIG_LOCATIONS", "CONFIG_KEYS"]
