@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "fastensors/quant.hpp"
-#include "quant_isa_internal.h"
+#include "quant/quant_isa_internal.h"
 
 namespace qd = fastensors::quant_detail;
 namespace q = fastensors::quant;

@@ -3,13 +3,13 @@
 //
 // The semantics of every pair (rounding, NaN, infinities, subnormals, signed
 // zero, overflow, and where PyTorch's `.to()` differs) are written once, in
-// docs/dtypes.md; the scalar kernels in cpp/src/convert_scalar_internal.h
-// state them in plain code and every SIMD kernel is tested against them bit
-// for bit.
+// docs/dtypes.md; the scalar kernels in
+// cpp/src/convert/convert_scalar_internal.h state them in plain code and
+// every SIMD kernel is tested against them bit for bit.
 //
 // Kernels are chosen at run time from a table ordered best to worst (see
 // Isa); the build compiles for the baseline and only the per-ISA source files
-// (cpp/src/convert_<isa>.cpp) get the matching compiler flags. Headers named
+// (cpp/src/convert/x86/<isa>.cpp) get the matching compiler flags. Headers named
 // `*_internal.h` under cpp/src are private to the library and not installed.
 #pragma once
 

@@ -6,8 +6,8 @@
 
 #include <cstdint>
 
-#include "convert_internal.h"
-#include "quant_isa_internal.h"
+#include "convert/convert_internal.h"
+#include "quant/quant_isa_internal.h"
 
 namespace fastensors::quant_detail {
 

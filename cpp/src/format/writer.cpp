@@ -17,10 +17,10 @@
 #include <string_view>
 #include <unordered_set>
 
-#include "checked_math_internal.h"
 #include "fastensors/error.hpp"
-#include "io_internal.h"
-#include "mapping_guard_internal.h"
+#include "format/checked_math_internal.h"
+#include "io/io_internal.h"
+#include "io/mapping_guard_internal.h"
 
 namespace fastensors {
 namespace {

@@ -4,7 +4,7 @@
 #include <cstring>
 
 #include "fastensors/error.hpp"
-#include "io_internal.h"
+#include "io/io_internal.h"
 
 namespace fastensors::detail {
 

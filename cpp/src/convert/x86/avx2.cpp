@@ -2,9 +2,9 @@
 // reached only through the dispatcher when the CPU has them.
 #include <immintrin.h>
 
-#include "convert_internal.h"
-#include "convert_scalar_internal.h"
-#include "convert_simd_internal.h"
+#include "convert/convert_internal.h"
+#include "convert/convert_scalar_internal.h"
+#include "convert/convert_simd_internal.h"
 
 namespace fastensors::detail {
 namespace {

@@ -6,7 +6,7 @@
 
 #include <cstdint>
 
-#include "quant_isa_internal.h"
+#include "quant/quant_isa_internal.h"
 
 namespace fastensors::quant_detail {
 

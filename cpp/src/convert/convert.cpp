@@ -20,11 +20,11 @@
 #include <atomic>
 #endif
 
-#include "checked_math_internal.h"
-#include "convert_internal.h"
-#include "cpu_features_internal.h"
+#include "convert/convert_internal.h"
+#include "cpu/cpu_features_internal.h"
 #include "fastensors/error.hpp"
-#include "mapping_guard_internal.h"
+#include "format/checked_math_internal.h"
+#include "io/mapping_guard_internal.h"
 
 namespace fastensors {
 namespace {

@@ -1,4 +1,4 @@
-#include "cpu_features_internal.h"
+#include "cpu/cpu_features_internal.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>

@@ -7,7 +7,7 @@
 #include "fastensors/convert.hpp"
 #include "fastensors/error.hpp"
 #include "fastensors/quant.hpp"
-#include "quant_isa_internal.h"
+#include "quant/quant_isa_internal.h"
 
 namespace fastensors::quant_detail {
 

@@ -8,11 +8,11 @@
 #include <cstdint>
 #include <cstring>
 
-#include "mapping_guard_internal.h"
 #include "fastensors/error.hpp"
 #include "fastensors/quant.hpp"
-#include "quant_internal.h"
-#include "quant_isa_internal.h"
+#include "io/mapping_guard_internal.h"
+#include "quant/quant_internal.h"
+#include "quant/quant_isa_internal.h"
 
 namespace fastensors::quant {
 

@@ -8,7 +8,7 @@
 #include <cstdint>
 #include <cstring>
 
-#include "quant_isa_internal.h"
+#include "quant/quant_isa_internal.h"
 
 namespace fastensors::quant_detail {
 

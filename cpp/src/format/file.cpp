@@ -11,8 +11,8 @@
 #include <vector>
 
 #include "fastensors/error.hpp"
-#include "io_internal.h"
-#include "mapping_guard_internal.h"
+#include "io/io_internal.h"
+#include "io/mapping_guard_internal.h"
 
 namespace fastensors {
 
