@@ -1,4 +1,4 @@
-// AVX2 + F16C + FMA kernels. Compiled with those flags only (ConvertKernels.cmake);
+// AVX2 + F16C + FMA kernels. Compiled with those flags only (IsaKernels.cmake);
 // reached only through the dispatcher when the CPU has them.
 #include <immintrin.h>
 

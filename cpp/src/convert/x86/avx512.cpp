@@ -1,5 +1,5 @@
 // AVX-512 (F, BW, DQ, VL) kernels. Compiled with those flags only
-// (ConvertKernels.cmake); reached only through the dispatcher when the CPU
+// (IsaKernels.cmake); reached only through the dispatcher when the CPU
 // and OS support them. Same algorithms as x86/avx2.cpp, with mask
 // registers instead of blends and 64-byte blocks.
 #include <immintrin.h>
