@@ -15,25 +15,29 @@
 #include <cstring>
 #include <vector>
 
+#include "fastensors/isa.hpp"
 #include "fastensors/quant.hpp"
-#include "quant_isa_internal.h"
+#include "quant/quant_isa_internal.h"
 
+namespace fst = fastensors;
 namespace qd = fastensors::quant_detail;
+using fastensors::Isa;
 
 namespace {
 
 const std::size_t kBlockBytes[5] = {34, 18, 20, 22, 24};
 
-std::vector<qd::Isa> simd_levels() {
-  std::vector<qd::Isa> out;
-  for (qd::Isa isa : {qd::Isa::Avx2, qd::Isa::Avx512}) {
-    if (qd::isa_available(isa)) out.push_back(isa);
+// Each distinct table above Scalar once (Avx512Bf16 runs the Avx512 ones).
+std::vector<Isa> simd_levels() {
+  std::vector<Isa> out;
+  for (Isa isa : {Isa::Avx2, Isa::Avx512}) {
+    if (fst::isa_supported(isa) && qd::kernel_level(isa) == isa) out.push_back(isa);
   }
   return out;
 }
 
-const std::vector<qd::Isa>& levels() {
-  static const std::vector<qd::Isa> all = simd_levels();
+const std::vector<Isa>& levels() {
+  static const std::vector<Isa> all = simd_levels();
   return all;
 }
 
@@ -49,7 +53,7 @@ void ggml_quantize(int t, const std::uint8_t* data, std::size_t size) {
   if (nb == 0) return;
   std::vector<std::uint8_t> want(nb * kBlockBytes[t]), got(want.size());
   const bool ok = qd::ggml_kernels_scalar().quantize[t](x.data(), nb, want.data());
-  for (qd::Isa isa : levels()) {
+  for (Isa isa : levels()) {
     std::fill(got.begin(), got.end(), 0x5A);
     const bool ok_isa = qd::ggml_kernels(isa).quantize[t](x.data(), nb, got.data());
     if (ok_isa != ok) __builtin_trap();        // disagree on finiteness
@@ -72,7 +76,7 @@ void ggml_dequantize(int t, const std::uint8_t* data, std::size_t size) {
   if (nb == 0) return;
   std::vector<float> want(nb * 32), got(nb * 32);
   qd::ggml_kernels_scalar().dequantize[t](data, nb, want.data());
-  for (qd::Isa isa : levels()) {
+  for (Isa isa : levels()) {
     std::fill(got.begin(), got.end(), 0.0f);
     qd::ggml_kernels(isa).dequantize[t](data, nb, got.data());
     same_floats(want, got);
@@ -104,7 +108,7 @@ void fp8_codes(const std::uint8_t* data, std::size_t size) {
   if (x.empty() || !qd::int_kernels_scalar().range(x.data(), x.size(), &lo, &hi)) return;
   std::vector<std::uint8_t> want(x.size()), got(x.size());
   qd::int_kernels_scalar().fp8_codes(x.data(), x.size(), scale, round, want.data());
-  for (qd::Isa isa : levels()) {
+  for (Isa isa : levels()) {
     std::fill(got.begin(), got.end(), std::uint8_t{0x5A});
     qd::int_kernels(isa).fp8_codes(x.data(), x.size(), scale, round, got.data());
     if (got != want) __builtin_trap();
@@ -119,7 +123,7 @@ void fp8_values(const std::uint8_t* data, std::size_t size) {
   const std::size_t n = size - 4;
   std::vector<float> want(n), got(n);
   qd::int_kernels_scalar().fp8_values(data + 4, n, scale, want.data());
-  for (qd::Isa isa : levels()) {
+  for (Isa isa : levels()) {
     qd::int_kernels(isa).fp8_values(data + 4, n, scale, got.data());
     same_floats(want, got);
   }
@@ -147,7 +151,7 @@ void nf4(const std::uint8_t* data, std::size_t size) {
     float a0 = 0, a1 = 0;
     std::uint8_t want[32], got[32];
     const bool ok = qd::nf4_kernels_scalar().quantize_block(x.data() + 64 * b, nf4_thresholds(), &a0, want);
-    for (qd::Isa isa : levels()) {
+    for (Isa isa : levels()) {
       const bool ok_isa = qd::nf4_kernels(isa).quantize_block(x.data() + 64 * b, nf4_thresholds(), &a1, got);
       if (ok_isa != ok) __builtin_trap();
       if (ok && (std::memcmp(want, got, 32) != 0 || std::memcmp(&a0, &a1, 4) != 0)) __builtin_trap();
@@ -160,7 +164,7 @@ void nf4(const std::uint8_t* data, std::size_t size) {
   std::vector<float> want(dnb * 64), got(dnb * 64);
   qd::nf4_kernels_scalar().dequantize_blocks(data, absmax.data(), dnb, fastensors::quant::nf4_code_values(),
                                              want.data());
-  for (qd::Isa isa : levels()) {
+  for (Isa isa : levels()) {
     qd::nf4_kernels(isa).dequantize_blocks(data, absmax.data(), dnb, fastensors::quant::nf4_code_values(),
                                            got.data());
     same_floats(want, got);
@@ -172,7 +176,7 @@ void int_range(const std::uint8_t* data, std::size_t size) {
   if (x.empty()) return;
   float lo0 = 0, hi0 = 0;
   const bool ok = qd::int_kernels_scalar().range(x.data(), x.size(), &lo0, &hi0);
-  for (qd::Isa isa : levels()) {
+  for (Isa isa : levels()) {
     float lo = 0, hi = 0;
     const bool ok_isa = qd::int_kernels(isa).range(x.data(), x.size(), &lo, &hi);
     if (ok_isa != ok) __builtin_trap();
@@ -201,7 +205,7 @@ void int_codes(const std::uint8_t* data, std::size_t size) {
   std::vector<std::int8_t> want(x.size()), got(x.size());
   const fastensors::Dtype round = rounding(data[6]);
   qd::int_kernels_scalar().codes(x.data(), x.size(), scale, zp, round, r[0], r[1], want.data());
-  for (qd::Isa isa : levels()) {
+  for (Isa isa : levels()) {
     std::fill(got.begin(), got.end(), std::int8_t{99});
     qd::int_kernels(isa).codes(x.data(), x.size(), scale, zp, round, r[0], r[1], got.data());
     if (got != want) __builtin_trap();

@@ -1,6 +1,7 @@
 // convert_file: the output equals a file written directly from converted
 // tensors, byte for byte; errors leave the target untouched.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <cstring>
 #include <random>
@@ -114,4 +115,21 @@ TEST(ConvertFile, ErrorsLeaveTheTargetUntouched) {
   };
   expect_code(ErrorCode::InvalidArgument, {{"layer.bf16", Dtype::F32}}, cancel);
   EXPECT_THROW(convert_file(dir.file("missing.safetensors"), dir.file("x.safetensors"), {}), Error);
+}
+
+TEST(ConvertFile, FifoSourceIsAnErrorAtOnce) {
+  TempDir dir;
+  const std::string fifo = dir.file("in.safetensors");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  const std::string out = dir.file("out.safetensors");
+  ASSERT_TRUE(returns_within([&] { convert_file(fifo, out, {}); })) << "blocked";
+  try {
+    convert_file(fifo, out, {});
+    ADD_FAILURE() << "converted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::Io) << e.what();
+    EXPECT_EQ(e.path(), fifo);
+  }
+  struct stat st;
+  EXPECT_NE(::stat(out.c_str(), &st), 0);
 }

@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <thread>
@@ -105,6 +106,39 @@ TEST_P(FileTest, MissingFileAndDirectoryAreTypedErrors) {
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), ErrorCode::Io);
   }
+}
+
+// A FIFO, a socket or a device is an Io error naming the path and the kind
+// of file, raised at once: opening a FIFO used to wait forever for a writer.
+TEST_P(FileTest, NonRegularFilesAreErrorsAtOnce) {
+  TempDir dir;
+  const std::string fifo = dir.file("pipe.safetensors");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  const std::string link = dir.file("link.safetensors");
+  ASSERT_EQ(::symlink(fifo.c_str(), link.c_str()), 0);
+  const std::string sock = dir.file("sock.safetensors");
+  const int sock_fd = bind_unix_socket(sock);
+  std::vector<std::pair<std::string, std::string>> cases = {{fifo, "a FIFO"}, {link, "a FIFO"}};
+  if (sock_fd >= 0) cases.emplace_back(sock, "a socket");
+  if (is_char_device("/dev/null")) cases.emplace_back("/dev/null", "a character device");
+  for (const auto& c : cases) {
+    const std::string& path = c.first;
+    const std::string& kind = c.second;
+    const Backend backend = GetParam();
+    ASSERT_TRUE(returns_within([&] { File::open(path, backend); })) << path << " blocked";
+    try {
+      File::open(path, backend);
+      ADD_FAILURE() << path << " opened";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::Io) << e.what();
+      EXPECT_EQ(e.path(), path);
+      const std::string what = e.what();
+      EXPECT_NE(what.find("is " + kind), std::string::npos) << what;
+      EXPECT_NE(what.find("not a regular file"), std::string::npos) << what;
+      EXPECT_NE(what.find(path), std::string::npos) << what;
+    }
+  }
+  if (sock_fd >= 0) ::close(sock_fd);
 }
 
 TEST_P(FileTest, RejectsMalformedFiles) {

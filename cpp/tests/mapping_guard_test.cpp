@@ -22,7 +22,7 @@
 #include "fastensors/file.hpp"
 #include "fastensors/quant.hpp"
 #include "fastensors/writer.hpp"
-#include "mapping_guard_internal.h"
+#include "io/mapping_guard_internal.h"
 #include "test_util.h"
 
 namespace fst = fastensors;

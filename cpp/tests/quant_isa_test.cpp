@@ -9,10 +9,13 @@
 #include <string>
 #include <vector>
 
+#include "fastensors/isa.hpp"
 #include "fastensors/quant.hpp"
-#include "quant_isa_internal.h"
+#include "quant/quant_isa_internal.h"
 
+namespace fst = fastensors;
 namespace qd = fastensors::quant_detail;
+using fastensors::Isa;
 namespace q = fastensors::quant;
 
 namespace {
@@ -20,10 +23,12 @@ namespace {
 const std::size_t kBlockBytes[5] = {34, 18, 20, 22, 24};
 const char* kNames[5] = {"q8_0", "q4_0", "q4_1", "q5_0", "q5_1"};
 
-std::vector<qd::Isa> simd_levels() {
-  std::vector<qd::Isa> out;
-  for (qd::Isa isa : {qd::Isa::Avx2, qd::Isa::Avx512}) {
-    if (qd::isa_available(isa)) out.push_back(isa);
+// Every level above Scalar this CPU runs, each through the tables it maps
+// to (Avx512Bf16 reruns the Avx512 ones: the mapping is tested too).
+std::vector<Isa> simd_levels() {
+  std::vector<Isa> out;
+  for (Isa isa : fst::supported_isas()) {
+    if (isa != Isa::Scalar) out.push_back(isa);
   }
   return out;
 }
@@ -86,13 +91,32 @@ std::vector<std::pair<std::string, std::vector<float>>> inputs() {
 TEST(QuantIsa, ActiveLevelIsNamedAndAvailable) {
   std::string name = q::kernel_isa();
   EXPECT_TRUE(name == "scalar" || name == "avx2" || name == "avx512") << name;
-  EXPECT_TRUE(qd::isa_available(qd::active_isa()));
-  EXPECT_EQ(name, qd::isa_name(qd::active_isa()));
+  const Isa level = qd::kernel_level(fst::active_isa());
+  EXPECT_TRUE(fst::isa_supported(level));
+  EXPECT_EQ(name, fst::isa_name(level));
+}
+
+TEST(QuantIsa, EveryLevelMapsToTablesItCanRun) {
+  for (std::size_t i = 0; i < fst::kIsaCount; ++i) {
+    const auto isa = static_cast<Isa>(i);
+    const Isa k = qd::kernel_level(isa);
+    if (!fst::isa_supported(isa)) {
+      EXPECT_EQ(k, Isa::Scalar) << fst::isa_name(isa);
+      continue;
+    }
+    EXPECT_TRUE(k == Isa::Scalar || k == Isa::Avx2 || k == Isa::Avx512) << fst::isa_name(isa);
+    EXPECT_TRUE(k <= isa) << fst::isa_name(isa);
+    EXPECT_EQ(&qd::ggml_kernels(isa), &qd::ggml_kernels(k)) << fst::isa_name(isa);
+  }
+  EXPECT_EQ(&qd::ggml_kernels(Isa::Scalar), &qd::ggml_kernels_scalar());
+  EXPECT_EQ(&qd::int_kernels(Isa::Scalar), &qd::int_kernels_scalar());
+  EXPECT_EQ(&qd::nf4_kernels(Isa::Scalar), &qd::nf4_kernels_scalar());
+  if (fst::isa_supported(Isa::Avx512Bf16)) EXPECT_EQ(qd::kernel_level(Isa::Avx512Bf16), Isa::Avx512);
 }
 
 TEST(QuantIsa, QuantizeMatchesScalarBitForBit) {
   const auto& ref = qd::ggml_kernels_scalar();
-  for (qd::Isa isa : simd_levels()) {
+  for (Isa isa : simd_levels()) {
     const auto& k = qd::ggml_kernels(isa);
     for (int t = 0; t < 5; ++t) {
       for (const auto& [name, x] : inputs()) {
@@ -101,7 +125,7 @@ TEST(QuantIsa, QuantizeMatchesScalarBitForBit) {
         ASSERT_TRUE(ref.quantize[t](x.data(), nb, want.data()));
         ASSERT_TRUE(k.quantize[t](x.data(), nb, got.data()));
         for (std::size_t i = 0; i < want.size(); ++i) {
-          ASSERT_EQ(got[i], want[i]) << qd::isa_name(isa) << " " << kNames[t] << " " << name << " byte " << i
+          ASSERT_EQ(got[i], want[i]) << fst::isa_name(isa) << " " << kNames[t] << " " << name << " byte " << i
                                      << " (block " << i / kBlockBytes[t] << ")";
         }
       }
@@ -111,9 +135,9 @@ TEST(QuantIsa, QuantizeMatchesScalarBitForBit) {
 
 TEST(QuantIsa, EveryLevelRejectsNonFiniteInput) {
   const float bad_values[3] = {__builtin_nanf(""), __builtin_inff(), -__builtin_inff()};
-  std::vector<qd::Isa> levels = simd_levels();
-  levels.push_back(qd::Isa::Scalar);
-  for (qd::Isa isa : levels) {
+  std::vector<Isa> levels = simd_levels();
+  levels.push_back(Isa::Scalar);
+  for (Isa isa : levels) {
     const auto& k = qd::ggml_kernels(isa);
     for (int t = 0; t < 5; ++t) {
       for (float v : bad_values) {
@@ -125,9 +149,9 @@ TEST(QuantIsa, EveryLevelRejectsNonFiniteInput) {
             x[pos] = v;
             std::vector<std::uint8_t> out(nb * kBlockBytes[t]);
             EXPECT_FALSE(k.quantize[t](x.data(), nb, out.data()))
-                << qd::isa_name(isa) << " " << kNames[t] << " " << pos;
+                << fst::isa_name(isa) << " " << kNames[t] << " " << pos;
             x[pos] = 1.0f;
-            EXPECT_TRUE(k.quantize[t](x.data(), nb, out.data())) << qd::isa_name(isa) << " " << kNames[t];
+            EXPECT_TRUE(k.quantize[t](x.data(), nb, out.data())) << fst::isa_name(isa) << " " << kNames[t];
           }
         }
       }
@@ -138,7 +162,7 @@ TEST(QuantIsa, EveryLevelRejectsNonFiniteInput) {
 TEST(QuantIsa, DequantizeMatchesScalarBitForBit) {
   const auto& ref = qd::ggml_kernels_scalar();
   std::mt19937 rng(11);
-  for (qd::Isa isa : simd_levels()) {
+  for (Isa isa : simd_levels()) {
     const auto& k = qd::ggml_kernels(isa);
     for (int t = 0; t < 5; ++t) {
       for (std::size_t nb : {1u, 2u, 7u, 64u, 129u}) {
@@ -157,7 +181,7 @@ TEST(QuantIsa, DequantizeMatchesScalarBitForBit) {
         for (float* got : {aligned, aligned + 1}) {
           k.dequantize[t](in.data(), nb, got);
           ASSERT_EQ(std::memcmp(got, want.data(), want.size() * 4), 0)
-              << qd::isa_name(isa) << " " << kNames[t] << " blocks " << nb << " misaligned " << (got != aligned);
+              << fst::isa_name(isa) << " " << kNames[t] << " blocks " << nb << " misaligned " << (got != aligned);
         }
       }
     }
@@ -184,7 +208,7 @@ TEST(QuantIsa, IntRangeMatchesScalar) {
   const auto& ref = qd::int_kernels_scalar();
   std::mt19937 rng(5);
   std::normal_distribution<float> normal(0.0f, 3.0f);
-  for (qd::Isa isa : simd_levels()) {
+  for (Isa isa : simd_levels()) {
     const auto& k = qd::int_kernels(isa);
     for (std::size_t n : {1u, 2u, 7u, 8u, 15u, 16u, 17u, 31u, 33u, 64u, 100u, 4096u, 4099u}) {
       std::vector<float> x(n);
@@ -192,13 +216,13 @@ TEST(QuantIsa, IntRangeMatchesScalar) {
       float lo0, hi0, lo1, hi1;
       ASSERT_TRUE(ref.range(x.data(), n, &lo0, &hi0));
       ASSERT_TRUE(k.range(x.data(), n, &lo1, &hi1));
-      EXPECT_EQ(lo0, lo1) << qd::isa_name(isa) << " n=" << n;
-      EXPECT_EQ(hi0, hi1) << qd::isa_name(isa) << " n=" << n;
+      EXPECT_EQ(lo0, lo1) << fst::isa_name(isa) << " n=" << n;
+      EXPECT_EQ(hi0, hi1) << fst::isa_name(isa) << " n=" << n;
       for (float bad : {__builtin_nanf(""), __builtin_inff(), -__builtin_inff()}) {
         for (std::size_t pos : {std::size_t{0}, n / 2, n - 1}) {
           float keep = x[pos];
           x[pos] = bad;
-          EXPECT_FALSE(k.range(x.data(), n, &lo1, &hi1)) << qd::isa_name(isa) << " n=" << n << " at " << pos;
+          EXPECT_FALSE(k.range(x.data(), n, &lo1, &hi1)) << fst::isa_name(isa) << " n=" << n << " at " << pos;
           x[pos] = keep;
         }
       }
@@ -219,7 +243,7 @@ TEST(QuantIsa, IntCodesMatchScalarBitForBit) {
       {1.1920929e-07f, 0.0f, -128.0f, 127.0f},  // eps scale: quotients overflow the range
       {1e-38f, 5.0f, -128.0f, 127.0f},          // quotients reach infinity before the clamp
   };
-  for (qd::Isa isa : simd_levels()) {
+  for (Isa isa : simd_levels()) {
     const auto& k = qd::int_kernels(isa);
     for (const Case& c : cases) {
       for (std::size_t n : {1u, 5u, 16u, 31u, 32u, 33u, 47u, 128u, 4096u, 4097u}) {
@@ -232,7 +256,7 @@ TEST(QuantIsa, IntCodesMatchScalarBitForBit) {
           std::vector<std::int8_t> want(n, 99), got(n, -99);
           ref.codes(x.data(), n, c.scale, c.zp, round, c.qmin, c.qmax, want.data());
           k.codes(x.data(), n, c.scale, c.zp, round, c.qmin, c.qmax, got.data());
-          EXPECT_EQ(got, want) << qd::isa_name(isa) << " " << fastensors::dtype_name(round) << " scale " << c.scale
+          EXPECT_EQ(got, want) << fst::isa_name(isa) << " " << fastensors::dtype_name(round) << " scale " << c.scale
                                << " zp " << c.zp << " n=" << n;
         }
       }
@@ -245,7 +269,7 @@ TEST(QuantIsa, Fp8CodesMatchScalarBitForBit) {
   std::mt19937 rng(8);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   const float scales[] = {1.0f, 0.0123f, 3.0f / 448.0f, 1e-3f, 1.1920929e-07f, 1e-38f};
-  for (qd::Isa isa : simd_levels()) {
+  for (Isa isa : simd_levels()) {
     const auto& k = qd::int_kernels(isa);
     for (fastensors::Dtype round : {fastensors::Dtype::F32, fastensors::Dtype::F16, fastensors::Dtype::BF16}) {
       for (float scale : scales) {
@@ -255,7 +279,7 @@ TEST(QuantIsa, Fp8CodesMatchScalarBitForBit) {
           std::vector<std::uint8_t> want(n, 1), got(n, 2);
           ref.fp8_codes(x.data(), n, scale, round, want.data());
           k.fp8_codes(x.data(), n, scale, round, got.data());
-          EXPECT_EQ(got, want) << qd::isa_name(isa) << " " << fastensors::dtype_name(round) << " scale " << scale
+          EXPECT_EQ(got, want) << fst::isa_name(isa) << " " << fastensors::dtype_name(round) << " scale " << scale
                                << " n=" << n;
         }
       }
@@ -267,14 +291,14 @@ TEST(QuantIsa, Fp8ValuesMatchScalarBitForBit) {
   const auto& ref = qd::int_kernels_scalar();
   std::vector<std::uint8_t> codes(256 * 3 + 5);
   for (std::size_t i = 0; i < codes.size(); ++i) codes[i] = static_cast<std::uint8_t>(i * 7);  // every code, NaNs included
-  for (qd::Isa isa : simd_levels()) {
+  for (Isa isa : simd_levels()) {
     const auto& k = qd::int_kernels(isa);
     for (float scale : {1.0f, 0.37f, 1e-30f}) {
       for (std::size_t n : {std::size_t{1}, std::size_t{9}, std::size_t{16}, std::size_t{256}, codes.size()}) {
         std::vector<float> want(n), got(n);
         ref.fp8_values(codes.data(), n, scale, want.data());
         k.fp8_values(codes.data(), n, scale, got.data());
-        EXPECT_EQ(std::memcmp(got.data(), want.data(), n * 4), 0) << qd::isa_name(isa) << " n=" << n;
+        EXPECT_EQ(std::memcmp(got.data(), want.data(), n * 4), 0) << fst::isa_name(isa) << " n=" << n;
       }
     }
   }
@@ -301,15 +325,15 @@ TEST(QuantIsa, Nf4MatchesScalarBitForBit) {
   for (int i = 0; i < 64; ++i) ties[i] = i < 15 ? thr[i] : (i < 31 ? codes[i - 15] : -thr[i % 15]);
   ties[63] = 1.0f;
   blocks.push_back(ties);
-  for (qd::Isa isa : simd_levels()) {
+  for (Isa isa : simd_levels()) {
     const auto& k = qd::nf4_kernels(isa);
     for (auto& x : blocks) {
       std::uint8_t want[32], got[32];
       float a0 = -1, a1 = -2;
       ASSERT_TRUE(ref.quantize_block(x.data(), thr, &a0, want));
       ASSERT_TRUE(k.quantize_block(x.data(), thr, &a1, got));
-      EXPECT_EQ(std::memcmp(&a0, &a1, 4), 0) << qd::isa_name(isa);
-      EXPECT_EQ(std::memcmp(want, got, 32), 0) << qd::isa_name(isa);
+      EXPECT_EQ(std::memcmp(&a0, &a1, 4), 0) << fst::isa_name(isa);
+      EXPECT_EQ(std::memcmp(want, got, 32), 0) << fst::isa_name(isa);
     }
     for (std::size_t pos : {0u, 17u, 63u}) {
       for (float bad : {__builtin_nanf(""), __builtin_inff(), -__builtin_inff()}) {
@@ -317,7 +341,7 @@ TEST(QuantIsa, Nf4MatchesScalarBitForBit) {
         x[pos] = bad;
         float a;
         std::uint8_t out[32];
-        EXPECT_FALSE(k.quantize_block(x.data(), thr, &a, out)) << qd::isa_name(isa) << " at " << pos;
+        EXPECT_FALSE(k.quantize_block(x.data(), thr, &a, out)) << fst::isa_name(isa) << " at " << pos;
       }
     }
     // Dequantization of random bytes, into aligned and misaligned outputs.
@@ -330,7 +354,7 @@ TEST(QuantIsa, Nf4MatchesScalarBitForBit) {
     float* aligned = buf.data() + (-reinterpret_cast<std::uintptr_t>(buf.data()) % 64) / 4;
     for (float* got : {aligned, aligned + 1}) {
       k.dequantize_blocks(in.data(), absmax.data(), nb, codes, got);
-      EXPECT_EQ(std::memcmp(got, want.data(), want.size() * 4), 0) << qd::isa_name(isa);
+      EXPECT_EQ(std::memcmp(got, want.data(), want.size() * 4), 0) << fst::isa_name(isa);
     }
   }
 }

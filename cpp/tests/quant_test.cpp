@@ -9,7 +9,7 @@
 
 #include "fastensors/error.hpp"
 #include "fastensors/quant.hpp"
-#include "quant_float_internal.h"
+#include "quant/quant_float_internal.h"
 
 namespace q = fastensors::quant;
 namespace d = fastensors::quant_detail;

@@ -155,6 +155,40 @@ TEST(Writer, MissingDirectoryIsFileNotFound) {
   }
 }
 
+// The new file replaces the target by rename: a FIFO or socket there is an
+// Io error before anything is written, and stays as it was (never replaced
+// by a regular file, never opened, so no write blocks).
+TEST(Writer, NonRegularTargetIsAnErrorAndStays) {
+  TempDir dir;
+  const std::string fifo = dir.file("pipe.safetensors");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  const std::string sock = dir.file("sock.safetensors");
+  const int sock_fd = bind_unix_socket(sock);
+  std::vector<std::string> targets = {fifo};
+  if (sock_fd >= 0) targets.push_back(sock);
+  float f[1] = {1};
+  const std::vector<TensorSource> tensors = {{"a", Dtype::F32, {1}, f, 4}};
+  for (const auto& path : targets) {
+    ASSERT_TRUE(returns_within([&] { write_file(path, tensors, {}, false); })) << path << " blocked";
+    try {
+      write_file(path, tensors, {}, false);
+      ADD_FAILURE() << path << " written";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::Io) << e.what();
+      EXPECT_EQ(e.path(), path);
+      EXPECT_NE(std::string(e.what()).find("not a regular file"), std::string::npos) << e.what();
+    }
+    EXPECT_THROW(AtomicFile{path}, Error);
+    struct stat st;
+    ASSERT_EQ(::lstat(path.c_str(), &st), 0);
+    EXPECT_FALSE(S_ISREG(st.st_mode)) << path << " was replaced";
+  }
+  std::vector<std::string> left = {"pipe.safetensors"};
+  if (sock_fd >= 0) left.push_back("sock.safetensors");
+  EXPECT_EQ(list_dir(dir.path()), left);
+  if (sock_fd >= 0) ::close(sock_fd);
+}
+
 TEST(Writer, NonDurableStillAtomic) {
   TempDir dir;
   auto path = dir.file("x.safetensors");

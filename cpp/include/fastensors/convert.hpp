@@ -3,55 +3,26 @@
 //
 // The semantics of every pair (rounding, NaN, infinities, subnormals, signed
 // zero, overflow, and where PyTorch's `.to()` differs) are written once, in
-// docs/dtypes.md; the scalar kernels in cpp/src/convert_scalar_internal.h
-// state them in plain code and every SIMD kernel is tested against them bit
-// for bit.
+// docs/dtypes.md; the scalar kernels in
+// cpp/src/convert/convert_scalar_internal.h state them in plain code and
+// every SIMD kernel is tested against them bit for bit.
 //
-// Kernels are chosen at run time from a table ordered best to worst (see
-// Isa); the build compiles for the baseline and only the per-ISA source files
-// (cpp/src/convert_<isa>.cpp) get the matching compiler flags. Headers named
-// `*_internal.h` under cpp/src are private to the library and not installed.
+// Kernels are chosen at run time from a table ordered best to worst (Isa,
+// fastensors/isa.hpp); the build compiles for the baseline and only the
+// per-ISA source files (cpp/src/convert/x86/<isa>.cpp) get the matching
+// compiler flags. Headers named `*_internal.h` under cpp/src are private to
+// the library and not installed.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <optional>
-#include <string_view>
 #include <vector>
 
 #include "fastensors/dtype.hpp"
+#include "fastensors/isa.hpp"  // Isa, active_isa(): the kernel level
 
 namespace fastensors {
-
-// Instruction-set levels, worst to best. A level is usable when the CPU has
-// its instructions and the operating system saves their register state.
-enum class Isa : std::uint8_t {
-  Scalar,      // portable C++; the reference every other level must match
-  Avx2,        // AVX2 + F16C + FMA
-  Avx512,      // AVX-512 F, BW, DQ, VL
-  Avx512Bf16,  // Avx512 plus AVX512-BF16 (VCVTNE2PS2BF16)
-};
-
-inline constexpr std::size_t kIsaCount = 4;
-
-// "scalar", "avx2", "avx512", "avx512bf16".
-std::string_view isa_name(Isa isa) noexcept;
-
-// Parses a name as isa_name writes it (ASCII case-insensitive).
-std::optional<Isa> parse_isa(std::string_view name) noexcept;
-
-// Whether this CPU and OS can run the level (Scalar always can, and levels
-// this build has no kernels for never can).
-bool isa_supported(Isa isa) noexcept;
-
-// Every usable level, best first; the last is always Scalar.
-std::vector<Isa> supported_isas();
-
-// The level conversions use: the environment's FASTENSORS_ISA when set, else
-// the best supported level. Decided once per process. Throws UnsupportedIsa
-// (on every call) when FASTENSORS_ISA names an unknown level or one this CPU
-// cannot run: a forced level is never silently replaced by another.
-Isa active_isa();
 
 // Whether convert() handles `from` -> `to`: the pairs listed at the top of
 // this header, plus any byte-sized dtype to itself (a copy).

@@ -7,5 +7,6 @@
 #include "fastensors/error.hpp"
 #include "fastensors/file.hpp"
 #include "fastensors/header.hpp"
+#include "fastensors/isa.hpp"
 #include "fastensors/quant.hpp"
 #include "fastensors/writer.hpp"

@@ -25,7 +25,7 @@ struct Matrix {
 };
 
 // The instruction set the kernels run with: "avx512", "avx2" or "scalar".
-// It follows fastensors::active_isa() (convert.hpp): chosen once per process
+// It follows fastensors::active_isa() (isa.hpp): chosen once per process
 // from the CPU and OS, or forced with FASTENSORS_ISA; avx512bf16 runs the
 // AVX-512 kernels. Every level gives bit-identical results. Throws
 // UnsupportedIsa when FASTENSORS_ISA is unknown or cannot run here.

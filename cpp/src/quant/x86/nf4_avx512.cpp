@@ -2,13 +2,13 @@
 // over the 15 sorted thresholds (vpermps picks each step's threshold per
 // lane), which counts the thresholds a value exceeds exactly as the scalar
 // kernel does; dequantization looks the 16 code values up with vpermps.
-// Bit-identical to quant_nf4.cpp (tested); streaming stores into 64-byte
-// aligned outputs as in quant_ggml_avx512.cpp.
+// Bit-identical to quant/quant_nf4.cpp (tested); streaming stores into
+// 64-byte aligned outputs as in ggml_avx512.cpp.
 #include <immintrin.h>
 
 #include <cstdint>
 
-#include "quant_isa_internal.h"
+#include "quant/quant_isa_internal.h"
 
 namespace fastensors::quant_detail {
 

@@ -1,18 +1,16 @@
+// File: a safetensors file opened for reading (mmap or pread), its header
+// parsed and checked once; tensor bytes are then read, mapped or prefetched.
 #include "fastensors/file.hpp"
 
-#include <fcntl.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
-#include <algorithm>
-#include <cerrno>
 #include <cstring>
 #include <vector>
 
 #include "fastensors/error.hpp"
-#include "io_internal.h"
-#include "mapping_guard_internal.h"
+#include "io/io_internal.h"
+#include "io/mapping_guard_internal.h"
 
 namespace fastensors {
 
@@ -26,18 +24,8 @@ std::shared_ptr<File> File::open(const std::string& path, Backend backend) {
   std::shared_ptr<File> f(new File());
   f->path_ = path;
   f->backend_ = backend;
-  f->fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (f->fd_ < 0) {
-    int e = errno;
-    throw Error(e == ENOENT ? ErrorCode::FileNotFound : ErrorCode::Io,
-                std::string("cannot open: ") + std::strerror(e), path, {}, e);
-  }
-  struct stat st;
-  if (::fstat(f->fd_, &st) != 0) detail::throw_io("fstat", path);
-  if (S_ISDIR(st.st_mode)) {
-    throw Error(ErrorCode::Io, "is a directory", path, {}, EISDIR);
-  }
-  f->file_size_ = static_cast<std::uint64_t>(st.st_size);
+  // Regular files only: a FIFO, socket or device is an error at once.
+  f->fd_ = detail::open_regular_readonly(path, &f->file_size_);
 
   std::uint8_t first8[8] = {};
   std::uint64_t got = f->file_size_ < 8 ? f->file_size_ : 8;

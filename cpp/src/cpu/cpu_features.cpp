@@ -1,4 +1,6 @@
-#include "cpu_features_internal.h"
+// The CPU probe behind isa_supported(): cpuid for the instructions, xgetbv for
+// the register state the operating system saves.
+#include "cpu/cpu_features_internal.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>

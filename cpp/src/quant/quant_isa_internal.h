@@ -1,27 +1,23 @@
-// Runtime choice of the instruction set the quantization kernels run with,
-// and the per-ISA tables of GGML block kernels. The scalar table is the
-// reference; every other table must produce bit-identical output.
+// The quantization kernels' per-ISA tables (GGML blocks, integer schemes,
+// NF4). The level itself is fastensors::Isa, chosen once per process by
+// cpu/isa.cpp for every kernel of the library; quantization has tables for
+// Scalar, Avx2 and Avx512 and maps each level onto one of them
+// (kernel_level). The scalar table is the reference; every other table must
+// produce bit-identical output.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 
 #include "fastensors/dtype.hpp"
+#include "fastensors/isa.hpp"
 
 namespace fastensors::quant_detail {
 
-// Ordered worst to best; dispatch walks from the best down to Scalar.
-enum class Isa { Scalar = 0, Avx2 = 1, Avx512 = 2 };
-
-const char* isa_name(Isa isa) noexcept;
-
-// Whether this build has kernels for `isa` and the CPU and OS can run them.
-bool isa_available(Isa isa) noexcept;
-
-// The level of fastensors::active_isa() (shared with the converters, so
-// FASTENSORS_ISA forces both); avx512bf16 maps to avx512. Throws
-// UnsupportedIsa for an unknown or unusable FASTENSORS_ISA value.
-Isa active_isa();
+// The level whose quantization tables run at `isa`: Scalar, Avx2 or Avx512
+// (Avx512Bf16 adds only conversions and runs the Avx512 tables). Levels the
+// CPU cannot run, or this build has no kernels for, map to Scalar.
+Isa kernel_level(Isa isa) noexcept;
 
 // Kernels over `nblocks` consecutive 32-value blocks, indexed by GgmlType.
 // Quantizing returns false, with the output unspecified, when the input holds
@@ -34,12 +30,14 @@ struct GgmlKernels {
   GgmlDequantizeFn dequantize[5];
 };
 
-// The table for an available level (Scalar when `isa` is not available).
+// The tables of kernel_level(isa).
 const GgmlKernels& ggml_kernels(Isa isa) noexcept;
 
 const GgmlKernels& ggml_kernels_scalar() noexcept;
-#if defined(FASTENSORS_HAVE_X86_KERNELS)
+#if defined(FASTENSORS_HAVE_AVX2_KERNELS)
 const GgmlKernels& ggml_kernels_avx2() noexcept;
+#endif
+#if defined(FASTENSORS_HAVE_AVX512_KERNELS)
 const GgmlKernels& ggml_kernels_avx512() noexcept;
 #endif
 
@@ -65,8 +63,10 @@ struct IntKernels {
 const IntKernels& int_kernels(Isa isa) noexcept;
 
 const IntKernels& int_kernels_scalar() noexcept;
-#if defined(FASTENSORS_HAVE_X86_KERNELS)
+#if defined(FASTENSORS_HAVE_AVX2_KERNELS)
 const IntKernels& int_kernels_avx2() noexcept;
+#endif
+#if defined(FASTENSORS_HAVE_AVX512_KERNELS)
 const IntKernels& int_kernels_avx512() noexcept;
 #endif
 
@@ -85,8 +85,10 @@ struct Nf4Kernels {
 const Nf4Kernels& nf4_kernels(Isa isa) noexcept;
 
 const Nf4Kernels& nf4_kernels_scalar() noexcept;
-#if defined(FASTENSORS_HAVE_X86_KERNELS)
+#if defined(FASTENSORS_HAVE_AVX2_KERNELS)
 const Nf4Kernels& nf4_kernels_avx2() noexcept;
+#endif
+#if defined(FASTENSORS_HAVE_AVX512_KERNELS)
 const Nf4Kernels& nf4_kernels_avx512() noexcept;
 #endif
 

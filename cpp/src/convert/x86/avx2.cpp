@@ -1,10 +1,10 @@
-// AVX2 + F16C + FMA kernels. Compiled with those flags only (ConvertKernels.cmake);
+// AVX2 + F16C + FMA kernels. Compiled with those flags only (IsaKernels.cmake);
 // reached only through the dispatcher when the CPU has them.
 #include <immintrin.h>
 
-#include "convert_internal.h"
-#include "convert_scalar_internal.h"
-#include "convert_simd_internal.h"
+#include "convert/convert_internal.h"
+#include "convert/convert_scalar_internal.h"
+#include "convert/convert_simd_internal.h"
 
 namespace fastensors::detail {
 namespace {

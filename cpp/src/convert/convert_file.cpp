@@ -8,9 +8,9 @@
 #include <mutex>
 #include <thread>
 
-#include "checked_math_internal.h"
 #include "fastensors/error.hpp"
 #include "fastensors/file.hpp"
+#include "format/checked_math_internal.h"
 
 namespace fastensors {
 namespace {

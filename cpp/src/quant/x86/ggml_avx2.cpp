@@ -1,6 +1,7 @@
-// AVX2 + F16C GGML block kernels. Compiled with -mavx2 -mf16c and without FMA
-// contraction; must produce exactly the bytes and floats of the scalar
-// kernels in quant_ggml.cpp (tested bit for bit). Nothing here is inline in a
+// AVX2 + F16C GGML block kernels. Compiled with the Avx2 level's flags
+// (IsaKernels.cmake) and without FMA contraction; must produce exactly the
+// bytes and floats of the scalar kernels in quant/quant_ggml.cpp (tested bit
+// for bit). Nothing here is inline in a
 // shared header, so no AVX2 code can be picked by the linker for baseline
 // callers.
 #include <immintrin.h>
@@ -8,7 +9,7 @@
 #include <cstdint>
 #include <cstring>
 
-#include "quant_isa_internal.h"
+#include "quant/quant_isa_internal.h"
 
 namespace fastensors::quant_detail {
 

@@ -1,8 +1,8 @@
 // The scalar reference level: every supported pair, in plain C++.
 #include <cstring>
 
-#include "convert_internal.h"
-#include "convert_scalar_internal.h"
+#include "convert/convert_internal.h"
+#include "convert/convert_scalar_internal.h"
 
 namespace fastensors::detail {
 namespace {

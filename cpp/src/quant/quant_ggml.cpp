@@ -8,11 +8,11 @@
 #include <cstdint>
 #include <cstring>
 
-#include "mapping_guard_internal.h"
 #include "fastensors/error.hpp"
 #include "fastensors/quant.hpp"
-#include "quant_internal.h"
-#include "quant_isa_internal.h"
+#include "io/mapping_guard_internal.h"
+#include "quant/quant_internal.h"
+#include "quant/quant_isa_internal.h"
 
 namespace fastensors::quant {
 
@@ -269,7 +269,7 @@ void ggml_quantize(GgmlType type, const Matrix& in, std::uint8_t* out) {
   ggml_row_bytes(type, in.cols);  // validates cols
   const std::size_t nblocks = in.rows * (in.cols / QK);
   const std::size_t bb = ggml_block_bytes(type);
-  const GgmlQuantizeFn kernel = ggml_kernels(quant_detail::active_isa()).quantize[static_cast<int>(type)];
+  const GgmlQuantizeFn kernel = ggml_kernels(fastensors::active_isa()).quantize[static_cast<int>(type)];
   const std::size_t nchunks = (nblocks + kChunkBlocks - 1) / kChunkBlocks;
   NonFinite bad;
 #pragma omp parallel if (nblocks >= kParallelBlocks)
@@ -297,7 +297,7 @@ void ggml_dequantize(GgmlType type, const std::uint8_t* in, std::size_t rows, st
   ggml_row_bytes(type, cols);
   const std::size_t nblocks = rows * (cols / QK);
   const std::size_t bb = ggml_block_bytes(type);
-  const GgmlDequantizeFn kernel = ggml_kernels(quant_detail::active_isa()).dequantize[static_cast<int>(type)];
+  const GgmlDequantizeFn kernel = ggml_kernels(fastensors::active_isa()).dequantize[static_cast<int>(type)];
   const std::size_t nchunks = (nblocks + kChunkBlocks - 1) / kChunkBlocks;
 #pragma omp parallel for schedule(dynamic, kChunksPerGrab) if (nblocks >= kParallelBlocks)
   for (std::int64_t c = 0; c < to_i64(nchunks); ++c) {

@@ -1,12 +1,12 @@
 // AVX-512 (F, BW, DQ, VL) kernels. Compiled with those flags only
-// (ConvertKernels.cmake); reached only through the dispatcher when the CPU
-// and OS support them. Same algorithms as convert_avx2.cpp, with mask
+// (IsaKernels.cmake); reached only through the dispatcher when the CPU
+// and OS support them. Same algorithms as x86/avx2.cpp, with mask
 // registers instead of blends and 64-byte blocks.
 #include <immintrin.h>
 
-#include "convert_internal.h"
-#include "convert_scalar_internal.h"
-#include "convert_simd_internal.h"
+#include "convert/convert_internal.h"
+#include "convert/convert_scalar_internal.h"
+#include "convert/convert_simd_internal.h"
 
 namespace fastensors::detail {
 namespace {

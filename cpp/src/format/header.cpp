@@ -10,9 +10,9 @@
 
 #include <nlohmann/json.hpp>
 
-#include "checked_math_internal.h"
 #include "fastensors/error.hpp"
 #include "fastensors/header.hpp"
+#include "format/checked_math_internal.h"
 
 namespace fastensors {
 

@@ -1,12 +1,12 @@
 // AVX2 NF4 kernels: eight lanes, the code counted as the number of the 15
 // thresholds a value exceeds (as the scalar kernel does), the 16 code values
-// looked up with two vpermps and a blend. Bit-identical to quant_nf4.cpp
-// (tested).
+// looked up with two vpermps and a blend. Bit-identical to
+// quant/quant_nf4.cpp (tested).
 #include <immintrin.h>
 
 #include <cstdint>
 
-#include "quant_isa_internal.h"
+#include "quant/quant_isa_internal.h"
 
 namespace fastensors::quant_detail {
 

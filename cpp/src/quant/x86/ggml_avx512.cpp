@@ -1,14 +1,14 @@
 // AVX-512 (F + BW) GGML block kernels: two 16-lane vectors per block, opmask
 // registers for the selects and vpmovdb for numpy's truncating byte cast.
-// Compiled with -mavx512f -mavx512bw -mavx2 -mf16c and without FMA
+// Compiled with the Avx512 level's flags (IsaKernels.cmake) and without FMA
 // contraction; must produce exactly the output of the scalar kernels in
-// quant_ggml.cpp (tested bit for bit). Nothing here is shared inline code.
+// quant/quant_ggml.cpp (tested bit for bit). Nothing here is shared inline code.
 #include <immintrin.h>
 
 #include <cstdint>
 #include <cstring>
 
-#include "quant_isa_internal.h"
+#include "quant/quant_isa_internal.h"
 
 namespace fastensors::quant_detail {
 

@@ -10,10 +10,10 @@
 #include <cstring>
 #include <string>
 
+#include "convert/convert_internal.h"
 #include "fastensors/error.hpp"
 #include "fastensors/quant.hpp"
-#include "convert_internal.h"
-#include "quant_float_internal.h"
+#include "quant/quant_float_internal.h"
 
 namespace fastensors::quant_detail {
 

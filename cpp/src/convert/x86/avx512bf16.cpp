@@ -10,9 +10,9 @@
 // do, and FP16 arithmetic cannot round F32 to FP8 without a double rounding.
 #include <immintrin.h>
 
-#include "convert_internal.h"
-#include "convert_scalar_internal.h"
-#include "convert_simd_internal.h"
+#include "convert/convert_internal.h"
+#include "convert/convert_scalar_internal.h"
+#include "convert/convert_simd_internal.h"
 
 namespace fastensors::detail {
 namespace {

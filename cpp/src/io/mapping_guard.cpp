@@ -1,4 +1,4 @@
-#include "mapping_guard_internal.h"
+#include "io/mapping_guard_internal.h"
 
 #include <signal.h>
 #include <sys/mman.h>

@@ -17,10 +17,10 @@
 #include <string_view>
 #include <unordered_set>
 
-#include "checked_math_internal.h"
 #include "fastensors/error.hpp"
-#include "io_internal.h"
-#include "mapping_guard_internal.h"
+#include "format/checked_math_internal.h"
+#include "io/io_internal.h"
+#include "io/mapping_guard_internal.h"
 
 namespace fastensors {
 namespace {
@@ -258,9 +258,10 @@ AtomicFile::AtomicFile(const std::string& target, WriteOptions options)
     : target_(target), options_(options) {
   if (target.empty()) throw Error(ErrorCode::InvalidArgument, "empty file name");
   struct stat st;
-  if (::stat(target.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
-    throw Error(ErrorCode::Io, "is a directory", target, {}, EISDIR);
-  }
+  // The new file replaces the target by rename, so a FIFO, socket or device
+  // there would never be opened (no write blocks) but would silently be
+  // replaced by a regular file: refused like a directory.
+  if (::stat(target.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) detail::throw_not_regular(st.st_mode, target);
   static std::atomic<unsigned> counter{0};
   std::string dir = directory_of(target);
   std::string base = basename_of(target);

@@ -16,11 +16,11 @@
 #include <string>
 #include <vector>
 
-#include "mapping_guard_internal.h"
 #include "fastensors/error.hpp"
 #include "fastensors/quant.hpp"
-#include "quant_internal.h"
-#include "quant_isa_internal.h"
+#include "io/mapping_guard_internal.h"
+#include "quant/quant_internal.h"
+#include "quant/quant_isa_internal.h"
 
 namespace fastensors::quant {
 
@@ -146,7 +146,7 @@ void int_quantize(const Matrix& in, const IntParams& p, std::int8_t* codes, void
   const Dtype dt = in.dtype;
   const std::size_t groups_per_row = in.cols / g;
   const std::size_t ngroups = in.rows * groups_per_row;
-  const IntKernels& kernels = int_kernels(quant_detail::active_isa());
+  const IntKernels& kernels = int_kernels(fastensors::active_isa());
   NonFinite bad;
   // Dynamic scheduling in grabs of about 64 KiB of F32 (see quant_ggml.cpp).
   const int grab = static_cast<int>(std::max<std::size_t>(1, 16384 / g));
@@ -362,7 +362,7 @@ void fp8_quantize(const Matrix& in, Fp8Granularity gran, std::uint8_t* out, void
     for (std::size_t i = 0; i < fp8_scale_count(gran, rows, cols); ++i) store_scale(dt, scales, i, dtype_eps(dt));
     return;
   }
-  const IntKernels& k = int_kernels(quant_detail::active_isa());
+  const IntKernels& k = int_kernels(fastensors::active_isa());
   NonFinite bad;
   // Pass 1: per-row min/max (all granularities reduce from rows or tiles of rows).
   if (gran == Fp8Granularity::Block) {
@@ -437,7 +437,7 @@ void fp8_dequantize(const std::uint8_t* in, const void* scales, Dtype scale_dtyp
                     std::size_t rows, std::size_t cols, float* out) {
   const detail::GuardedInputs guard{in, scales};
   const std::size_t tc = (cols + kFp8Tile - 1) / kFp8Tile;
-  const IntKernels& k = int_kernels(quant_detail::active_isa());
+  const IntKernels& k = int_kernels(fastensors::active_isa());
 #pragma omp parallel for schedule(static) if (rows * cols > (1u << 16))
   for (std::int64_t ri = 0; ri < to_i64(rows); ++ri) {
     const std::size_t r = static_cast<std::size_t>(ri);

@@ -1,13 +1,13 @@
 // AVX2 kernels of the integer schemes: the per-group range (with the
-// finiteness check in the same pass) and the F32 codes. Compiled with -mavx2
-// and without FMA contraction; bit-identical to the scalar kernels in
-// quant_int.cpp (tested). Nothing here is shared inline code.
+// finiteness check in the same pass) and the F32 codes. Compiled with the
+// Avx2 level's flags and without FMA contraction; bit-identical to the
+// scalar kernels in quant/quant_int.cpp (tested). Nothing here is shared inline code.
 #include <immintrin.h>
 
 #include <cstdint>
 
-#include "convert_internal.h"
-#include "quant_isa_internal.h"
+#include "convert/convert_internal.h"
+#include "quant/quant_isa_internal.h"
 
 namespace fastensors::quant_detail {
 

@@ -1,12 +1,10 @@
-// The conversion dispatcher: picks a kernel level once, validates pairs and
-// sizes, and splits large buffers across OpenMP threads. Compiled for the
-// baseline; only the per-ISA files use wider instructions.
+// The conversion dispatcher: builds one kernel table per level (the level
+// itself is chosen by cpu/isa.cpp), validates pairs and sizes, and splits
+// large buffers across OpenMP threads. Compiled for the baseline; only the
+// files under convert/x86/ use wider instructions.
 #include "fastensors/convert.hpp"
 
 #include <algorithm>
-#include <array>
-#include <cctype>
-#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -20,16 +18,14 @@
 #include <atomic>
 #endif
 
-#include "checked_math_internal.h"
-#include "convert_internal.h"
-#include "cpu_features_internal.h"
+#include "convert/convert_internal.h"
+#include "cpu/isa_internal.h"
 #include "fastensors/error.hpp"
-#include "mapping_guard_internal.h"
+#include "format/checked_math_internal.h"
+#include "io/mapping_guard_internal.h"
 
 namespace fastensors {
 namespace {
-
-constexpr std::array<std::string_view, kIsaCount> kIsaNames{"scalar", "avx2", "avx512", "avx512bf16"};
 
 // Threads take blocks of the buffer from a shared counter (dynamic
 // scheduling), so a thread that loses its CPU to another process delays only
@@ -39,22 +35,6 @@ constexpr std::array<std::string_view, kIsaCount> kIsaNames{"scalar", "avx2", "a
 constexpr std::size_t kSplitAlign = 64;
 constexpr std::size_t kBlocksPerThread = 16;
 constexpr std::size_t kMinBlockElements = std::size_t{1} << 16;
-
-bool compiled_in(Isa isa) noexcept {
-  switch (isa) {
-    case Isa::Scalar: return true;
-#if defined(FASTENSORS_HAVE_AVX2_KERNELS)
-    case Isa::Avx2: return true;
-#endif
-#if defined(FASTENSORS_HAVE_AVX512_KERNELS)
-    case Isa::Avx512: return true;
-#endif
-#if defined(FASTENSORS_HAVE_AVX512BF16_KERNELS)
-    case Isa::Avx512Bf16: return true;
-#endif
-    default: return false;
-  }
-}
 
 struct Tables {
   detail::KernelTable level[kIsaCount];
@@ -79,46 +59,6 @@ struct Tables {
 const Tables& tables() {
   static const Tables t;
   return t;
-}
-
-std::string supported_list() {
-  std::string out;
-  for (Isa isa : supported_isas()) {
-    if (!out.empty()) out += ", ";
-    out += isa_name(isa);
-  }
-  return out;
-}
-
-struct Choice {
-  Isa isa = Isa::Scalar;
-  std::string error;  // non-empty: FASTENSORS_ISA was unusable
-};
-
-Choice choose_isa() {
-  Choice c;
-  const char* forced = std::getenv("FASTENSORS_ISA");
-  if (forced == nullptr || *forced == '\0') {
-    c.isa = supported_isas().front();
-    return c;
-  }
-  std::string all;
-  for (auto n : kIsaNames) {
-    if (!all.empty()) all += ", ";
-    all += n;
-  }
-  auto parsed = parse_isa(forced);
-  if (!parsed) {
-    c.error = "FASTENSORS_ISA='" + std::string(forced) + "' is not an instruction-set level (one of: " + all + ")";
-  } else if (!isa_supported(*parsed)) {
-    c.error = "FASTENSORS_ISA='" + std::string(forced) + "' cannot run here: this " +
-              (compiled_in(*parsed) ? "CPU or operating system does not support it"
-                                    : "build has no kernels for it") +
-              " (usable levels: " + supported_list() + ")";
-  } else {
-    c.isa = *parsed;
-  }
-  return c;
 }
 
 // The kernels assume the default floating-point environment: round to
@@ -175,10 +115,7 @@ detail::ConvertKernel kernel_for(Dtype from, Dtype to, const ConvertOptions& opt
                     " (see docs/dtypes.md for the supported pairs)");
   }
   Isa isa = options.isa ? *options.isa : active_isa();
-  if (!isa_supported(isa)) {
-    throw Error(ErrorCode::UnsupportedIsa, "the " + std::string(isa_name(isa)) +
-                                               " kernels cannot run here (usable levels: " + supported_list() + ")");
-  }
+  detail::require_isa(isa);
   return tables().level[static_cast<std::size_t>(isa)].at(from, to);
 }
 
@@ -217,47 +154,6 @@ void parallel_blocks(std::size_t count, int threads, const Body& body) {
 }
 
 }  // namespace
-
-std::string_view isa_name(Isa isa) noexcept { return kIsaNames[static_cast<std::size_t>(isa)]; }
-
-std::optional<Isa> parse_isa(std::string_view name) noexcept {
-  for (std::size_t i = 0; i < kIsaCount; ++i) {
-    const auto want = kIsaNames[i];
-    if (want.size() != name.size()) continue;
-    bool same = true;
-    for (std::size_t j = 0; j < want.size() && same; ++j) {
-      same = std::tolower(static_cast<unsigned char>(name[j])) == want[j];
-    }
-    if (same) return static_cast<Isa>(i);
-  }
-  return std::nullopt;
-}
-
-bool isa_supported(Isa isa) noexcept {
-  if (!compiled_in(isa)) return false;
-  const auto& f = detail::cpu_features();
-  switch (isa) {
-    case Isa::Scalar: return true;
-    case Isa::Avx2: return f.avx2 && f.f16c && f.fma;
-    case Isa::Avx512: return f.avx512 && f.f16c && f.fma;
-    case Isa::Avx512Bf16: return f.avx512 && f.avx512_bf16 && f.f16c && f.fma;
-  }
-  return false;
-}
-
-std::vector<Isa> supported_isas() {
-  std::vector<Isa> out;
-  for (std::size_t i = kIsaCount; i-- > 0;) {
-    if (isa_supported(static_cast<Isa>(i))) out.push_back(static_cast<Isa>(i));
-  }
-  return out;
-}
-
-Isa active_isa() {
-  static const Choice choice = choose_isa();
-  if (!choice.error.empty()) throw Error(ErrorCode::UnsupportedIsa, choice.error);
-  return choice.isa;
-}
 
 bool can_convert(Dtype from, Dtype to) noexcept {
   return tables().level[0].at(from, to) != nullptr;

@@ -7,10 +7,10 @@
 #include <limits>
 #include <string>
 
-#include "mapping_guard_internal.h"
 #include "fastensors/error.hpp"
 #include "fastensors/quant.hpp"
-#include "quant_internal.h"
+#include "io/mapping_guard_internal.h"
+#include "quant/quant_internal.h"
 
 namespace fastensors::quant {
 

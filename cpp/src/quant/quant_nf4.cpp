@@ -8,11 +8,11 @@
 #include <cstdint>
 #include <cstring>
 
-#include "mapping_guard_internal.h"
 #include "fastensors/error.hpp"
 #include "fastensors/quant.hpp"
-#include "quant_internal.h"
-#include "quant_isa_internal.h"
+#include "io/mapping_guard_internal.h"
+#include "quant/quant_internal.h"
+#include "quant/quant_isa_internal.h"
 
 namespace fastensors::quant {
 
@@ -100,7 +100,7 @@ void nf4_quantize(const Matrix& in, std::uint8_t* out, float* absmax) {
   const std::size_t n = in.rows * in.cols;
   const std::size_t nblocks = (n + kNf4Block - 1) / kNf4Block;
   const float* t = thresholds().t;
-  const Nf4Kernels& k = nf4_kernels(quant_detail::active_isa());
+  const Nf4Kernels& k = nf4_kernels(fastensors::active_isa());
   NonFinite bad;
 #pragma omp parallel for schedule(dynamic, kGrabBlocks) if (nblocks > 4 * kGrabBlocks)
   for (std::int64_t b = 0; b < to_i64(nblocks); ++b) {
@@ -133,7 +133,7 @@ void nf4_quantize(const Matrix& in, std::uint8_t* out, float* absmax) {
 void nf4_dequantize(const std::uint8_t* in, const float* absmax, std::size_t n, float* out) {
   const detail::GuardedInputs guard{in, absmax};
   const std::size_t whole = n / kNf4Block;
-  const Nf4Kernels& k = nf4_kernels(quant_detail::active_isa());
+  const Nf4Kernels& k = nf4_kernels(fastensors::active_isa());
   const std::size_t grabs = (whole + kGrabBlocks - 1) / kGrabBlocks;
 #pragma omp parallel for schedule(dynamic, 1) if (grabs > 4)
   for (std::int64_t g = 0; g < to_i64(grabs); ++g) {
