@@ -13,7 +13,7 @@ from ._dtypes import SUB_BYTE, code_from_numpy
 from ._errors import InvalidArgument
 from ._frameworks import get_framework
 from ._open import safe_open
-from ._serialize import serialize_specs, write_specs
+from ._serialize import byte_view, serialize_specs, write_specs
 from ._subbyte import pack
 from .remap import apply as remap_apply
 
@@ -34,7 +34,7 @@ def _specs(tensor_dict: Dict[str, np.ndarray], keep_alive: list) -> list:
         elif not arr.flags.c_contiguous:
             arr = np.ascontiguousarray(arr)
         keep_alive.append(arr)
-        specs.append((name, code, shape, arr.__array_interface__["data"][0], arr.nbytes))
+        specs.append((name, code, shape, byte_view(arr), arr.nbytes))
     return specs
 
 

@@ -26,6 +26,13 @@ def _itemsize(tensor: "torch.Tensor") -> int:
     return tensor.element_size()
 
 
+def _bytes_of(tensor: "torch.Tensor") -> np.ndarray:
+    """The bytes of a contiguous CPU tensor as a zero-copy uint8 numpy array
+    (conjugate and negative views resolved first)."""
+    t = tensor.detach().resolve_conj().resolve_neg()
+    return t.reshape(-1).view(torch.uint8).numpy()
+
+
 def storage_ptr(tensor: "torch.Tensor") -> int:
     """Address of the storage behind ``tensor`` (0 for meta tensors)."""
     try:
@@ -169,7 +176,7 @@ def _specs(tensors: Dict[str, "torch.Tensor"], keep_alive: list) -> list:
             shape[-1] *= 2
         nbytes = t.nelement() * _itemsize(t)
         keep_alive.append(t)
-        specs.append((name, code, shape, t.data_ptr() if nbytes else 0, nbytes))
+        specs.append((name, code, shape, _bytes_of(t) if nbytes else None, nbytes))
     return specs
 
 
