@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import sys
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -40,6 +41,8 @@ class TensorSpec:
             dims[-1] *= 2
         if int(data_ptr) < 0 or int(data_len) < 0:
             raise InvalidArgument("data_ptr and data_len must be non-negative")
+        if int(data_ptr) > sys.maxsize or int(data_len) > sys.maxsize:
+            raise InvalidArgument("data_ptr and data_len must fit the address space")
         self._dtype = code
         self._shape = dims
         self._data_ptr = int(data_ptr)

@@ -255,6 +255,8 @@ class QuantizedTensor:
 def _ggml_codes(scheme: str, data: np.ndarray, rows: int, cols: int) -> np.ndarray:
     """Unpack GGML blocks into their integer codes (Q8_0 signed, others 0..15/31)."""
     nb = rows * cols // 32
+    if nb == 0:
+        return np.zeros((rows, cols), np.int8 if scheme == "q8_0" else np.uint8)
     blocks = data.reshape(nb, -1)
     if scheme == "q8_0":
         return blocks[:, 2:].view(np.int8).reshape(rows, cols).copy()
