@@ -101,5 +101,5 @@ def test_a_crashing_case_is_reported_not_fatal():
     """The harness itself: a process killed by a signal is a failure that names the case."""
     code = "import sys, ctypes; sys.stderr.write('CASE read address 0\\n'); sys.stderr.flush(); ctypes.string_at(0)"
     rc, _reports, stderr = run_worker(["-c", code], timeout=60)
-    assert rc < 0
+    assert rc != 0  # a signal, or AddressSanitizer's exit status under python/tools/asan_hostile.sh
     assert "read address 0" in crash_message(rc, stderr)
