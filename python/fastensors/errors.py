@@ -211,7 +211,8 @@ _BY_CODE = {
 _missing = set(_core.error_codes()) ^ set(_BY_CODE)
 if _missing:  # the two lists are kept in step by hand; fail loudly if they drift
     raise ImportError(f"fastensors error classes out of step with the core: {sorted(_missing)}")
-_core._set_error_classes({**_BY_CODE, "Io": _io_error})
+# InvalidOutput: the binding's own check of an output array's size.
+_core._set_error_classes({**_BY_CODE, "Io": _io_error, "InvalidOutput": InvalidOutput})
 
 __all__ = ["SafetensorError"] + sorted(
     {c.__name__ for c in [*_BY_CODE.values(), *_IO_BY_ERRNO.values(), *_PYTHON_ONLY]} - {"SafetensorError"}

@@ -133,6 +133,8 @@ def reindex(keys: Iterable[str], *, start: int = 0, sep: str = ".") -> Dict[str,
     keys = list(keys)
     seen: Dict[Tuple[str, ...], set] = {}
     for key in keys:
+        if not isinstance(key, str):
+            raise TypeError(f"keys must be str, not {type(key).__name__}")
         parts = key.split(sep)
         for i, part in enumerate(parts):
             if part.isdigit():

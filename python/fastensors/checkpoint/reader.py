@@ -365,7 +365,7 @@ class Checkpoint:
             handle._file.release(stored)
 
     def raw_spec(self, name: str, keep_alive: list) -> tuple:
-        """``(name, code, shape, address, nbytes)`` of the tensor's stored
+        """``(name, code, shape, data, nbytes)`` of the tensor's stored
         bytes, for the writer: a zero-copy view of the mapping (mmap backend)
         or a fresh read (pread). The buffer is appended to ``keep_alive``."""
         stored = self.stored_name(name)
@@ -373,14 +373,14 @@ class Checkpoint:
         _, dtype, shape, begin, end = file.info(stored)
         nbytes = end - begin
         if nbytes == 0:
-            return (name, dtype, list(shape), 0, 0)
+            return (name, dtype, list(shape), None, 0)
         if file.backend == "mmap":
             raw = file.view(stored)
         else:
             raw = np.empty(nbytes, np.uint8)
             file.read_into(stored, 0, raw)
         keep_alive.append(raw)
-        return (name, dtype, list(shape), raw.ctypes.data, nbytes)
+        return (name, dtype, list(shape), raw, nbytes)
 
     def __repr__(self) -> str:
         kind = f"{len(self.files)} shards" if self.is_sharded else "1 file"

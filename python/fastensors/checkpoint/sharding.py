@@ -89,8 +89,11 @@ class ShardPlan:
 def check_pattern(filename_pattern: str) -> None:
     if "{suffix}" not in filename_pattern:
         raise InvalidArgument(f"filename_pattern {filename_pattern!r} must contain '{{suffix}}'")
-    single = filename_pattern.format(suffix="")
-    if "/" in single or "\\" in single or single.startswith("."):
+    try:
+        single = filename_pattern.format(suffix="")
+    except (KeyError, IndexError, ValueError, AttributeError):  # other fields, or a bad format spec
+        raise InvalidArgument(f"filename_pattern {filename_pattern!r} may use no field but '{{suffix}}'") from None
+    if not single or "/" in single or "\\" in single or single.startswith("."):
         raise InvalidArgument(f"filename_pattern {filename_pattern!r} must name a plain, visible file")
 
 

@@ -1,5 +1,6 @@
-"""Numpy arrays as writer input: ``(name, code, shape, address, nbytes)``
-specs whose buffers the caller keeps alive while the writer runs."""
+"""Numpy arrays as writer input: ``(name, code, shape, data, nbytes)``
+specs (``data`` a flat uint8 view) whose buffers the caller keeps alive while
+the writer runs."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import numpy as np
 from ..errors import InvalidArgument
 from .dtypes import SUB_BYTE, code_from_numpy
 from .subbyte import pack
+from .writer import byte_view
 
 
 def numpy_specs(tensor_dict: Dict[str, np.ndarray], keep_alive: list) -> list:
@@ -28,5 +30,5 @@ def numpy_specs(tensor_dict: Dict[str, np.ndarray], keep_alive: list) -> list:
         elif not arr.flags.c_contiguous:
             arr = np.ascontiguousarray(arr)
         keep_alive.append(arr)
-        specs.append((name, code, shape, arr.__array_interface__["data"][0], arr.nbytes))
+        specs.append((name, code, shape, byte_view(arr), arr.nbytes))
     return specs

@@ -1,6 +1,6 @@
 """Torch tensors as writer input, and the storage facts that saving needs:
 which tensors share memory, which name of a shared group to keep, and the
-``(name, code, shape, address, nbytes)`` specs of contiguous tensors.
+``(name, code, shape, data, nbytes)`` specs of contiguous tensors.
 
 The behaviour and messages are the reference ``safetensors.torch``'s; the
 torch adapter re-exports these under the reference's names. Imported only
@@ -19,6 +19,13 @@ from .dtypes import code_from_spec_name
 
 def _itemsize(tensor: "torch.Tensor") -> int:
     return tensor.element_size()
+
+
+def _bytes_of(tensor: "torch.Tensor"):
+    """The bytes of a contiguous CPU tensor as a zero-copy uint8 numpy array
+    (conjugate and negative views resolved first)."""
+    t = tensor.detach().resolve_conj().resolve_neg()
+    return t.reshape(-1).view(torch.uint8).numpy()
 
 
 def storage_ptr(tensor: "torch.Tensor") -> int:
@@ -164,5 +171,5 @@ def torch_specs(tensors: Dict[str, "torch.Tensor"], keep_alive: list) -> list:
             shape[-1] *= 2
         nbytes = t.nelement() * _itemsize(t)
         keep_alive.append(t)
-        specs.append((name, code, shape, t.data_ptr() if nbytes else 0, nbytes))
+        specs.append((name, code, shape, _bytes_of(t) if nbytes else None, nbytes))
     return specs

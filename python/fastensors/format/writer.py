@@ -3,12 +3,16 @@ serialize_file, deserialize."""
 
 from __future__ import annotations
 
+import ctypes
 import os
+import sys
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
+import numpy as np
+
 from .. import _core
-from .dtypes import BITS, PACKED_PAIR_NAMES, code_from_spec_name
 from ..errors import InvalidArgument
+from .dtypes import BITS, PACKED_PAIR_NAMES, code_from_spec_name
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -37,6 +41,8 @@ class TensorSpec:
             dims[-1] *= 2
         if int(data_ptr) < 0 or int(data_len) < 0:
             raise InvalidArgument("data_ptr and data_len must be non-negative")
+        if int(data_ptr) > sys.maxsize or int(data_len) > sys.maxsize:
+            raise InvalidArgument("data_ptr and data_len must fit the address space")
         self._dtype = code
         self._shape = dims
         self._data_ptr = int(data_ptr)
@@ -62,8 +68,23 @@ class TensorSpec:
     def __repr__(self) -> str:
         return f"TensorSpec(dtype={self._dtype!r}, shape={self._shape}, data_len={self._data_len})"
 
-    def _tuple(self, name: str) -> Tuple[str, str, List[int], int, int]:
-        return (name, self._dtype, self._shape, self._data_ptr, self._data_len)
+    def _tuple(self, name: str) -> Tuple[str, str, List[int], Optional[np.ndarray], int]:
+        # The caller vouches for data_len bytes at data_ptr (as with the
+        # reference); the core gets them as an array of that size, never an
+        # address. A null pointer is left to the core to refuse.
+        data = None
+        if self._data_ptr and self._data_len:
+            buf = (ctypes.c_uint8 * self._data_len).from_address(self._data_ptr)
+            data = np.frombuffer(buf, np.uint8)
+        return (name, self._dtype, self._shape, data, self._data_len)
+
+
+def byte_view(arr) -> Optional[np.ndarray]:
+    """The bytes of a C-contiguous numpy array as a flat uint8 view (None
+    when it has none): the form in which the core takes tensor data."""
+    if arr.nbytes == 0:
+        return None
+    return arr.reshape(-1).view(np.uint8)
 
 
 def _check_metadata(metadata: Optional[Mapping[str, str]]) -> Optional[List[Tuple[str, str]]]:
@@ -125,16 +146,17 @@ def serialize_file(
 
 
 def write_specs(specs: list, filename: PathLike, metadata, durable: Optional[bool]) -> None:
-    """Internal: write pre-built (name, code, shape, ptr, nbytes) tuples."""
+    """Internal: write pre-built (name, code, shape, data, nbytes) tuples
+    (data: a C-contiguous uint8 array of nbytes bytes, see byte_view)."""
     _core.write_file(os.fspath(filename), _check_names(specs), _check_metadata(metadata), resolve_durable(durable))
 
 
 def write_specs_streaming(specs: list, filename: PathLike, metadata, durable: Optional[bool], fill,
                           keep_order: bool = False) -> None:
-    """Internal: write (name, code, shape, 0, nbytes) tuples whose bytes
-    ``fill(index) -> (address, nbytes)`` produces in file order (the
-    reference order, or with ``keep_order`` the order of ``specs``); each
-    buffer must stay alive until the next call (or the end of the write)."""
+    """Internal: write (name, code, shape, None, nbytes) tuples whose bytes
+    ``fill(index) -> uint8 array`` (byte_view; None for no bytes) produces in
+    file order (the reference order, or with ``keep_order`` the order of
+    ``specs``); the core holds each array until the next call."""
     _core.write_file_streaming(os.fspath(filename), _check_names(specs), _check_metadata(metadata),
                                resolve_durable(durable), fill, keep_order)
 

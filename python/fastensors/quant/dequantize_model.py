@@ -208,7 +208,7 @@ def dequantize_model(src: PathLike, dst: PathLike, *, dtype=None, max_shard_size
         _check_destination(src, dst, overwrite)
         entries = [Entry(n, _nbytes(c, s), None) for n, c, s in model.infos]
         plan = plan_shards(entries, max_shard_size)
-        specs_of = {n: (n, c, list(s), 0, _nbytes(c, s)) for n, c, s in model.infos}
+        specs_of = {n: (n, c, list(s), None, _nbytes(c, s)) for n, c, s in model.infos}
 
         def write_shard(path: str, names: List[str], meta: Dict[str, str]) -> None:
             holder: list = []
@@ -218,7 +218,7 @@ def dequantize_model(src: PathLike, dst: PathLike, *, dtype=None, max_shard_size
                 name = names[index]
                 arr = np.ascontiguousarray(model.get(name))
                 holder.append(arr)
-                return (arr.ctypes.data if arr.nbytes else 0), arr.nbytes
+                return _serialize.byte_view(arr)
 
             _serialize.write_specs_streaming([specs_of[n] for n in names], path, meta, False, fill)
 

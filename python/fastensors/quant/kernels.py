@@ -7,14 +7,16 @@ docs/quantization.md."""
 
 from __future__ import annotations
 
+import math
+import operator
 from typing import Dict, Optional, Tuple
 
 import ml_dtypes
 import numpy as np
 
 from .. import _core
+from ..errors import InvalidArgument, InvalidOutput
 from ..format.cast import convert as _copy
-from ..errors import InvalidArgument
 
 __all__ = ["QuantizedTensor", "quantize", "dequantize", "quality", "kernel_isa", "SCHEMES"]
 
@@ -31,10 +33,134 @@ _QUALITY_CODES = {**_INPUT_CODES, np.dtype(np.float64): "F64"}
 _NUMPY_BY_CODE = {code: dt for dt, code in _QUALITY_CODES.items()}
 _DEFAULT_GROUP = {"int4": 128, "int2": 64}
 _DEFAULT_SYMMETRIC = {"int8": True, "int4": True, "int2": False}
+_GGML_BLOCK_BYTES = {"q8_0": 34, "q4_0": 18, "q4_1": 20, "q5_0": 22, "q5_1": 24}
+_FP8_TILE = 128
+GRANULARITIES = ("tensor", "channel", "block")
+# Unsigned views of float values: the kernels take bit patterns of the dtype named.
+_UINT = {2: np.dtype(np.uint16), 4: np.dtype(np.uint32), 8: np.dtype(np.uint64)}
 
 
-def _addr(a: np.ndarray) -> int:
-    return a.ctypes.data
+def _raw(a: np.ndarray) -> np.ndarray:
+    """A C-contiguous float array as the unsigned integers of its bits."""
+    return a.view(_UINT[a.itemsize])
+
+
+def _words(cols: int, bits: int) -> int:
+    """int32 words per row of ``cols`` packed ``bits``-bit codes."""
+    return (cols * bits + 31) // 32
+
+
+def _rows_cols_of(shape: Tuple[int, ...]) -> Tuple[int, int]:
+    cols = shape[-1] if shape else 1
+    rows = math.prod(shape) // cols if cols else math.prod(shape[:-1])
+    return rows, cols
+
+
+def _check_array(name: str, a, dtypes, count: int, unit: str, context: str) -> None:
+    """``a`` is a C-contiguous numpy array of one of ``dtypes`` holding
+    exactly ``count`` elements; else an InvalidArgument naming it."""
+    if not isinstance(a, np.ndarray):
+        raise InvalidArgument(f"{name}: expected a numpy array for {context}, got {type(a).__name__}")
+    if a.dtype not in dtypes:
+        names = " or ".join(str(np.dtype(d)) for d in dtypes)
+        raise InvalidArgument(f"{name}: expected {names} values for {context}, got {a.dtype}")
+    if a.size != count:
+        raise InvalidArgument(f"{name}: expected {count} {unit} for {context}, got {a.size}")
+    if not a.flags.c_contiguous:
+        raise InvalidArgument(f"{name}: must be C-contiguous (numpy.ascontiguousarray) for {context}")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _fixed_group(group_size, value: int) -> bool:
+    """group_size is None or the format's fixed ``value``."""
+    return group_size is None or (_is_int(group_size) and group_size == value)
+
+
+def _check_none(name: str, a, scheme: str) -> None:
+    if a is not None:
+        raise InvalidArgument(f"{name}: {scheme} has none, got {type(a).__name__}")
+
+
+def _validate(scheme, shape, dtype, data, scales, zero_points, group_size, granularity):
+    """Check every part of a quantized tensor against its scheme and shape,
+    before any kernel reads it. Returns (shape, dtype, group_size,
+    granularity) normalised; raises InvalidArgument naming the argument."""
+    if not isinstance(scheme, str) or scheme not in SCHEMES:
+        raise InvalidArgument(f"scheme: expected one of {', '.join(SCHEMES)}, got {scheme!r}")
+    try:
+        shape = tuple(operator.index(d) for d in shape)
+    except TypeError:
+        raise InvalidArgument(f"shape: expected a sequence of integers, got {shape!r}") from None
+    if any(d < 0 for d in shape):
+        raise InvalidArgument(f"shape: negative dimension in {shape}")
+    if math.prod(max(d, 1) for d in shape) >= 2**63:
+        raise InvalidArgument(f"shape: {shape} is too large for an array")
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError:
+        raise InvalidArgument(f"dtype: expected float32, float16 or bfloat16, got {dtype!r}") from None
+    if dtype not in _INPUT_CODES:
+        raise InvalidArgument(f"dtype: expected float32, float16 or bfloat16, got {dtype}")
+    rows, cols = _rows_cols_of(shape)
+    n = rows * cols
+    where = f"{scheme} {rows}x{cols}"
+    floats = tuple(_INPUT_CODES)
+    if granularity is not None and scheme != "fp8_e4m3":
+        raise InvalidArgument(f"granularity: applies to fp8_e4m3 only, got {granularity!r} for {scheme}")
+
+    if scheme in GGML_SCHEMES:
+        if not _fixed_group(group_size, 32):
+            raise InvalidArgument(f"group_size: {scheme} blocks are 32 values, got {group_size!r}")
+        if cols % 32:
+            raise InvalidArgument(f"shape: {scheme} needs a row length that is a multiple of 32, got {shape}")
+        _check_array("data", data, (np.uint8,), rows * (cols // 32) * _GGML_BLOCK_BYTES[scheme], "bytes",
+                     where + " (group 32)")
+        _check_none("scales", scales, scheme)
+        _check_none("zero_points", zero_points, scheme)
+        return shape, dtype, 32, None
+
+    if scheme in INT_SCHEMES:
+        bits = INT_SCHEMES[scheme]
+        if not _is_int(group_size):
+            raise InvalidArgument(f"group_size: {scheme} needs a positive integer, got {group_size!r}")
+        group_size = int(group_size)
+        if group_size <= 0 or cols % group_size:
+            raise InvalidArgument(f"group_size: {group_size} does not divide the row length {cols} of {where}")
+        where += f" (group {group_size})"
+        groups = rows * (cols // group_size)
+        if bits == 8:
+            _check_array("data", data, (np.int8,), n, "int8 codes", where)
+        else:
+            _check_array("data", data, (np.int32,), rows * _words(cols, bits), "int32 words", where)
+        _check_array("scales", scales, floats, groups, "scale values", where)
+        if zero_points is not None:
+            _check_array("zero_points", zero_points, (np.int8,), groups, "int8 values", where)
+        return shape, dtype, group_size, None
+
+    if scheme == "nf4":
+        if not _fixed_group(group_size, 64):
+            raise InvalidArgument(f"group_size: nf4 blocks are 64 values, got {group_size!r}")
+        where = f"nf4 {shape}"
+        _check_array("data", data, (np.uint8,), (n + 1) // 2, "bytes", where)
+        _check_array("scales", scales, (np.float32,), -(-n // 64), "float32 absmax values", where)
+        _check_none("zero_points", zero_points, scheme)
+        return shape, dtype, 64, None
+
+    # fp8_e4m3
+    if not (isinstance(granularity, str) and granularity in GRANULARITIES):
+        raise InvalidArgument(f"granularity: expected one of {', '.join(GRANULARITIES)}, got {granularity!r}")
+    if group_size is not None:
+        raise InvalidArgument(f"group_size: fp8_e4m3 has none (see granularity), got {group_size!r}")
+    count = {"tensor": 1, "channel": rows,
+             "block": -(-rows // _FP8_TILE) * -(-cols // _FP8_TILE)}[granularity]
+    where += f" ({granularity})"
+    _check_array("data", data, (np.uint8, ml_dtypes.float8_e4m3fn), n, "bytes", where)
+    _check_array("scales", scales, floats, count, "scale values", where)
+    _check_none("zero_points", zero_points, scheme)
+    return shape, dtype, None, granularity
 
 
 def _as_rows(array: np.ndarray, scheme: str, allow_1d: bool) -> Tuple[np.ndarray, int, int]:
@@ -58,9 +184,11 @@ class QuantizedTensor:
     def __init__(self, scheme: str, shape: Tuple[int, ...], dtype: np.dtype, data: np.ndarray,
                  scales: np.ndarray, zero_points: Optional[np.ndarray], group_size: Optional[int],
                  granularity: Optional[str] = None):
+        shape, dtype, group_size, granularity = _validate(scheme, shape, dtype, data, scales, zero_points,
+                                                          group_size, granularity)
         self.scheme = scheme
-        self.shape = tuple(shape)
-        self.dtype = np.dtype(dtype)
+        self.shape = shape
+        self.dtype = dtype
         self.data = data
         self.scales = scales
         self.zero_points = zero_points
@@ -73,9 +201,12 @@ class QuantizedTensor:
 
     @property
     def _rows_cols(self) -> Tuple[int, int]:
-        cols = self.shape[-1] if self.shape else 1
-        n = int(np.prod(self.shape, dtype=np.int64))
-        return (n // cols if cols else 0), cols
+        return _rows_cols_of(tuple(self.shape))
+
+    def _check(self) -> None:
+        """Validate the parts again: attributes may have been reassigned."""
+        _validate(self.scheme, self.shape, self.dtype, self.data, self.scales, self.zero_points, self.group_size,
+                  self.granularity)
 
     @property
     def nbytes(self) -> int:
@@ -89,22 +220,23 @@ class QuantizedTensor:
 
     def compression_ratio(self) -> float:
         """Original bytes / quantized bytes (data, scales and zero points)."""
-        original = int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+        original = math.prod(self.shape) * self.dtype.itemsize
         return original / self.nbytes if self.nbytes else float("inf")
 
     def values(self) -> np.ndarray:
         """The integer codes (int8; NF4: code indices 0..15, GGML: the signed
         or unsigned block codes), or the FP8 values, in the original shape."""
+        self._check()
         rows, cols = self._rows_cols
         s = self.scheme
         if s in INT_SCHEMES:
             if s == "int8":
                 return self.data.reshape(self.shape)
             codes = np.empty((rows, cols), dtype=np.int8)
-            _core.unpack_int32(_addr(self.data), rows, cols, INT_SCHEMES[s], _addr(codes))
+            _core.unpack_int32(self.data, INT_SCHEMES[s], codes)
             return codes.reshape(self.shape)
         if s == "fp8_e4m3":
-            return self.data.view(ml_dtypes.float8_e4m3fn).reshape(self.shape)
+            return self.data.view(np.uint8).view(ml_dtypes.float8_e4m3fn).reshape(self.shape)
         if s == "nf4":
             n = rows * cols
             nib = np.empty(2 * self.data.size, dtype=np.uint8)
@@ -123,6 +255,8 @@ class QuantizedTensor:
 def _ggml_codes(scheme: str, data: np.ndarray, rows: int, cols: int) -> np.ndarray:
     """Unpack GGML blocks into their integer codes (Q8_0 signed, others 0..15/31)."""
     nb = rows * cols // 32
+    if nb == 0:
+        return np.zeros((rows, cols), np.int8 if scheme == "q8_0" else np.uint8)
     blocks = data.reshape(nb, -1)
     if scheme == "q8_0":
         return blocks[:, 2:].view(np.int8).reshape(rows, cols).copy()
@@ -166,10 +300,10 @@ def quantize(array, scheme: str, *, group_size: Optional[int] = None, symmetric:
     code = _INPUT_CODES.get(array.dtype)
     if code is None:
         raise InvalidArgument(f"quantize takes float32, float16 or bfloat16 arrays, not {array.dtype}")
-    if scheme not in SCHEMES:
+    if not isinstance(scheme, str) or scheme not in SCHEMES:
         raise InvalidArgument(f"unknown scheme {scheme!r}; expected one of {', '.join(SCHEMES)}")
     if scheme not in INT_SCHEMES and (group_size is not None or symmetric is not None):
-        if not (scheme in ("nf4",) + GGML_SCHEMES and group_size in (None, 64 if scheme == "nf4" else 32)
+        if not (scheme in ("nf4",) + GGML_SCHEMES and _fixed_group(group_size, 64 if scheme == "nf4" else 32)
                 and symmetric is None):
             raise InvalidArgument(f"{scheme}: group_size and symmetric are fixed by the format")
     if scheme != "fp8_e4m3" and granularity is not None:
@@ -177,36 +311,40 @@ def quantize(array, scheme: str, *, group_size: Optional[int] = None, symmetric:
 
     if scheme in GGML_SCHEMES:
         a, rows, cols = _as_rows(array, scheme, allow_1d=True)
-        row_bytes = _core.ggml_row_bytes(scheme, cols)
+        ggml = getattr(_core.GgmlType, scheme)
+        row_bytes = _core.ggml_row_bytes(ggml, cols)
         out = np.empty((rows, row_bytes), dtype=np.uint8)
-        _core.ggml_quantize(scheme, _addr(a), code, rows, cols, _addr(out))
+        _core.ggml_quantize(ggml, _raw(a.reshape(rows, cols)), code, out)
         return QuantizedTensor(scheme, array.shape, array.dtype, out, None, None, 32)
 
     if scheme in INT_SCHEMES:
         bits = INT_SCHEMES[scheme]
         a, rows, cols = _as_rows(array, scheme, allow_1d=False)
         if scheme == "int8":
-            if group_size is not None and group_size != cols:
+            if not _fixed_group(group_size, cols):
                 raise InvalidArgument("int8 is per channel: group_size must be None or the row length")
             group_size = cols
         elif group_size is None:
             group_size = _DEFAULT_GROUP[scheme]
         if symmetric is None:
             symmetric = _DEFAULT_SYMMETRIC[scheme]
-        group_size = int(group_size)
+        try:
+            group_size = operator.index(group_size)
+        except TypeError:
+            raise InvalidArgument(f"{scheme}: group_size must be an integer, not {group_size!r}") from None
         if group_size <= 0 or (cols and cols % group_size):
             raise InvalidArgument(f"{scheme}: row length {cols} is not a multiple of the group size {group_size}")
         ngroups = cols // group_size if group_size else 0
         codes = np.empty((rows, cols), dtype=np.int8)
         scales = np.empty((rows, ngroups), dtype=array.dtype)
         zps = None if symmetric else np.zeros((rows, ngroups), dtype=np.int8)
-        _core.int_quantize(_addr(a), code, rows, cols, bits, group_size, bool(symmetric), _addr(codes),
-                           _addr(scales), _addr(zps) if zps is not None else 0)
+        _core.int_quantize(_raw(a.reshape(rows, cols)), code, bits, group_size, bool(symmetric), codes,
+                           _raw(scales), zps)
         if bits == 8:
             data = codes
         else:
             data = np.empty((rows, _core.packed_words(cols, bits)), dtype=np.int32)
-            _core.pack_int32(_addr(codes), rows, cols, bits, _addr(data))
+            _core.pack_int32(codes, bits, data)
         return QuantizedTensor(scheme, array.shape, array.dtype, data, scales, zps, group_size)
 
     if scheme == "nf4":
@@ -214,16 +352,19 @@ def quantize(array, scheme: str, *, group_size: Optional[int] = None, symmetric:
         n = rows * cols
         out = np.empty((n + 1) // 2, dtype=np.uint8)
         absmax = np.empty((n + 63) // 64, dtype=np.float32)
-        _core.nf4_quantize(_addr(a), code, rows, cols, _addr(out), _addr(absmax))
+        _core.nf4_quantize(_raw(a.reshape(rows, cols)), code, out, absmax)
         return QuantizedTensor(scheme, array.shape, array.dtype, out, absmax, None, 64)
 
     # fp8_e4m3
     granularity = "tensor" if granularity is None else granularity
+    if not (isinstance(granularity, str) and granularity in GRANULARITIES):
+        raise InvalidArgument(f"fp8_e4m3: granularity must be one of {', '.join(GRANULARITIES)}, not {granularity!r}")
     a, rows, cols = _as_rows(array, scheme, allow_1d=(granularity == "tensor"))
-    count = _core.fp8_scale_count(granularity, rows, cols)
+    gran = getattr(_core.Fp8Granularity, granularity)
+    count = _core.fp8_scale_count(gran, rows, cols)
     out = np.empty((rows, cols), dtype=np.uint8)
     scales = np.empty(count, dtype=array.dtype)
-    _core.fp8_quantize(_addr(a), code, rows, cols, granularity, _addr(out), _addr(scales))
+    _core.fp8_quantize(_raw(a.reshape(rows, cols)), code, gran, out, _raw(scales))
     if granularity == "channel":
         scales = scales.reshape(rows, 1)
     elif granularity == "block":
@@ -242,13 +383,17 @@ def _aligned_f32(rows: int, cols: int) -> np.ndarray:
 
 def _check_out(out, qt: QuantizedTensor) -> np.ndarray:
     if not isinstance(out, np.ndarray):
-        raise InvalidArgument(f"dequantize: out must be a numpy array, not {type(out).__name__}")
+        raise InvalidOutput(f"dequantize: out must be a numpy array, not {type(out).__name__}")
     if out.dtype != np.float32:
-        raise InvalidArgument(f"dequantize: out must be float32, not {out.dtype}")
+        raise InvalidOutput(f"dequantize: out must be float32, not {out.dtype}")
     if out.shape != tuple(qt.shape):
-        raise InvalidArgument(f"dequantize: out has shape {out.shape}, the tensor has shape {tuple(qt.shape)}")
+        raise InvalidOutput(f"dequantize: out has shape {out.shape}, the tensor has shape {tuple(qt.shape)}")
     if not out.flags.c_contiguous or not out.flags.writeable:
-        raise InvalidArgument("dequantize: out must be C-contiguous and writeable")
+        raise InvalidOutput("dequantize: out must be C-contiguous and writeable")
+    for name in ("data", "scales", "zero_points"):
+        part = getattr(qt, name)
+        if part is not None and out.size and np.may_share_memory(out, part):
+            raise InvalidOutput(f"dequantize: out overlaps the tensor's {name}")
     return out
 
 
@@ -258,6 +403,9 @@ def dequantize(qt: QuantizedTensor, dtype="F32", *, out: Optional[np.ndarray] = 
     ``out``: a C-contiguous float32 array of the tensor's shape to write into
     (``dtype`` must then be F32); reusing one across calls skips allocating
     and first-touching a fresh output, which costs more than the kernels."""
+    if not isinstance(qt, QuantizedTensor):
+        raise InvalidArgument(f"dequantize: expected a QuantizedTensor, got {type(qt).__name__}")
+    qt._check()
     rows, cols = qt._rows_cols
     target = _out_dtype(dtype)
     if out is not None:
@@ -268,25 +416,20 @@ def dequantize(qt: QuantizedTensor, dtype="F32", *, out: Optional[np.ndarray] = 
         res = _aligned_f32(rows, cols)
     s = qt.scheme
     if s in GGML_SCHEMES:
-        _core.ggml_dequantize(s, _addr(qt.data), rows, cols, _addr(res))
+        _core.ggml_dequantize(getattr(_core.GgmlType, s), qt.data, res)
     elif s in INT_SCHEMES:
         sd = _INPUT_CODES[np.dtype(qt.scales.dtype)]
-        zp = _addr(qt.zero_points) if qt.zero_points is not None else 0
         if s == "int8":
-            codes = np.ascontiguousarray(qt.data.reshape(rows, cols))
-            _core.int_dequantize(_addr(codes), _addr(qt.scales), sd, zp, rows, cols, qt.group_size, _addr(res))
+            _core.int_dequantize(qt.data, _raw(qt.scales), sd, qt.zero_points, qt.group_size, res)
         else:  # packed int32 words, unpacked row by row in the kernel
-            packed = np.ascontiguousarray(qt.data)  # a name keeps a copy alive through the call
-            _core.int_dequantize_packed(_addr(packed), INT_SCHEMES[s], _addr(qt.scales), sd, zp, rows, cols,
-                                        qt.group_size, _addr(res))
+            _core.int_dequantize_packed(qt.data, INT_SCHEMES[s], _raw(qt.scales), sd, qt.zero_points,
+                                        qt.group_size, res)
     elif s == "nf4":
-        _core.nf4_dequantize(_addr(qt.data), _addr(qt.scales), rows * cols, _addr(res))
-    elif s == "fp8_e4m3":
+        _core.nf4_dequantize(qt.data, qt.scales, res)
+    else:  # fp8_e4m3 (_check knows the schemes)
         sd = _INPUT_CODES[np.dtype(qt.scales.dtype)]
-        _core.fp8_dequantize(_addr(qt.data), _addr(np.ascontiguousarray(qt.scales)), sd, qt.granularity,
-                             rows, cols, _addr(res))
-    else:
-        raise InvalidArgument(f"unknown scheme {s!r}")
+        _core.fp8_dequantize(qt.data.view(np.uint8), _raw(qt.scales), sd,
+                             getattr(_core.Fp8Granularity, qt.granularity), res)
     if out is not None:
         return out
     res = res.reshape(qt.shape)
@@ -311,7 +454,7 @@ def quality(reference, candidate) -> Dict[str, float]:
         if c is None:
             raise InvalidArgument(f"quality: the {name} must be float64, float32, float16 or bfloat16, not {a.dtype}")
         codes.append(c)
-    ref = np.ascontiguousarray(ref)
-    cand = np.ascontiguousarray(cand)
-    cos, sqnr, rmse, mx = _core.quality(_addr(ref), codes[0], _addr(cand), codes[1], ref.size)
-    return {"cosine": cos, "sqnr_db": sqnr, "rmse": rmse, "max_abs_err": mx}
+    ref = _raw(np.ascontiguousarray(ref).reshape(-1))
+    cand = _raw(np.ascontiguousarray(cand).reshape(-1))
+    r = _core.quality(ref, codes[0], cand, codes[1])
+    return {"cosine": r.cosine, "sqnr_db": r.sqnr_db, "rmse": r.rmse, "max_abs_err": r.max_abs_err}

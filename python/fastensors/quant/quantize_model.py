@@ -494,7 +494,7 @@ def _write_safetensors(source: _Source, items: List[_Item], s: _Scheme, quantize
         # Written in the planned order, where the parts of each quantized
         # weight follow one another: each weight is quantized once, and only
         # its parts wait in memory until the writer takes them.
-        specs = [(n, outputs[n][0], list(outputs[n][1]), 0, outputs[n][2]) for n in names]
+        specs = [(n, outputs[n][0], list(outputs[n][1]), None, outputs[n][2]) for n in names]
         pending: Dict[str, np.ndarray] = {}  # the parts of the weight named in current[0]
         current = [None]
         holder: list = []
@@ -514,7 +514,7 @@ def _write_safetensors(source: _Source, items: List[_Item], s: _Scheme, quantize
                 spec = source.raw(src_name, holder)
                 copied[0] = src_name
                 bar.tensor_done(src_name, nbytes)
-                return spec[3], spec[4]
+                return spec[3]
             if current[0] != src_name:
                 pending.clear()
                 pending.update(_ct_layout.parts_of(quantizer(src_name)))
@@ -525,7 +525,7 @@ def _write_safetensors(source: _Source, items: List[_Item], s: _Scheme, quantize
             if arr.nbytes != nbytes:  # pragma: no cover - plan_parts and parts_of disagree
                 raise RuntimeError(f"{name}: planned {nbytes} bytes, produced {arr.nbytes}")
             holder.append(arr)
-            return (arr.ctypes.data if arr.nbytes else 0), arr.nbytes
+            return _serialize.byte_view(arr)
 
         try:
             _serialize.write_specs_streaming(specs, path, meta, False, fill, keep_order=True)

@@ -138,6 +138,8 @@ def detect_modality(metadata: Optional[Dict[str, str]], model_dir: Optional[str]
     found in ``model_dir`` (the embed-config search order); else "unknown"."""
     from .metadata import find_config
 
+    if metadata is not None and not isinstance(metadata, dict):
+        raise TypeError(f"metadata must be a dict of str to str or None, not {type(metadata).__name__}")
     metadata = metadata or {}
     if metadata.get("modality"):
         return metadata["modality"], "metadata:modality"

@@ -64,7 +64,7 @@ def read_header(path: str) -> Header:
 def header_bytes(header: Header) -> bytes:
     """The serialized header for ``header``, tensors kept in their order so
     the data section can be copied unchanged."""
-    specs = _check_names([[name, dtype, shape, 0, nbytes] for name, dtype, shape, nbytes in header.tensors])
+    specs = _check_names([[name, dtype, shape, None, nbytes] for name, dtype, shape, nbytes in header.tensors])
     return _core.plan_header_in_order([tuple(s) for s in specs], _check_metadata(header.metadata))
 
 

@@ -82,14 +82,14 @@ def plan_parts(scheme: str, shape: Tuple[int, ...], code: str, group_size: Optio
 def _pack_rows(codes: np.ndarray, bits: int) -> np.ndarray:
     rows, cols = codes.shape
     out = np.empty((rows, _core.packed_words(cols, bits)), dtype=np.int32)
-    _core.pack_int32(codes.ctypes.data, rows, cols, bits, out.ctypes.data)
+    _core.pack_int32(np.ascontiguousarray(codes, dtype=np.int8), bits, out)
     return out
 
 
 def _unpack_rows(packed: np.ndarray, rows: int, cols: int, bits: int) -> np.ndarray:
     packed = np.ascontiguousarray(packed, dtype=np.int32)
     out = np.empty((rows, cols), dtype=np.int8)
-    _core.unpack_int32(packed.ctypes.data, rows, cols, bits, out.ctypes.data)
+    _core.unpack_int32(packed, bits, out)
     return out
 
 

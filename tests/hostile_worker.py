@@ -1,0 +1,897 @@
+"""Runs one family of hostile-argument cases against the public API and
+prints a JSON report; run by tests/test_hostile_api.py in a subprocess, so
+that a segfault or abort is seen as the process dying rather than taking
+pytest with it.
+
+    python hostile_worker.py FAMILY:EXAMPLES[,FAMILY:EXAMPLES...]
+
+Before each case its description goes to stderr (flushed), so the last line
+there names the case that killed the process. Every case must either
+succeed with a correct result (checked against an oracle where one exists)
+or raise one of the exceptions the family allows: a fastensors
+SafetensorError, or the standard exceptions that are that API's contract
+(TypeError for non-str metadata and names, IndexError for out-of-range
+indices, ...). Anything else is a failure, reported with the case."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import tempfile
+import traceback
+
+import ml_dtypes
+import numpy as np
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+import fastensors
+import fastensors.numpy as fnp
+from fastensors.quant import SCHEMES
+
+SE = fastensors.SafetensorError
+CASES = [0]
+SUCCEEDED = [0]  # cases that returned (and then had their result checked)
+FAILURES: list = []
+
+
+# -- running and recording cases ------------------------------------------------------------
+
+def describe(v, depth: int = 0) -> str:
+    """A short, deterministic description of an argument (arrays summarised)."""
+    if isinstance(v, np.ndarray):
+        flags = ("C" if v.flags.c_contiguous else "strided") + ("" if v.flags.writeable else ",ro")
+        return f"ndarray({v.dtype.str if v.dtype.byteorder in '<>' else v.dtype}, {v.shape}, {flags})"
+    if depth < 3 and isinstance(v, (list, tuple)):
+        inner = ", ".join(describe(x, depth + 1) for x in v[:8]) + (", ..." if len(v) > 8 else "")
+        return ("[%s]" if isinstance(v, list) else "(%s)") % inner
+    if depth < 3 and isinstance(v, dict):
+        return "{" + ", ".join(f"{describe(k, depth + 1)}: {describe(x, depth + 1)}" for k, x in
+                               list(v.items())[:8]) + "}"
+    r = repr(v)
+    return r if len(r) <= 120 else r[:117] + "..."
+
+
+def attempt(label: str, fn, allowed=(SE,), check=None):
+    """Run one case; returns its result, or None when it raised."""
+    CASES[0] += 1
+    sys.stderr.write(f"CASE {label}\n")
+    sys.stderr.flush()
+    try:
+        result = fn()
+    except allowed:
+        return None
+    except Exception as exc:  # anything else is a failure of the contract
+        FAILURES.append({"case": label, "error": f"{type(exc).__module__}.{type(exc).__name__}: {exc}"[:600],
+                         "traceback": traceback.format_exc()[-1500:]})
+        return None
+    SUCCEEDED[0] += 1
+    if check is not None:
+        try:
+            check(result)
+        except Exception as exc:
+            FAILURES.append({"case": label, "error": f"wrong result: {type(exc).__name__}: {exc}"[:600],
+                             "traceback": traceback.format_exc()[-1500:]})
+    return result
+
+
+def expect(label: str, fn, exc_type, match: str = ""):
+    """A deterministic case that must raise ``exc_type`` (message containing ``match``)."""
+    CASES[0] += 1
+    sys.stderr.write(f"CASE {label}\n")
+    sys.stderr.flush()
+    try:
+        fn()
+    except exc_type as exc:
+        if match not in str(exc):
+            FAILURES.append({"case": label, "error": f"message {str(exc)!r} lacks {match!r}"})
+        return
+    except Exception as exc:
+        FAILURES.append({"case": label, "error": f"raised {type(exc).__name__}: {exc}, expected {exc_type.__name__}"})
+        return
+    FAILURES.append({"case": label, "error": f"did not raise {exc_type.__name__}"})
+
+
+def same(a: np.ndarray, b: np.ndarray) -> None:
+    assert a.shape == b.shape, (a.shape, b.shape)
+    assert a.dtype == b.dtype, (a.dtype, b.dtype)
+    assert a.tobytes() == b.tobytes(), "different values"
+
+
+FAMILIES = {}
+
+
+def family(fn):
+    FAMILIES[fn.__name__] = fn
+    return fn
+
+
+def prop(examples: int, *strategies):
+    """A hypothesis property that records instead of raising (so every
+    example runs): derandomized, no database, no shrinking."""
+    def deco(fn):
+        return settings(max_examples=examples, derandomize=True, database=None, deadline=None,
+                        phases=[Phase.explicit, Phase.generate],
+                        suppress_health_check=list(HealthCheck))(given(*strategies)(fn))
+    return deco
+
+
+# -- quantization: reference sizes, independent of fastensors.quant ---------------------------
+
+GGML_BYTES = {"q8_0": 34, "q4_0": 18, "q4_1": 20, "q5_0": 22, "q5_1": 24}
+INT_BITS = {"int8": 8, "int4": 4, "int2": 2}
+FLOATS = (np.dtype(np.float32), np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16))
+SMALL_DIMS = [0, 1, 2, 3, 31, 32, 33, 64, 96, 128, 130, 256]
+HUGE_DIMS = [-1, -32, 2**31, 2**40, 2**62, 2**63, 2**64 + 32]
+BAD_VALUES = [None, 1.5, "32", True, b"x", [32], object()]
+
+
+def is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def reference_parts(scheme, shape, group_size, granularity):
+    """{part: (allowed dtypes, count) or None} for a consistent tensor, or
+    None when the arguments cannot describe one."""
+    if not isinstance(scheme, str) or scheme not in SCHEMES:
+        return None
+    if not all(is_int(d) and d >= 0 for d in shape):
+        return None
+    if math.prod(max(d, 1) for d in shape) >= 2**63:
+        return None
+    cols = shape[-1] if shape else 1
+    rows = math.prod(shape) // cols if cols else math.prod(shape[:-1])
+    n = rows * cols
+    if granularity is not None and scheme != "fp8_e4m3":
+        return None
+    if scheme in GGML_BYTES:
+        if not (group_size is None or (is_int(group_size) and group_size == 32)) or cols % 32:
+            return None
+        return {"data": ((np.uint8,), rows * cols // 32 * GGML_BYTES[scheme]), "scales": None, "zero_points": None}
+    if scheme in INT_BITS:
+        if not is_int(group_size) or group_size <= 0 or cols % group_size:
+            return None
+        bits, groups = INT_BITS[scheme], rows * (cols // group_size)
+        data = ((np.int8,), n) if bits == 8 else ((np.int32,), rows * ((cols * bits + 31) // 32))
+        return {"data": data, "scales": (FLOATS, groups), "zero_points": ((np.int8,), groups), "zp_optional": True}
+    if scheme == "nf4":
+        if not (group_size is None or (is_int(group_size) and group_size == 64)):
+            return None
+        return {"data": ((np.uint8,), (n + 1) // 2), "scales": ((np.float32,), -(-n // 64)), "zero_points": None}
+    if granularity not in ("tensor", "channel", "block") or group_size is not None:
+        return None
+    count = {"tensor": 1, "channel": rows, "block": -(-rows // 128) * -(-cols // 128)}[granularity]
+    return {"data": ((np.uint8, ml_dtypes.float8_e4m3fn), n), "scales": (FLOATS, count), "zero_points": None}
+
+
+def part_fits(spec, value, optional=False) -> bool:
+    if spec is None or (optional and value is None):
+        return value is None
+    dtypes, count = spec
+    return (isinstance(value, np.ndarray) and value.dtype in [np.dtype(d) for d in dtypes]
+            and value.size == count and value.flags.c_contiguous)
+
+
+def make_part(draw, spec, fallback_dtype):
+    """A hostile or honest array for one part of a quantized tensor."""
+    dtypes, count = spec if spec is not None else ((fallback_dtype,), 8)
+    dtype = np.dtype(draw(st.sampled_from(dtypes)))
+    if count > 1 << 22:  # cannot build the honest one: a small array instead
+        count = draw(st.sampled_from([0, 1, 18, 1000]))
+    kind = draw(st.sampled_from(["exact"] * 6 + ["short", "long", "empty", "half", "wrong-dtype", "strided",
+                                                 "byteswapped", "2d", "readonly", "none", "list", "scalar"]))
+    n = {"short": max(count - 1, 0), "long": count + 1, "empty": 0, "half": count // 2}.get(kind, count)
+    if kind == "none":
+        return None
+    if kind == "list":
+        return [0] * min(n, 64)
+    if kind == "scalar":
+        return np.zeros((), dtype)
+    rng = np.random.default_rng(n)
+    a = rng.integers(0, 256, size=n * dtype.itemsize, dtype=np.uint8).view(dtype)
+    if dtype in FLOATS:  # finite scales, so outputs can be compared
+        a = (rng.random(n, dtype=np.float32) + 0.5).astype(dtype)
+    if kind == "wrong-dtype":
+        a = a.astype(draw(st.sampled_from([np.float64, np.int16, np.uint8, np.int32, np.float32])))
+    elif kind == "strided":
+        b = np.zeros(2 * n, dtype)
+        b[::2] = a
+        a = b[::2]
+    elif kind == "byteswapped" and dtype.itemsize > 1:
+        a = a.astype(dtype.newbyteorder(">")) if dtype.kind in "iuf" else a
+    elif kind == "2d" and n % 2 == 0 and n:
+        a = a.reshape(2, n // 2)
+    elif kind == "readonly":
+        a.flags.writeable = False
+    return a
+
+
+@st.composite
+def quantized_args(draw):
+    scheme = draw(st.sampled_from(list(SCHEMES) * 3 + ["q3_k", "", "INT4", 4, None]))
+    ndim = draw(st.integers(0, 3))
+    dims = st.one_of(st.sampled_from(SMALL_DIMS), st.sampled_from(SMALL_DIMS + HUGE_DIMS + [1.5, "4"]))
+    shape = tuple(draw(st.lists(dims, min_size=ndim, max_size=ndim)))
+    default_group = {"int8": shape[-1] if shape and is_int(shape[-1]) else 1, "int4": 32, "int2": 32,
+                     "nf4": 64}.get(scheme if isinstance(scheme, str) else "", 32)
+    if scheme == "fp8_e4m3":
+        default_group = None
+    group_size = draw(st.one_of(st.just(default_group), st.just(default_group),
+                                st.sampled_from([32, 64, 16, 0, -32, 3, 2**40, 2**70] + BAD_VALUES)))
+    granularity = None
+    if scheme == "fp8_e4m3":
+        granularity = draw(st.sampled_from(["tensor", "channel", "block", "row", None, 1]))
+    elif draw(st.integers(0, 9)) == 0:
+        granularity = "tensor"
+    dtype = draw(st.sampled_from([np.float32, np.float16, ml_dtypes.bfloat16] * 3
+                                 + [np.float64, np.int8, "F32", "bogus", None, object]))
+    ref = reference_parts(scheme, shape, group_size, granularity)
+    if ref is None:  # inconsistent anyway: parts sized for a nearby valid tensor, or random
+        ref = reference_parts(scheme if scheme in SCHEMES else "int8", (4, 32), 32 if scheme != "nf4" else 64,
+                              "tensor" if scheme == "fp8_e4m3" else None) or {}
+    data = make_part(draw, ref.get("data"), np.uint8)
+    scales = None if ref.get("scales") is None and draw(st.integers(0, 3)) else make_part(
+        draw, ref.get("scales"), np.float32)
+    zero_points = None
+    if ref.get("zero_points") is not None and draw(st.booleans()):
+        zero_points = make_part(draw, ref["zero_points"], np.int8)
+    elif draw(st.integers(0, 9)) == 0:
+        zero_points = np.zeros(4, np.int8)
+    return scheme, shape, dtype, data, scales, zero_points, group_size, granularity
+
+
+def check_dequantized(qt, shape):
+    def check(res):
+        assert isinstance(res, np.ndarray) and res.dtype == np.float32 and res.shape == tuple(shape), \
+            (type(res), getattr(res, "dtype", None), getattr(res, "shape", None))
+    return check
+
+
+@family
+def quantized_tensor(examples: int) -> None:
+    """QuantizedTensor(...) with lying parts, then dequantize / values."""
+    @prop(examples, quantized_args(), st.sampled_from(["fresh", "out", "F16", "BF16", "F64", "bogus"]))
+    def run(args, how):
+        scheme, shape, dtype, data, scales, zero_points, group_size, granularity = args
+        label = "QuantizedTensor" + describe(args)
+        qt = attempt(label, lambda: fastensors.QuantizedTensor(*args))
+        ref = reference_parts(scheme, shape, group_size, granularity)
+        try:
+            ok_dtype = np.dtype(dtype) in FLOATS
+        except TypeError:
+            ok_dtype = False
+        consistent = (ref is not None and ok_dtype and part_fits(ref["data"], data)
+                      and part_fits(ref["scales"], scales)
+                      and part_fits(ref["zero_points"], zero_points, optional=ref.get("zp_optional", False)))
+        if (qt is not None) != consistent:
+            FAILURES.append({"case": label, "error": "accepted an inconsistent tensor" if qt is not None
+                             else "rejected a consistent tensor"})
+        if qt is None:
+            return
+        fresh = attempt("dequantize " + label, lambda: fastensors.dequantize(qt), check=check_dequantized(qt, shape))
+        if how == "out" and fresh is not None:
+            out = np.full(qt.shape, np.nan, np.float32)
+
+            def into_out(r):
+                assert r is out, "did not return out"
+                same(r, fresh)
+
+            attempt("dequantize(out=) " + label, lambda: fastensors.dequantize(qt, out=out), check=into_out)
+        elif how != "fresh":
+            attempt(f"dequantize({how}) " + label, lambda: qt.dequantize(how))
+        def values_shape(v):
+            assert v.shape == tuple(shape), v.shape
+
+        attempt("values " + label, lambda: qt.values(), check=values_shape)
+
+    run()
+
+
+@family
+def quantized_mutated(examples: int) -> None:
+    """Valid tensors from quantize() with one attribute replaced afterwards."""
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((8, 128)).astype(np.float32)
+    made = {s: fastensors.quantize(base, s, **({"group_size": 32} if s in ("int4", "int2") else {}))
+            for s in SCHEMES}
+    made["int4-asym"] = fastensors.quantize(base, "int4", group_size=32, symmetric=False)
+    hostile = {
+        "data": lambda qt: [qt.data[:1], qt.data.reshape(-1)[::2], qt.data.astype(np.float32), None, [1, 2],
+                            np.concatenate([qt.data.reshape(-1), qt.data.reshape(-1)])],
+        "scales": lambda qt: [None if qt.scales is not None else np.ones(4, np.float32),
+                              np.ones(1, np.float32), np.ones(10**6, np.float16), np.ones(3, np.float64), "s"],
+        "zero_points": lambda qt: [np.zeros(1, np.int8), np.zeros(10**6, np.int8), np.zeros(16, np.int32), 7],
+        "shape": lambda qt: [(4096, 4096), (8, 256), (16, 128), (8, 64), (), (8,), (-8, 128), (2**40, 128),
+                             (8, 2**62), ("8", 128), None],
+        "group_size": lambda qt: [0, -1, 7, 2**64, None, 2.0, "32", 16],
+        "granularity": lambda qt: ["block", "row", None, 3, "channel"],
+        "scheme": lambda qt: ["q4_1", "int2", "nf4", "fp8_e4m3", "bogus", None],
+        "dtype": lambda qt: [np.float64, object, "F16", None],
+    }
+    choices = [(s, attr, i) for s in made for attr, make in hostile.items() for i in range(len(make(made[s])))]
+
+    @prop(examples, st.sampled_from(choices), st.booleans())
+    def run(choice, use_out):
+        s, attr, i = choice
+        import copy
+        qt = copy.copy(made[s])
+        value = hostile[attr](qt)[i]
+        setattr(qt, attr, value)
+        label = f"{s} with {attr}={describe(value)}"
+        if use_out:
+            out = np.zeros(qt.shape if isinstance(qt.shape, tuple) and all(is_int(d) and 0 <= d < 1 << 14
+                                                                           for d in qt.shape) else (8, 128),
+                           np.float32)
+            attempt("dequantize(out=) " + label, lambda: fastensors.dequantize(qt, out=out))
+        else:
+            attempt("dequantize " + label, lambda: fastensors.dequantize(qt))
+        attempt("values " + label, lambda: qt.values())
+
+    run()
+
+
+@st.composite
+def arrays_to_quantize(draw):
+    dtype = draw(st.sampled_from([np.float32, np.float16, ml_dtypes.bfloat16] * 4 +
+                                 [np.float64, np.int8, np.uint8, np.bool_, np.complex64, object]))
+    if draw(st.booleans()):  # shapes every scheme takes, so that successes are checked too
+        shape = draw(st.sampled_from([(4, 128), (2, 256), (3, 2, 128), (1, 512)]))
+    else:
+        ndim = draw(st.integers(0, 3))
+        shape = tuple(draw(st.lists(st.sampled_from([0, 1, 2, 5, 32, 64, 128, 130]), min_size=ndim,
+                                    max_size=ndim)))
+    n = math.prod(shape)
+    if n > 1 << 16:
+        shape, n = (4, 64), 256
+    a = (np.random.default_rng(n).standard_normal(n) * 3).reshape(shape)
+    a = a.astype(dtype) if dtype is not object else a.astype(object)
+    layout = draw(st.sampled_from(["c"] * 5 + ["fortran", "strided", "byteswapped", "readonly", "nan", "list"]))
+    if layout == "fortran":
+        a = np.asfortranarray(a)
+    elif layout == "strided" and a.ndim:
+        a = np.repeat(a, 2, axis=-1)[..., ::2]
+    elif layout == "byteswapped" and a.dtype.kind == "f" and a.dtype.itemsize > 1 and dtype is not object:
+        a = a.astype(a.dtype.newbyteorder(">"))
+    elif layout == "readonly":
+        a.flags.writeable = False
+    elif layout == "nan" and a.size and a.dtype.kind == "f":
+        a = a.copy()
+        a.reshape(-1)[0] = np.nan
+    elif layout == "list":
+        return a.tolist()
+    return a
+
+
+@family
+def quantize_args(examples: int) -> None:
+    """quantize() with hostile arrays, schemes, group sizes and flags."""
+    @prop(examples, arrays_to_quantize(), st.sampled_from(list(SCHEMES) * 2 + ["q3_k", "", None, 7]),
+          st.sampled_from([None] * 8 + [32, 64, 128, 0, -64, 3, 2**40, 1.5, "32", True]),
+          st.sampled_from([None] * 8 + [True, False, 0, "yes"]),
+          st.sampled_from([None] * 8 + ["tensor", "channel", "block", "row", 0]))
+    def run(array, scheme, group_size, symmetric, granularity):
+        label = f"quantize({describe(array)}, {scheme!r}, group_size={group_size!r}, symmetric={symmetric!r}, " \
+                f"granularity={granularity!r})"
+        shape = np.shape(array)
+
+        def check(qt):
+            assert isinstance(qt, fastensors.QuantizedTensor) and qt.shape == shape
+            res = fastensors.dequantize(qt)
+            assert res.shape == shape and res.dtype == np.float32
+
+        attempt(label, lambda: fastensors.quantize(array, scheme, group_size=group_size, symmetric=symmetric,
+                                                   granularity=granularity), check=check)
+
+    run()
+
+
+@family
+def quality_args(examples: int) -> None:
+    """quality() with mismatched sizes, dtypes and layouts."""
+    @prop(examples, arrays_to_quantize(), arrays_to_quantize())
+    def run(ref, cand):
+        label = f"quality({describe(ref)}, {describe(cand)})"
+
+        def check(r):
+            assert set(r) == {"cosine", "sqnr_db", "rmse", "max_abs_err"}, r
+            assert np.asarray(ref).size == np.asarray(cand).size
+
+        attempt(label, lambda: fastensors.quality(ref, cand), check=check)
+
+    run()
+
+
+# -- conversion -------------------------------------------------------------------------------
+
+CONVERT_TARGETS = ["F32", "F16", "BF16", "F64", "F8_E4M3", "F8_E5M2", "F8_E8M0", "bf16", "fp8_e4m3", np.float32,
+                   ml_dtypes.bfloat16, "I8", "U8", "BOOL", "F4", "bogus", "", None, 7, [1], object]
+
+
+@family
+def convert_out(examples: int) -> None:
+    """convert() with hostile targets and out= arrays."""
+    @prop(examples, arrays_to_quantize(), st.sampled_from(CONVERT_TARGETS),
+          st.sampled_from(["none", "none", "exact", "exact", "small", "large", "wrong-dtype", "strided",
+                           "readonly", "overlap", "list", "flat", "fortran", "0d"]))
+    def run(array, target, out_kind):
+        label = f"convert({describe(array)}, {target!r}, out={out_kind})"
+        try:
+            want = fastensors.convert(array, target)
+        except (SE, TypeError, ValueError):
+            want = None
+        out = None
+        if out_kind != "none":
+            a = np.asarray(array)
+            dt = want.dtype if want is not None else np.dtype(np.float32)
+            shape = a.shape
+            if out_kind == "exact":
+                out = np.empty(shape, dt)
+            elif out_kind == "small":
+                out = np.empty((max(a.size - 1, 0),), dt)
+            elif out_kind == "large":
+                out = np.empty((a.size + 1,), dt)
+            elif out_kind == "wrong-dtype":
+                out = np.empty(shape, np.float64 if dt != np.float64 else np.float32)
+            elif out_kind == "strided":
+                out = np.empty(shape + (2,), dt)[..., 0]
+            elif out_kind == "readonly":
+                out = np.empty(shape, dt)
+                out.flags.writeable = False
+            elif out_kind == "overlap" and isinstance(array, np.ndarray) and array.dtype == dt and array.flags.writeable:
+                out = array
+            elif out_kind == "list":
+                out = [0.0] * a.size
+            elif out_kind == "flat":
+                out = np.empty(a.size, dt)
+            elif out_kind == "fortran":
+                out = np.asfortranarray(np.empty(shape, dt))
+            elif out_kind == "0d":
+                out = np.empty((), dt)
+
+        def check(res):
+            assert want is not None, "converted where the plain call raised"
+            if out is not None:
+                assert res is out, "did not return out"
+            same(np.ascontiguousarray(res), np.ascontiguousarray(want))
+
+        attempt(label, lambda: fastensors.convert(array, target, out=out), allowed=(SE,), check=check)
+
+    run()
+
+
+@family
+def convert_file_args(examples: int) -> None:
+    """convert_file() with hostile dtypes, regexes and paths."""
+    tmp = tempfile.mkdtemp()
+    src = os.path.join(tmp, "in.safetensors")
+    fnp.save_file({"a": np.arange(12, dtype=np.float32).reshape(3, 4), "b": np.arange(3, dtype=np.int64),
+                   "c": np.ones(5, np.float16)}, src)
+
+    @prop(examples, st.sampled_from(["BF16", "F16", "F8_E4M3"] * 3 + CONVERT_TARGETS),
+          st.sampled_from([None] * 6 + ["a", "^b$", "[", "(?P<", 5, ""]),
+          st.sampled_from([None] * 6 + ["c", ")", 5]),
+          st.sampled_from([src] * 8 + [os.path.join(tmp, "missing"), tmp, "", "a\0b", 3, None]))
+    def run(target, only, keep, path):
+        dst = os.path.join(tmp, "out.safetensors")
+        label = f"convert_file({path!r}, {target!r}, only={only!r}, keep={keep!r})"
+
+        def check(report):
+            with fastensors.safe_open(dst, "np") as f:
+                assert set(f.keys()) == {"a", "b", "c"}
+
+        attempt(label, lambda: fastensors.convert_file(path, dst, target, only=only, keep=keep, durable=False),
+                allowed=(SE, TypeError, ValueError), check=check)
+
+    run()
+
+
+# -- reading ----------------------------------------------------------------------------------
+
+INDEX_ATOMS = [0, 1, 2, -1, -3, 5, 7, 100, -100, 2**31, 2**63, -2**63 - 1, 2**64, np.int64(1), np.uint8(2),
+               Ellipsis, None, 1.5, "a", True, False, [0, 1], np.array([0, 1]), np.array([True, False, True]),
+               b"\x00"]
+SLICE_PARTS = [None, 0, 1, 2, -1, -7, 3, 100, -100, 2**63, -2**64, 1.5]
+
+
+@st.composite
+def indices(draw):
+    def atom():
+        if draw(st.booleans()):
+            return draw(st.sampled_from(INDEX_ATOMS))
+        return slice(draw(st.sampled_from(SLICE_PARTS)), draw(st.sampled_from(SLICE_PARTS)),
+                     draw(st.sampled_from(SLICE_PARTS + [0, 0, -2])))
+    if draw(st.integers(0, 3)) == 0:
+        return atom()
+    return tuple(atom() for _ in range(draw(st.integers(0, 5))))
+
+
+def reading_file(tmp: str) -> tuple:
+    tensors = {
+        "f32": np.arange(120, dtype=np.float32).reshape(4, 5, 6),
+        "bf16": np.arange(7).astype(ml_dtypes.bfloat16),
+        "scalar": np.array(3, np.int64),
+        "empty": np.zeros((0, 3), np.float16),
+        "u8": np.arange(24, dtype=np.uint8).reshape(3, 2, 4),
+        "bool": np.array([True, False, True, True, False]),
+    }
+    path = os.path.join(tmp, "r.safetensors")
+    fnp.save_file(tensors, path, metadata={"k": "v"})
+    return path, tensors
+
+
+READ_ALLOWED = (SE, IndexError, TypeError, ValueError)
+
+
+@family
+def get_slice_indices(examples: int) -> None:
+    """safe_open(...).get_slice(name)[index] with hostile indices, against numpy."""
+    path, tensors = reading_file(tempfile.mkdtemp())
+    handles = {b: fastensors.safe_open(path, "np", backend=b) for b in ("mmap", "pread")}
+
+    @prop(examples, st.sampled_from(sorted(tensors)), indices(), st.sampled_from(["mmap", "pread"]),
+          st.sampled_from([None, None, "F32", "bogus"]))
+    def run(name, index, backend, dtype):
+        full = tensors[name]
+        label = f"get_slice({name!r}, dtype={dtype!r})[{describe(index)}] ({backend})"
+        allowed = READ_ALLOWED
+        try:
+            want = full[index]
+        except Exception as exc:  # what numpy raises for this index is fine too (OverflowError, ...)
+            want, allowed = None, READ_ALLOWED + (type(exc),)
+
+        def check(got):
+            assert want is not None, "sliced where numpy raises"
+            got = np.asarray(got)
+            w = np.asarray(want)
+            if dtype == "F32":
+                w = w.astype(np.float32)
+            assert got.shape == w.shape, (got.shape, w.shape)
+            assert np.array_equal(got.astype(np.float64), w.astype(np.float64), equal_nan=True)
+
+        h = handles[backend]
+        attempt(label, lambda: h.get_slice(name, dtype=dtype)[index], allowed=allowed, check=check)
+
+    run()
+
+
+@family
+def safe_open_args(examples: int) -> None:
+    """safe_open with hostile frameworks, backends, devices, names and dtypes."""
+    tmp = tempfile.mkdtemp()
+    path, tensors = reading_file(tmp)
+    junk = os.path.join(tmp, "junk.safetensors")
+    with open(junk, "wb") as fh:
+        fh.write(b"\xff" * 64)
+    names = sorted(tensors) + ["missing", "", "__metadata__", 5, None, b"f32", ("f32",), "\ud800", "f32\0"]
+
+    # Honest values weigh more, so that most cases break one or two things at a time.
+    @prop(examples, st.sampled_from([path] * 8 + [junk, tmp, os.path.join(tmp, "nope"), 3, None, b"x", ""]),
+          st.sampled_from(["np"] * 6 + ["numpy", "tf", "jax", "", None, 1]),  # torch: its own tests
+          st.sampled_from(["cpu"] * 6 + ["cuda:0", "meta", 0, None]),
+          st.sampled_from(["mmap"] * 4 + ["pread"] * 3 + ["bogus", None, 1]),
+          st.sampled_from(sorted(tensors) * 3 + names),
+          st.sampled_from([None] * 6 + ["F32", "BF16", "F16", "bogus", np.float64, 7]))
+    def run(filename, framework, device, backend, name, dtype):
+        label = (f"safe_open({filename!r}, {framework!r}, {device!r}, backend={backend!r})"
+                 f".get_tensor({name!r}, dtype={dtype!r})")
+
+        def go():
+            with fastensors.safe_open(filename, framework, device, backend=backend) as f:
+                f.keys(), f.metadata(), f.offset_keys()
+                if name in f.keys() if isinstance(name, str) else False:
+                    f.tensor_info(name)
+                return np.asarray(f.get_tensor(name, dtype=dtype))
+
+        def check(got):
+            want = tensors[name]
+            assert got.shape == want.shape
+
+        attempt(label, go, allowed=READ_ALLOWED + (NotImplementedError,), check=check)
+
+    run()
+
+
+# -- writing ----------------------------------------------------------------------------------
+
+SPEC_DTYPES = ["float32", "F32", "uint8", "bfloat16", "float4_e2m1fn_x2", "F4", "bool", "float128", "", 5, None]
+SHAPES = [[4], [2, 2], [], [0], [5], [3], [2**64], [2**63, 0], [-1], [1.5], ["4"], [1] * 70, None, 4]
+KEYS = ["a", "b", "", "__metadata__", "é", "\ud800", 5, None, b"a", ("a",), 1.5]
+METADATA = [None, {}, {"k": "v"}, {"k": 1}, {1: "v"}, {"k": None}, {"k": b"v"}, {"\ud800": "v"}, [("k", "v")],
+            "k=v", {"__metadata__": "x"}, {"k" * 10000: "v" * 100000}]
+
+
+@family
+def serialize_specs(examples: int) -> None:
+    """serialize / serialize_file / TensorSpec with lying shapes and sizes,
+    odd keys and non-str metadata; successes must deserialize back."""
+    tmp = tempfile.mkdtemp()
+    buf = np.arange(64, dtype=np.uint8)  # every spec points inside this
+
+    @prop(examples, st.lists(st.tuples(st.sampled_from(KEYS), st.sampled_from(SPEC_DTYPES), st.sampled_from(SHAPES),
+                                       st.sampled_from([0, 1, 4, 8, 16, 32, -1, 2**64, 1.5])),
+                             min_size=0, max_size=4),
+          st.sampled_from(METADATA), st.booleans())
+    def run(specs, metadata, to_file):
+        label = f"serialize({describe(specs)}, metadata={describe(metadata)}, file={to_file})"
+        built = {}
+        for key, dtype, shape, data_len in specs:
+            spec = attempt("TensorSpec" + describe((dtype, shape, data_len)),
+                           lambda: fastensors.TensorSpec(dtype=dtype, shape=shape, data_ptr=buf.ctypes.data,
+                                                         data_len=data_len),
+                           allowed=(SE, TypeError, ValueError))
+            if spec is None:
+                return
+            try:
+                built[key] = spec
+            except TypeError:  # unhashable key
+                return
+        target = os.path.join(tmp, "s.safetensors")
+
+        def go():
+            if to_file:
+                fastensors.serialize_file(built, target, metadata=metadata, durable=False)
+                with open(target, "rb") as fh:
+                    return fh.read()
+            return fastensors.serialize(built, metadata=metadata)
+
+        def check(raw):
+            back = dict(fastensors.deserialize(raw))
+            assert set(back) == set(built)
+            for k, spec in built.items():
+                assert back[k]["shape"] == spec.shape and back[k]["data"] == buf.tobytes()[:spec.data_len]
+
+        attempt(label, go, allowed=(SE, TypeError, ValueError), check=check)
+
+    run()
+
+
+@family
+def numpy_save(examples: int) -> None:
+    """fastensors.numpy.save / save_file with odd keys, values and metadata."""
+    tmp = tempfile.mkdtemp()
+    values = [np.arange(6, dtype=np.float32).reshape(2, 3), np.arange(6, dtype=np.float32).reshape(2, 3).T,
+              np.zeros(0, np.int8), np.array(1.5), np.arange(4, dtype=">i4"), np.ones(3, ml_dtypes.bfloat16),
+              np.ones(3, object), np.ones(2, np.complex128), [1, 2], "x", None, np.ones((2, 2), np.float16)[::2]]
+
+    @prop(examples, st.lists(st.tuples(st.sampled_from(KEYS), st.sampled_from(range(len(values)))), max_size=4),
+          st.sampled_from(METADATA), st.booleans())
+    def run(items, metadata, to_file):
+        try:
+            d = {k: values[i] for k, i in items}
+        except TypeError:
+            return
+        label = f"numpy.save({describe(d)}, metadata={describe(metadata)}, file={to_file})"
+        target = os.path.join(tmp, "n.safetensors")
+
+        def go():
+            if to_file:
+                fnp.save_file(d, target, metadata=metadata, durable=False)
+                with open(target, "rb") as fh:
+                    return fh.read()
+            return fnp.save(d, metadata=metadata)
+
+        def check(raw):
+            back = fnp.load(raw)
+            assert set(back) == set(d)
+            for k, v in d.items():
+                assert np.array_equal(back[k], np.asarray(v)), k
+
+        attempt(label, go, allowed=(SE, TypeError, ValueError), check=check)
+
+    run()
+
+
+@family
+def save_sharded_args(examples: int) -> None:
+    """save_sharded with hostile shard sizes, patterns and metadata; successes
+    must load back through open_checkpoint."""
+    root = tempfile.mkdtemp()
+    sd = {f"layer{i}.w": np.full((i + 1, 8), i, np.float32) for i in range(4)}
+    sd["tiny"] = np.zeros((), np.int8)
+
+    @prop(examples, st.sampled_from([0, 1, 64, 100, 10**9, -1, 2**70, "5GB", "1KB", "0", "-3MB", "junk", "1.5MB",
+                                     1.5, None, [], True]),
+          st.sampled_from(["model{suffix}.safetensors"] * 6 + ["x{suffix}", "nosuffix", "{suffix}{suffix}",
+                                                               "sub/x{suffix}.safetensors", "{suffix}",
+                                                               "../up{suffix}.safetensors", "", "{other}{suffix}",
+                                                               "{0}{suffix}", "{suffix:>99999}", 5]),
+          st.sampled_from([None] * 4 + [{}] * 2 + METADATA[2:8]), st.sampled_from([0] * 6 + [1, 2]))
+    def run(size, pattern, metadata, keys):
+        d = dict(sd)
+        if keys == 1:
+            d[5] = np.zeros(2, np.float32)
+        elif keys == 2:
+            d["bad"] = "not an array"
+        out = tempfile.mkdtemp(dir=tempfile.mkdtemp(dir=root))  # "../" stays inside root
+        label = f"save_sharded(max_shard_size={size!r}, filename_pattern={pattern!r}, metadata={metadata!r}, " \
+                f"keys={keys})"
+
+        def check(plan):
+            written = set()
+            for root_dir, _dirs, files in os.walk(os.path.dirname(out)):  # "../" from out lands here
+                written.update(os.path.relpath(os.path.join(root_dir, f), out) for f in files)
+            assert all(not w.startswith("..") for w in written), f"wrote outside the directory: {sorted(written)}"
+            assert set(plan.filename_to_tensors) <= written, (plan.filename_to_tensors, written)
+            seen = {}
+            for fname, names in plan.filename_to_tensors.items():
+                with fastensors.safe_open(os.path.join(out, fname), "np") as f:
+                    assert sorted(f.keys()) == sorted(names), (fname, f.keys(), names)
+                    seen.update({k: f.get_tensor(k) for k in names})
+            assert set(seen) == set(d), (sorted(seen), sorted(d))
+            for k, v in d.items():
+                assert np.array_equal(seen[k], v), k
+            if pattern == "model{suffix}.safetensors":
+                assert set(fastensors.open_checkpoint(out, "np").keys()) == set(d)
+
+        attempt(label, lambda: fastensors.save_sharded(d, out, max_shard_size=size, filename_pattern=pattern,
+                                                       metadata=metadata, durable=False),
+                allowed=(SE, TypeError, ValueError), check=check)
+
+    run()
+
+
+# -- checkpoints, inspection, renaming ---------------------------------------------------------
+
+@family
+def checkpoint_paths(examples: int) -> None:
+    """open_checkpoint, get_safetensors_metadata, list_safetensors_tensors,
+    summary and detect_modality on hostile paths and arguments."""
+    tmp = tempfile.mkdtemp()
+    good, _ = reading_file(tmp)
+    bad_index = os.path.join(tmp, "bad")
+    os.mkdir(bad_index)
+    with open(os.path.join(bad_index, "model.safetensors.index.json"), "w") as fh:
+        fh.write('{"weight_map": {"a": "../r.safetensors", "b": 5}}')
+    junk = os.path.join(tmp, "junk")
+    os.mkdir(junk)
+    with open(os.path.join(junk, "model.safetensors"), "wb") as fh:
+        fh.write(b"\x08" + b"\0" * 7 + b"{}")
+    paths = [good, tmp, bad_index, junk, os.path.join(tmp, "none"), "", "a\0b", 7, None, b"/", ["x"]]
+    funcs = {
+        "open_checkpoint": lambda p: fastensors.open_checkpoint(p, "np").keys(),
+        "get_safetensors_metadata": fastensors.get_safetensors_metadata,
+        "list_safetensors_tensors": fastensors.list_safetensors_tensors,
+        "summary": fastensors.summary,
+        "detect_modality": lambda p: fastensors.detect_modality(p if not isinstance(p, str) else {"k": p}, p
+                                                                 if isinstance(p, str) else None),
+    }
+
+    @prop(examples, st.sampled_from(sorted(funcs)), st.sampled_from(paths))
+    def run(fname, path):
+        attempt(f"{fname}({path!r})", lambda: funcs[fname](path), allowed=(SE, TypeError, ValueError))
+
+    run()
+
+
+@family
+def remap_args(examples: int) -> None:
+    """Remapper, reindex and safe_open(remap=/include=/prefix=) with odd rules."""
+    tmp = tempfile.mkdtemp()
+    path, tensors = reading_file(tmp)
+    rules = [{"f32": "x"}, {"f32": "u8"}, {"(": "x"}, [("f(3)2", r"\1")], [("a", 5)], 5, None, "f32", {5: "a"},
+             lambda k: k.upper(), lambda k: 5, lambda k: "same", [("^", "p.")], [("bad", "\\9")]]
+
+    @prop(examples, st.sampled_from(rules), st.sampled_from([None, "f", "(", 5, ["u8"]]),
+          st.sampled_from([None, "b", "", 7]), st.sampled_from([["a.0.x", "a.1.x"], ["a"], [5], None, "abc"]),
+          st.sampled_from([0, -1, 2**70, "1", None]))
+    def run(rule, include, prefix, keys, start):
+        attempt(f"Remapper({describe(rule)})", lambda: fastensors.Remapper(rule) if not callable(rule) else None,
+                allowed=(SE, TypeError, ValueError))
+        attempt(f"reindex({keys!r}, start={start!r})", lambda: fastensors.reindex(keys, start=start),
+                allowed=(SE, TypeError, ValueError))
+
+        def go():
+            with fastensors.safe_open(path, "np", remap=rule, include=include, prefix=prefix) as f:
+                return {k: f.get_tensor(k) for k in f.keys()}
+
+        attempt(f"safe_open(remap={describe(rule)}, include={include!r}, prefix={prefix!r})", go,
+                allowed=(SE, TypeError, ValueError))
+
+    run()
+
+
+@family
+def model_tools(examples: int) -> None:
+    """quantize_model / dequantize_model with hostile options on a tiny model."""
+    tmp = tempfile.mkdtemp()
+    src = os.path.join(tmp, "src")
+    os.mkdir(src)
+    rng = np.random.default_rng(1)
+    fnp.save_file({"model.layers.0.mlp.up_proj.weight": rng.standard_normal((64, 128)).astype(np.float32),
+                   "model.norm.weight": np.ones(64, np.float32)}, os.path.join(src, "model.safetensors"))
+
+    @prop(examples, st.sampled_from(["int8", "int4", "nf4", "fp8_e4m3", "q4_0"] * 2 + ["bogus", None, 5]),
+          st.sampled_from([None] * 6 + [32, 0, -1, 7, 2**40, "32"]), st.sampled_from([None] * 4 + [True, False]),
+          st.sampled_from(["safetensors"] * 4 + ["gguf", "parquet", "bogus", None]),
+          st.sampled_from(["5GB"] * 4 + [0, -1, "junk", 1000]),
+          st.sampled_from([None] * 6 + [0.5, 2.0, -1.0, "x"]))
+    def run(scheme, group_size, symmetric, fmt, size, min_cosine):
+        dst = tempfile.mkdtemp(dir=tmp)
+        label = (f"quantize_model(scheme={scheme!r}, group_size={group_size!r}, symmetric={symmetric!r}, "
+                 f"format={fmt!r}, max_shard_size={size!r}, min_cosine={min_cosine!r})")
+        rep = attempt(label, lambda: fastensors.quantize_model(src, dst, scheme=scheme, group_size=group_size,
+                                                               symmetric=symmetric, format=fmt, max_shard_size=size,
+                                                               min_cosine=min_cosine, overwrite=True, durable=False),
+                      allowed=(SE, TypeError, ValueError))
+        if rep is not None and fmt in (None, "safetensors"):
+            back = tempfile.mkdtemp(dir=tmp)
+            attempt("dequantize_model after " + label,
+                    lambda: fastensors.dequantize_model(dst, back, max_shard_size=size, overwrite=True,
+                                                        durable=False),
+                    allowed=(SE, TypeError, ValueError))
+
+    run()
+
+
+# -- the issue's cases, deterministic -----------------------------------------------------------
+
+@family
+def regressions(examples: int) -> None:
+    """Malformed quantized tensors that crashed or read out of bounds."""
+    QT = fastensors.QuantizedTensor
+    expect("issue repro: q4_0 4096x4096 with 18 bytes",
+           lambda: fastensors.dequantize(QT("q4_0", (4096, 4096), np.float32, np.zeros(18, np.uint8), None, None,
+                                            32)),
+           fastensors.InvalidArgument, "data: expected 9437184 bytes")
+    x = np.random.default_rng(0).standard_normal((64, 256)).astype(np.float32)
+    int4 = fastensors.quantize(x, "int4", group_size=32, symmetric=False)
+    nf4 = fastensors.quantize(x, "nf4")
+    fp8 = fastensors.quantize(x, "fp8_e4m3", granularity="block")
+    expect("short data (int4)", lambda: QT("int4", x.shape, np.float32, int4.data[:10], int4.scales,
+                                           int4.zero_points, 32), fastensors.InvalidArgument, "data:")
+    expect("short scales (int4)", lambda: QT("int4", x.shape, np.float32, int4.data, int4.scales.reshape(-1)[:12],
+                                             int4.zero_points, 32), fastensors.InvalidArgument,
+           "scales: expected 512 scale values")
+    expect("short zero points (int4)", lambda: QT("int4", x.shape, np.float32, int4.data, int4.scales,
+                                                  int4.zero_points.reshape(-1)[:3], 32),
+           fastensors.InvalidArgument, "zero_points: expected 512")
+    expect("shape larger than data (nf4)", lambda: QT("nf4", (128, 256), np.float32, nf4.data, nf4.scales, None, 64),
+           fastensors.InvalidArgument, "data:")
+    expect("short absmax (nf4)", lambda: QT("nf4", x.shape, np.float32, nf4.data, nf4.scales[:1], None, 64),
+           fastensors.InvalidArgument, "scales:")
+    expect("short block scales (fp8)", lambda: QT("fp8_e4m3", x.shape, np.float32, fp8.data,
+                                                  fp8.scales.reshape(-1)[:1], None, None, "block"),
+           fastensors.InvalidArgument, "scales:")
+
+    def grown():
+        qt = fastensors.quantize(x, "q8_0")
+        qt.shape = (4096, 4096)  # attributes are checked again before a kernel runs
+        return fastensors.dequantize(qt)
+
+    expect("shape enlarged after construction", grown, fastensors.InvalidArgument, "data: expected")
+    from fastensors import _core
+
+    expect("core: short data", lambda: _core.ggml_dequantize(_core.GgmlType.q4_0, np.zeros(18, np.uint8),
+                                                             np.empty((4096, 4096), np.float32)),
+           fastensors.InvalidArgument, "data: expected 9437184 bytes for q4_0 4096x4096")
+    expect("core: short scales", lambda: _core.int_dequantize_packed(
+        np.zeros((4096, 512), np.int32), 4, np.zeros(12, np.uint16), "F16", None, 32,
+        np.empty((4096, 4096), np.float32)),
+        fastensors.InvalidArgument, "scales: expected 524288 F16 values for int4 4096x4096 (group 32), got 12")
+    expect("core: short output", lambda: _core.nf4_quantize(np.zeros((4, 64), np.uint32), "F32",
+                                                            np.empty(10, np.uint8), np.empty(4, np.float32)),
+           fastensors.InvalidOutput, "out: expected 128 bytes")
+    expect("core: an address is not an array", lambda: _core.ggml_dequantize(
+        _core.GgmlType.q4_0, 12345, np.empty((1, 32), np.float32)), TypeError)
+    expect("core: a writer spec with an address", lambda: _core.serialize([("a", "U8", [4], 12345, 4)], None),
+           fastensors.InvalidArgument, "uint8 array")
+    expect("core: writer data shorter than nbytes", lambda: _core.serialize(
+        [("a", "U8", [8], np.zeros(4, np.uint8), 8)], None), fastensors.InvalidArgument, "holds 4 bytes")
+
+
+def main() -> None:
+    """argv: FAMILY:EXAMPLES[,FAMILY:EXAMPLES...]; one JSON report line per family."""
+    np.seterr(all="ignore")
+    for item in sys.argv[1].split(","):
+        name, examples = item.split(":")
+        CASES[0] = SUCCEEDED[0] = 0
+        del FAILURES[:]
+        FAMILIES[name](int(examples))
+        print(json.dumps({"family": name, "cases": CASES[0], "succeeded": SUCCEEDED[0],
+                          "failures": FAILURES[:50], "failure_count": len(FAILURES)}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
