@@ -33,6 +33,41 @@ NARROW = {
 INTS = ["bool", "uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64"]
 RANDOM_F32 = 10_000_000
 
+# F32 -> F8_E8M0 follows the rule of docs/dtypes.md (the nearest power of two,
+# ties going up). ml_dtypes before 0.7 rounded the positive F32 subnormals
+# strictly between 2^-127 and 1.5 * 2^-127 up to 2^-126 (code 1) instead; on
+# those inputs, and only there, the expected codes come from the rule.
+E8M0_DIVERGENT = (0x00400001, 0x005FFFFF)  # inclusive F32 bit range
+
+
+def e8m0_rule(bits: np.ndarray) -> np.ndarray:
+    """F8_E8M0 codes of F32 bit patterns by the written rule, computed on the
+    values (frexp in float64, where every F32 is exact), not on the bits."""
+    with np.errstate(invalid="ignore"):  # signaling NaNs
+        x = np.asarray(bits, np.uint32).view(np.float32).astype(np.float64)
+    out = np.full(x.shape, 0xFF, np.uint8)
+    ok = np.isfinite(x) & (x > 0)
+    m, e = np.frexp(x[ok])             # x = m * 2^e, 0.5 <= m < 1: between 2^(e-1) and 2^e
+    k = (e - 1) + (m >= 0.75)          # the nearest power 2^k; the midpoint 1.5 * 2^(e-1) goes up
+    code = np.maximum(k + 127, 0)      # below 2^-127 the nearest value is 2^-127 (code 0)
+    out[ok] = np.where(code > 254, 0xFF, code).astype(np.uint8)  # past 2^127: NaN
+    return out
+
+
+def e8m0_divergent(bits: np.ndarray) -> np.ndarray:
+    bits = np.asarray(bits, np.uint32)
+    return (bits >= E8M0_DIVERGENT[0]) & (bits <= E8M0_DIVERGENT[1])
+
+
+def f32_oracle(bits: np.ndarray, dt: np.dtype) -> np.ndarray:
+    """ml_dtypes / numpy's F32 -> ``dt`` result, as ``dt``; for F8_E8M0 the
+    documented divergent inputs take the rule's codes, whatever ml_dtypes says."""
+    want = np.asarray(bits).view(np.float32).astype(dt)
+    if dt == NARROW["F8_E8M0"]:
+        odd = e8m0_divergent(bits)
+        want.view(np.uint8)[odd] = e8m0_rule(np.asarray(bits)[odd])
+    return want
+
 
 def uint(itemsize: int) -> np.dtype:
     return np.dtype(f"u{itemsize}")
@@ -105,7 +140,7 @@ def oracle(tmp_path_factory):
             add(f"{code}-F32", codes.view(uint(dt.itemsize)), dt, "F32", codes.astype(np.float32))
             # F32 -> narrow: random patterns and every boundary.
             x = np.concatenate([f32_boundaries(dt), random_f32])
-            add(f"F32-{code}", x, np.dtype(np.float32), code, x.view(np.float32).astype(dt))
+            add(f"F32-{code}", x, np.dtype(np.float32), code, f32_oracle(x, dt))
         for a, b in (("F16", "BF16"), ("BF16", "F16")):
             codes = all_codes(NARROW[a])
             add(f"{a}-{b}", codes.view(np.uint16), NARROW[a], b, codes.astype(NARROW[b]))
@@ -145,6 +180,83 @@ def test_levels_are_ordered_and_scalar_is_last():
     assert fastensors.isa() in levels
     known = ["avx512bf16", "avx512", "avx2", "scalar"]
     assert levels == [x for x in known if x in levels]
+
+
+# -- F32 -> F8_E8M0: the rule, ml_dtypes and torch ----------------------------------
+
+
+def e8m0_probe() -> np.ndarray:
+    """Every positive F32 subnormal, and around every power of two and every
+    midpoint 1.5 * 2^k: the exact value and 64 ulps either side, both signs;
+    plus zeros, infinities, NaNs and random patterns."""
+    k = np.arange(-149, 129, dtype=np.float64)
+    anchors = np.concatenate([2.0 ** k, 1.5 * 2.0 ** k])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a = anchors.astype(np.float32).view(np.uint32).astype(np.int64)
+    near = (a[:, None] + np.arange(-64, 65)[None, :]).reshape(-1)
+    near = near[(near >= 0) & (near < 0x7F800000)].astype(np.uint32)
+    subnormals = np.arange(1, 0x00800000, dtype=np.uint32)
+    special = np.array([0, 0x7F800000, 0x7FC00000, 0x7F800001, 0x7FFFFFFF, 0x7F7FFFFF, 0x7F400000, 0x7F3FFFFF],
+                       np.uint32)
+    rand = np.random.default_rng(7).integers(0, 2**32, 1 << 20, dtype=np.uint32)
+    pos = np.concatenate([subnormals, near, special])
+    return np.unique(np.concatenate([pos, pos | np.uint32(0x80000000), rand]))
+
+
+def test_e8m0_rule_by_example():
+    f = lambda *v: np.array(v, np.float32).view(np.uint32)  # noqa: E731
+    assert e8m0_rule(f(1.0, 1.4999999, 1.5, 3.0, 0.75, 2.0**-126, 2.0**127)).tolist() == [
+        127, 127, 128, 129, 127, 1, 254]
+    assert e8m0_rule(f(0.0, -0.0, -1.0, np.inf, np.nan, 1.5 * 2.0**127, 3e38)).tolist() == [0xFF] * 7
+    sub = np.array([0x00000001, 0x00400000, 0x00400001, 0x005FFFFF, 0x00600000, 0x007FFFFF], np.uint32)
+    assert e8m0_rule(sub).tolist() == [0, 0, 0, 0, 1, 1]
+
+
+def test_e8m0_ml_dtypes_differs_from_the_rule_only_where_documented():
+    """Holds ml_dtypes, the oracle of every other F32 -> F8_E8M0 input, to the
+    rule: any version may differ only on the documented subnormal window, and
+    there only in the one known way (0.6 and earlier: code 1)."""
+    x = e8m0_probe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        got = x.view(np.float32).astype(ml_dtypes.float8_e8m0fnu).view(np.uint8)
+    rule = e8m0_rule(x)
+    odd = e8m0_divergent(x)
+    assert odd.sum() == E8M0_DIVERGENT[1] - E8M0_DIVERGENT[0] + 1
+    bad = np.nonzero((got != rule) & ~odd)[0]
+    assert bad.size == 0, f"ml_dtypes {ml_dtypes.__version__}: {bad.size} new differences, first {x[bad[0]]:#x}"
+    window = np.unique(got[odd]).tolist()
+    assert window in ([0], [1]), window  # 0: the rule (0.7 and later); 1: earlier versions
+
+
+@pytest.mark.parametrize("level", fastensors.supported_isas())
+def test_e8m0_matches_the_rule_at_every_level(level):
+    from fastensors import _core
+
+    x = e8m0_probe()
+    out = np.empty(x.size, np.uint8)
+    _core.convert(x, "F32", out, "F8_E8M0", isa=level)
+    bad = np.nonzero(out != e8m0_rule(x))[0]
+    assert bad.size == 0, f"{bad.size} mismatches at {level}, first input {x[bad[0]]:#x}"
+
+
+def test_e8m0_torch_differs_from_the_rule_only_where_documented():
+    """torch's .to(float8_e8m0fnu) uses |x| for negative numbers, gives code 0
+    for +-0, and rounds the divergent subnormal window up (as ml_dtypes 0.6
+    did); every other input gives the rule's code (docs/dtypes.md)."""
+    torch = pytest.importorskip("torch")
+    if not hasattr(torch, "float8_e8m0fnu"):
+        pytest.skip("this torch has no float8_e8m0fnu")
+    x = e8m0_probe()
+    t = torch.from_numpy(x.view(np.int32).copy()).view(torch.float32).to(torch.float8_e8m0fnu)
+    got = t.view(torch.uint8).numpy()
+    a = x & np.uint32(0x7FFFFFFF)
+    want = e8m0_rule(a)                  # |x|
+    want[a == 0] = 0                     # +-0 -> 2^-127
+    want[e8m0_divergent(a)] = 1          # the window rounds up
+    bad = np.nonzero(got != want)[0]
+    assert bad.size == 0, f"torch {torch.__version__}: {bad.size} differences, first {x[bad[0]]:#x}"
 
 
 # -- the API -----------------------------------------------------------------------
@@ -327,7 +439,7 @@ def test_every_f32_input_against_ml_dtypes(code):
         for k in range((1 << 32) // chunk):
             x = (base + np.uint32(k * chunk)).view(np.float32)
             fastensors.convert(x, code, out=out)
-            want = x.astype(dt).view(uint(dt.itemsize))
+            want = f32_oracle(x.view(np.uint32), dt).view(uint(dt.itemsize))
             bad = np.nonzero(out.view(uint(dt.itemsize)) != want)[0]
             assert bad.size == 0, f"{bad.size} mismatches, first input {x.view(np.uint32)[bad[0]]:#x}"
 

@@ -368,7 +368,8 @@ def test_reference_comparisons_at_each_kernel_level(level):
     import sys
 
     if level not in fastensors.supported_isas():
-        pytest.skip(f"this CPU cannot run {level} kernels")
+        # Forcing a level the CPU cannot run is an error (UnsupportedIsa), not a fallback.
+        pytest.skip(f"this CPU cannot run {level} (usable: {', '.join(fastensors.supported_isas())})")
     active, env = _isa_in_subprocess(level)
     if active != level:
         pytest.skip(f"this CPU runs {active} when {level} is requested")

@@ -231,8 +231,15 @@ TEST(ConvertScalar, Fp8) {
   EXPECT_EQ(from_f32<std::uint8_t>(f32_bits(3.f), Dtype::F8_E8M0), 0x81);  // half up, not even
   EXPECT_EQ(from_f32<std::uint8_t>(f32_bits(1.5f), Dtype::F8_E8M0), 0x80);
   EXPECT_EQ(from_f32<std::uint8_t>(f32_bits(1.4999f), Dtype::F8_E8M0), 0x7F);
+  // Subnormal inputs: the nearest of 2^-127 (code 0) and 2^-126 (code 1);
+  // the midpoint 1.5 * 2^-127 goes up, as 1.5 * 2^k does for normal inputs.
+  EXPECT_EQ(from_f32<std::uint8_t>(0x00000001u, Dtype::F8_E8M0), 0x00);
   EXPECT_EQ(from_f32<std::uint8_t>(0x00400000u, Dtype::F8_E8M0), 0x00);
-  EXPECT_EQ(from_f32<std::uint8_t>(0x00400001u, Dtype::F8_E8M0), 0x01);
+  EXPECT_EQ(from_f32<std::uint8_t>(0x00400001u, Dtype::F8_E8M0), 0x00);
+  EXPECT_EQ(from_f32<std::uint8_t>(0x005FFFFFu, Dtype::F8_E8M0), 0x00);
+  EXPECT_EQ(from_f32<std::uint8_t>(0x00600000u, Dtype::F8_E8M0), 0x01);
+  EXPECT_EQ(from_f32<std::uint8_t>(0x007FFFFFu, Dtype::F8_E8M0), 0x01);
+  EXPECT_EQ(from_f32<std::uint8_t>(0x00800000u, Dtype::F8_E8M0), 0x01);
   EXPECT_EQ(from_f32<std::uint8_t>(0u, Dtype::F8_E8M0), 0xFF);
   EXPECT_EQ(from_f32<std::uint8_t>(f32_bits(-1.f), Dtype::F8_E8M0), 0xFF);
   EXPECT_EQ(from_f32<std::uint8_t>(0x7F400000u, Dtype::F8_E8M0), 0xFF);  // 1.5 * 2^127 -> 2^128

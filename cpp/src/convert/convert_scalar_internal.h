@@ -196,13 +196,13 @@ inline std::uint32_t e8m0_to_f32(std::uint8_t b) noexcept {
   return static_cast<std::uint32_t>(b) << 23;
 }
 
-// ml_dtypes' rule, which is not round-to-nearest-even (docs/dtypes.md):
-// normal inputs round half up on the exponent (mantissa >= 0.5 goes up);
-// subnormal inputs give 2^-127 up to and including 2^-127 and 2^-126 above;
+// The nearest power of two, ties (1.5 * 2^k) going up (docs/dtypes.md):
+// normal inputs add one to the exponent when the mantissa is >= 0.5;
+// subnormal inputs give 2^-127 below 1.5 * 2^-127 and 2^-126 from there up;
 // zero, negative numbers (-0 too), infinity, NaN and overflow give NaN.
 inline std::uint8_t f32_to_e8m0(std::uint32_t u) noexcept {
   if (u == 0 || u >= 0x7F800000u) return 0xFF;
-  if (u < 0x00800000u) return u > 0x00400000u ? 1 : 0;
+  if (u < 0x00800000u) return u >= 0x00600000u ? 1 : 0;
   const std::uint32_t r = (u >> 23) + ((u >> 22) & 1u);
   return static_cast<std::uint8_t>(r >= 0xFFu ? 0xFFu : r);
 }

@@ -270,7 +270,7 @@ inline __m256i e8m0_encode(__m256i u) noexcept {
   const __m256i one = c32(1);
   __m256i r = _mm256_add_epi32(_mm256_srli_epi32(u, 23), _mm256_and_si256(_mm256_srli_epi32(u, 22), one));
   r = _mm256_min_epu32(r, c32(0xFF));
-  const __m256i sub = _mm256_and_si256(_mm256_cmpgt_epi32(u, c32(0x00400000)), one);
+  const __m256i sub = _mm256_and_si256(_mm256_cmpgt_epi32(u, c32(0x005FFFFF)), one);
   r = _mm256_blendv_epi8(r, sub, _mm256_cmpeq_epi32(_mm256_min_epu32(u, c32(0x7FFFFF)), u));
   const __m256i bad = _mm256_or_si256(_mm256_cmpeq_epi32(u, _mm256_setzero_si256()), ge_u32(u, c32(0x7F800000)));
   return _mm256_blendv_epi8(r, c32(0xFF), bad);

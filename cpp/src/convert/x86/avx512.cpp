@@ -245,7 +245,7 @@ inline __m512i e8m0_encode(__m512i u) noexcept {
   const __m512i one = c32(1);
   __m512i r = _mm512_add_epi32(_mm512_srli_epi32(u, 23), _mm512_and_si512(_mm512_srli_epi32(u, 22), one));
   r = _mm512_min_epu32(r, c32(0xFF));
-  const __m512i sub = _mm512_maskz_mov_epi32(_mm512_cmpgt_epu32_mask(u, c32(0x00400000)), one);
+  const __m512i sub = _mm512_maskz_mov_epi32(_mm512_cmpge_epu32_mask(u, c32(0x00600000)), one);
   r = _mm512_mask_mov_epi32(r, _mm512_cmplt_epu32_mask(u, c32(0x00800000)), sub);
   const __mmask16 bad = _mm512_cmpeq_epi32_mask(u, _mm512_setzero_si512()) |
                         _mm512_cmpge_epu32_mask(u, c32(0x7F800000));
