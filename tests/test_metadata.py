@@ -11,6 +11,7 @@ import random
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 
 import numpy as np
@@ -398,3 +399,30 @@ def test_killed_at_random_times(tmp_path):
     metadata.set(path, {"edit": "final"})
     assert [n for n in os.listdir(tmp_path.parent) if _fileset.STAGING_MARK in n and tmp_path.name in n] == []
     assert os.listdir(tmp_path) == ["big.safetensors"]
+
+
+def test_pipeline_yaml_hostile_arguments_in_a_subprocess(tmp_path):
+    # Odd argument types, a directory, binary junk, a YAML bomb of aliases and
+    # non-string keys: a typed error or TypeError, never a crash or a hang.
+    pytest.importorskip("yaml")
+    (tmp_path / "junk.yaml").write_bytes(bytes(range(256)) * 64)
+    (tmp_path / "bomb.yaml").write_text("a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+                                        "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\npipeline: {path: *c}\n")
+    (tmp_path / "keys.yaml").write_text("pipeline: {1: 2, [a]: b}\n")
+    (tmp_path / "deep.yaml").write_text("pipeline: " + "[" * 5000 + "]" * 5000 + "\n")
+    code = textwrap.dedent(f"""
+        import fastensors
+        from fastensors import metadata
+        d = {str(tmp_path)!r}
+        cases = [None, 3, 2.5, b"x", [d], {{}}, d, d + "/junk.yaml", d + "/bomb.yaml", d + "/keys.yaml",
+                 d + "/deep.yaml", d + "/missing.yaml", "", "\\0"]
+        for case in cases:
+            for model_path in (None, 7, d, d + "/nope"):
+                try:
+                    metadata.model_dir_from_yaml(case, model_path)
+                except (fastensors.SafetensorError, TypeError, ValueError):
+                    pass
+        print("done", len(cases))
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "done 14" in r.stdout, r.stdout + r.stderr

@@ -117,6 +117,10 @@ def config_metadata(config: Mapping[str, Any], source: str) -> Dict[str, str]:
     return out
 
 
+# A pipeline config is a few kilobytes; anything this large is not one.
+_MAX_PIPELINE_YAML = 1 << 20
+
+
 def model_dir_from_yaml(config_yaml, model_path=None) -> str:
     """The model directory that a diffusion pipeline config names (a
     deepcompressor-style YAML such as ``flux.1-dev.yaml``): its
@@ -135,11 +139,18 @@ def model_dir_from_yaml(config_yaml, model_path=None) -> str:
     config_yaml = os.fspath(config_yaml)
     try:
         with open(config_yaml, "rb") as f:
-            doc = yaml.safe_load(f)
-    except OSError as e:
-        raise InvalidArgument(f"cannot read pipeline config {config_yaml!r}: {e.strerror}") from None
+            text = f.read(_MAX_PIPELINE_YAML + 1)
+    except (OSError, ValueError) as e:
+        raise InvalidArgument(f"cannot read pipeline config {config_yaml!r}: {getattr(e, 'strerror', None) or e}"
+                              ) from None
+    if len(text) > _MAX_PIPELINE_YAML:
+        raise InvalidArgument(f"{config_yaml!r} is over {_MAX_PIPELINE_YAML} bytes: not a pipeline config")
+    try:
+        doc = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise InvalidArgument(f"{config_yaml!r} is not valid YAML: {e}") from None
+    except RecursionError:  # PyYAML's composer recurses once per nesting level
+        raise InvalidArgument(f"{config_yaml!r} nests too deeply to be a pipeline config") from None
     pipeline = doc.get("pipeline") if isinstance(doc, dict) else None
     if not isinstance(pipeline, dict):
         raise InvalidArgument(f"{config_yaml!r} has no 'pipeline' mapping (expected pipeline.path or pipeline.name)")
