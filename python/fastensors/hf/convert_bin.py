@@ -13,7 +13,14 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from ..errors import CheckpointError, CheckpointNotFound, ConversionMismatch, InvalidArgument, UnsafePickle
+from ..errors import (
+    CheckpointError,
+    CheckpointNotFound,
+    ConversionMismatch,
+    InvalidArgument,
+    UnsafePickle,
+    with_context,
+)
 from ..checkpoint.commit import FileSet, naming, stale_pattern
 from ..format.writer import resolve_durable, write_specs
 from ..checkpoint import read_index
@@ -36,12 +43,12 @@ def load_pickle_state_dict(path) -> Dict[str, "torch.Tensor"]:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        err = UnsafePickle(
+        raise with_context(
+            UnsafePickle,
             f"refusing to load {path!r}: it needs more than tensors to unpickle, which could run arbitrary code"
-            f" (torch's weights-only unpickler said: {first}). fastensors never unpickles such files."
-        )
-        err.path = path
-        raise err from None
+            f" (torch's weights-only unpickler said: {first}). fastensors never unpickles such files.",
+            path=path,
+        ) from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path!r} holds a {type(obj).__name__}, not a state dict of tensors")
     for name, value in obj.items():
