@@ -9,4 +9,5 @@
 #include "fastensors/header.hpp"
 #include "fastensors/isa.hpp"
 #include "fastensors/quant.hpp"
+#include "fastensors/read_plan.hpp"
 #include "fastensors/writer.hpp"

@@ -61,6 +61,12 @@ class File {
   // zero-copy views of those pages are lost (the mapping is copy-on-write).
   void release(const TensorInfo& tensor) const noexcept;
 
+  // The copy-on-write mapping of the whole file (mmap backend), or null; and
+  // the open descriptor (-1 once closed). For the read engine and embedders
+  // that issue their own I/O; both stay valid until close().
+  const std::uint8_t* mapping() const noexcept { return map_; }
+  int descriptor() const noexcept { return fd_; }
+
   // Unmaps and closes. Further data access throws; safe to call twice.
   void close() noexcept;
   bool closed() const noexcept { return fd_ < 0; }
