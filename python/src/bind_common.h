@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <exception>
+#include <memory>
 #include <string>
 #include <utility>
 
@@ -61,6 +62,19 @@ using OutBytes = Out<std::uint8_t, nb::ndim<1>>;
 using RawIn = nb::ndarray<nb::ro, nb::c_contig, nb::device::cpu>;
 using RawOut = nb::ndarray<nb::c_contig, nb::device::cpu>;
 
+// One open file (fastensors._core.File). Views of the mapping hold `owner`
+// (a capsule with its own reference to the File), so closing the handle
+// never invalidates them.
+struct PyFile {
+  std::shared_ptr<fst::File> file;
+  nb::object owner;
+
+  const fst::File& get() const {
+    if (!file) throw fst::Error(fst::ErrorCode::InvalidArgument, "the file is closed");
+    return *file;
+  }
+};
+
 fst::Dtype dtype_or_throw(const std::string& name, const std::string& tensor);
 
 // Element count of `a` must be `expected`; else an InvalidArgument (or
@@ -95,5 +109,6 @@ void init_file(nb::module_& m);
 void init_writer(nb::module_& m);
 void init_convert(nb::module_& m);
 void init_quant(nb::module_& m);
+void init_read(nb::module_& m);
 
 }  // namespace fastensors_py

@@ -14,18 +14,6 @@ using namespace nb::literals;
 
 using View = nb::ndarray<nb::numpy, std::uint8_t, nb::ndim<1>>;
 
-// One open file. Views of the mapping hold `owner` (a capsule with its own
-// reference to the File), so closing the handle never invalidates them.
-struct PyFile {
-  std::shared_ptr<fst::File> file;
-  nb::object owner;
-
-  const fst::File& get() const {
-    if (!file) throw fst::Error(fst::ErrorCode::InvalidArgument, "the file is closed");
-    return *file;
-  }
-};
-
 nb::tuple info_tuple(const fst::TensorInfo& t) {
   nb::list shape;
   for (auto d : t.shape) shape.append(d);

@@ -15,4 +15,5 @@ NB_MODULE(_core, m) {
   fp::init_writer(m);
   fp::init_convert(m);
   fp::init_quant(m);
+  fp::init_read(m);
 }
