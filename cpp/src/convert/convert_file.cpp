@@ -1,4 +1,5 @@
 #include "fastensors/convert_file.hpp"
+#include "fastensors/read_plan.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -18,6 +19,9 @@ namespace {
 // plan_header checks that a tensor with bytes has a data pointer, but never
 // reads it: the bytes are streamed later, chunk by chunk.
 const unsigned char kNotRead = 0;
+
+// How far the source is read ahead of the conversion.
+constexpr std::uint64_t kReadAheadBytes = 256ull << 20;
 
 std::uint64_t converted_nbytes(const TensorInfo& t, Dtype to) {
   std::uint64_t n;
@@ -137,9 +141,10 @@ class WritePipeline {
 FileConversionResult convert_file(const std::string& src, const std::string& dst,
                                   const std::vector<std::pair<std::string, Dtype>>& targets,
                                   const FileConversionOptions& options) {
-  // pread: the source's pages go through the page cache, never into this
-  // process's resident set.
-  std::shared_ptr<File> in = File::open(src, Backend::Pread);
+  // Mapped, so that the read engine can make the next tensors resident while
+  // this one is converted (parallel requests, a bounded window ahead); each
+  // tensor's pages leave the resident set once it is written.
+  std::shared_ptr<File> in = File::open(src, Backend::Mmap);
   const Header& header = in->header();
 
   std::vector<Dtype> to(header.tensors.size());
@@ -196,10 +201,20 @@ FileConversionResult convert_file(const std::string& src, const std::string& dst
   AtomicFile out(dst, options.write);
   out.write(plan.bytes.data(), plan.bytes.size());
   if (options.progress) options.progress(out.written(), result.file_size);
+  ReadPlan ahead;
+  std::vector<std::size_t> entry(header.tensors.size());
+  for (std::size_t idx : plan.order) {
+    const TensorInfo& t = header.tensors[idx];
+    entry[idx] = ahead.prefetch(in, header.data_start + t.begin, t.nbytes());
+  }
+  ReadOptions read_options;
+  read_options.window_bytes = kReadAheadBytes;
+  ReadJob reading(std::move(ahead), read_options);
   {
     WritePipeline pipe(out, chunk * widest_ratio);
     for (std::size_t idx : plan.order) {
       const TensorInfo& t = header.tensors[idx];
+      reading.wait_entry(entry[idx]);
       const Dtype target = to[idx];
       const std::size_t in_width = dtype_bits(t.dtype) / 8;
       const std::size_t out_width = dtype_bits(target) / 8;
@@ -219,6 +234,7 @@ FileConversionResult convert_file(const std::string& src, const std::string& dst
         offset += n;
         if (options.progress) options.progress(pipe.written(), result.file_size);
       }
+      in->release(t);
     }
     pipe.finish();
   }
