@@ -36,6 +36,7 @@ from ..errors import (
     UnlistedTensor,
     with_context as _error,
 )
+from ..format.plans import ReadAhead, prefetch as _prefetch
 from ..format.reader import TensorInfo, safe_open
 from ..remap import KeySelection
 from .index import check_file_entry, check_weight_map, parse_index
@@ -79,6 +80,7 @@ class Checkpoint:
         self._files: Optional[List[str]] = None
         self._by_file_cache: Optional[Dict[str, List[str]]] = None
         self._counts: Optional[Dict[str, int]] = None
+        self._ahead: Optional[ReadAhead] = None
         kind, found = locate(path)
         self.path = os.path.abspath(found)
         self.directory: Optional[str] = os.path.dirname(self.path)
@@ -144,7 +146,9 @@ class Checkpoint:
 
     # -- shards ----------------------------------------------------------------------
     def _open_file(self, fname: str) -> safe_open:
-        return safe_open(os.path.join(self.directory, fname), self._framework, **self._kwargs)
+        handle = safe_open(os.path.join(self.directory, fname), self._framework, **self._kwargs)
+        handle._read_ahead = False  # this object reads ahead across its shards (_touch)
+        return handle
 
     def _shard(self, fname: str) -> safe_open:
         handle = self._handles.get(fname)
@@ -263,6 +267,9 @@ class Checkpoint:
 
     def close(self) -> None:
         """Close every open shard. Tensors already returned stay valid."""
+        if self._ahead is not None:
+            self._ahead.close()
+            self._ahead = None
         for handle in self._handles.values():
             handle.close()
         self._handles.clear()
@@ -318,21 +325,61 @@ class Checkpoint:
 
     def get_tensor(self, name: str, **kwargs):
         stored = self.stored_name(name)
-        return self._handle_for(stored).get_tensor(stored, **kwargs)
+        handle = self._handle_for(stored)
+        if handle._file.backend == "mmap" and not handle._staged():
+            self._read_ahead().touch(stored)
+        return handle.get_tensor(stored, **kwargs)
 
     def get_slice(self, name: str, **kwargs):
         stored = self.stored_name(name)
         return self._handle_for(stored).get_slice(stored, **kwargs)
 
     def get_tensors(self) -> Dict[str, object]:
-        """Every tensor, shard by shard in data order."""
+        """Every tensor, shard by shard in data order. The mapped bytes of all
+        shards are made resident first by one plan of the read engine, so
+        every shard is read at once (docs/read_engine.md)."""
         self.verify()
+        ranges = []
+        for fname in self.files:
+            handle = self._shard(fname)
+            if handle._file.backend != "mmap" or handle._staged():
+                continue
+            for info in handle._file.infos():
+                if self._select is None or info[0] in self._select.to_public:
+                    ranges.append(handle._range(info))
+        _prefetch(ranges)
         if self._select is not None:
-            return {name: self.get_tensor(name) for name in self.offset_keys()}
+            out = {}
+            for name in self.offset_keys():
+                stored = self.stored_name(name)
+                out[name] = self._handle_for(stored).get_tensor(stored)
+            return out
         out: Dict[str, object] = {}
         for fname in self.files:
-            out.update(self._shard(fname).get_tensors())
+            out.update(self._shard(fname)._tensors(prefetched=True))
         return out
+
+    def prefetch(self, names) -> None:
+        """Start reading ``names`` (in this order) ahead of the ``get_tensor``
+        calls that will follow, at most ``format.plans.READ_AHEAD_BYTES``
+        ahead of them; returns at once. Errors show in ``get_tensor``."""
+        stored = [self.stored_name(n) for n in names]
+        mapped = [n for n in stored if self._handle_for(n)._file.backend == "mmap"]
+        self._read_ahead().expect(mapped)
+
+    def _read_ahead(self) -> ReadAhead:
+        if self._ahead is None:
+            def orders():  # opens the shards, checked as usual; a broken one turns read-ahead off
+                by_offset = [n for f in self.files for n in self._shard(f)._file.offset_keys()
+                             if self._select is None or n in self._select.to_public]
+                return [[self.stored_name(n) for n in sorted(self.weight_map)], by_offset]  # sorted: the usual loop
+
+            def locate(stored: str):
+                handle = self._handle_for(stored)
+                return handle._range(handle._file.info(stored))
+
+            self._ahead = ReadAhead(orders, locate)
+        return self._ahead
 
     # -- extras ----------------------------------------------------------------------
     def tensors(self) -> List[CheckpointTensor]:
@@ -369,7 +416,10 @@ class Checkpoint:
         bytes, for the writer: a zero-copy view of the mapping (mmap backend)
         or a fresh read (pread). The buffer is appended to ``keep_alive``."""
         stored = self.stored_name(name)
-        file = self._handle_for(stored)._file
+        handle = self._handle_for(stored)
+        file = handle._file
+        if file.backend == "mmap":
+            self._read_ahead().touch(stored)
         _, dtype, shape, begin, end = file.info(stored)
         nbytes = end - begin
         if nbytes == 0:

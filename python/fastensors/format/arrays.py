@@ -72,6 +72,11 @@ class TorchFramework:
             raise InvalidArgument(f"this torch has no dtype for {code}; load it with framework='numpy'") from None
 
     def from_bytes(self, raw: np.ndarray, code: str, shape):
+        return self.from_uint8(self.torch.from_numpy(raw) if raw.size else None, code, shape)
+
+    def from_uint8(self, t, code: str, shape, device=None):
+        """A tensor of ``code`` and ``shape`` over the uint8 tensor ``t`` (any
+        device; None when there are no bytes)."""
         dt = self.dtype(code)
         shape = list(shape)
         _check_dims(shape)
@@ -83,10 +88,9 @@ class TorchFramework:
                     f"F4 shape {shape}: float4_e2m1fn_x2 needs an even last dimension; load it with framework='numpy'"
                 )
             shape[-1] //= 2
-        if raw.size == 0:  # torch cannot view an empty buffer as a wider type
-            return self.torch.empty(shape, dtype=dt)
-        t = self.torch.from_numpy(raw).view(dt)
-        return t.reshape(shape)
+        if t is None or t.numel() == 0:  # torch cannot view an empty buffer as a wider type
+            return self.torch.empty(shape, dtype=dt, device=device if t is None else t.device)
+        return t.view(dt).reshape(shape)
 
     def from_numpy(self, arr: np.ndarray, code: str):
         if code in SUB_BYTE:

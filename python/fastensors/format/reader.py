@@ -12,6 +12,7 @@ from .. import _core
 from .cast import FLOAT_CODES, check_pair, convert_array, convert_tensor, dtype_code
 from .dtypes import SUB_BYTE, nbytes_of
 from .arrays import get_framework
+from .plans import ReadAhead, prefetch, read_arrays
 from ..remap import KeySelection
 
 
@@ -45,6 +46,8 @@ class safe_open:
         self._framework = get_framework(framework)
         self._device = device
         self._file = _core.File(os.fspath(filename), backend)
+        self._ahead: Optional[ReadAhead] = None
+        self._read_ahead = self._file.backend == "mmap"  # a Checkpoint reading ahead over its shards turns it off
         self._select = None
         if KeySelection.wanted(remap, include, exclude, prefix):
             try:
@@ -66,6 +69,8 @@ class safe_open:
 
     def close(self) -> None:
         """Release the handle. Tensors already returned stay valid."""
+        if self._ahead is not None:
+            self._ahead.close()
         self._file.close()
 
     # -- header --------------------------------------------------------------
@@ -96,8 +101,7 @@ class safe_open:
         if self._file.backend == "mmap":
             raw = self._file.view(name)
         else:
-            raw = np.empty(end - begin, np.uint8)
-            self._file.read_into(name, 0, raw)
+            raw, = read_arrays([(self._file, self._file.data_start + begin, end - begin)])
         return raw, dtype, shape
 
     def get_tensor(self, name: str, dtype=None):
@@ -109,7 +113,15 @@ class safe_open:
         ``dtype`` were not given."""
         name = self._stored(name)
         if dtype is not None:
+            if self._read_ahead:
+                self._touch(name)
             return self._converted(name, dtype_code(dtype))
+        if self._staged():
+            from .staging import load_staged
+            info = self._file.info(name)
+            return load_staged(self._file, [(name, info)], self._framework, self._device)[name]
+        if self._read_ahead:
+            self._touch(name)
         raw, dtype, shape = self._raw(name)
         fw = self._framework
         return fw.to_device(fw.from_bytes(raw, dtype, shape), self._device)
@@ -117,21 +129,63 @@ class safe_open:
     def get_tensors(self, dtype=None) -> Dict[str, object]:
         """Every tensor, keyed by name, in file order. With ``dtype``, float
         tensors are converted to it (as ``get_tensor(name, dtype)``); integer,
-        BOOL and complex tensors are returned unchanged."""
-        fw = self._framework
-        target = None if dtype is None else dtype_code(dtype)
-        out = {}
+        BOOL and complex tensors are returned unchanged. The bytes are read
+        first by the parallel read engine (docs/read_engine.md): a mapped file
+        is made resident and the tensors stay zero-copy views of it."""
+        return self._tensors(dtype, prefetched=False)
+
+    def _wanted(self) -> List[Tuple[str, tuple]]:
+        """(key shown, info) of the selected tensors, in file order."""
         public = None if self._select is None else self._select.to_public
+        out = []
         for info in self._file.infos():
             key = info[0] if public is None else public.get(info[0])
-            if key is None:
+            if key is not None:
+                out.append((key, info))
+        return out
+
+    def _range(self, info) -> Tuple[object, int, int]:
+        _, _, _, begin, end = info
+        return (self._file, self._file.data_start + begin, end - begin)
+
+    def _tensors(self, dtype=None, *, prefetched: bool) -> Dict[str, object]:
+        fw = self._framework
+        target = None if dtype is None else dtype_code(dtype)
+        wanted = self._wanted()
+        mapped = self._file.backend == "mmap"
+        if target is None and self._staged():
+            from .staging import load_staged
+            return load_staged(self._file, wanted, fw, self._device)
+        converted = {info[0] for _, info in wanted if target is not None and info[1] in FLOAT_CODES}
+        raws = {}
+        if mapped:
+            if not prefetched:
+                prefetch([self._range(info) for _, info in wanted])
+        else:
+            plain = [info for _, info in wanted if info[0] not in converted]
+            raws = dict(zip((i[0] for i in plain), read_arrays([self._range(i) for i in plain])))
+        out = {}
+        for key, info in wanted:
+            name, code, shape = info[0], info[1], info[2]
+            if name in converted:
+                out[key] = self._converted(name, target, info)
                 continue
-            if target is not None and info[1] in FLOAT_CODES:
-                out[key] = self._converted(info[0], target, info)
-                continue
-            raw, code, shape = self._raw(info[0], info)
+            raw = raws[name] if name in raws else self._file.view(name)
             out[key] = fw.to_device(fw.from_bytes(raw, code, shape), self._device)
         return out
+
+    def _staged(self) -> bool:
+        """torch tensors for an accelerator go through a ring of pinned
+        buffers, copies overlapping reads (format/staging.py)."""
+        return self._framework.name == "torch" and self._device not in (None, "cpu")
+
+    def _touch(self, name: str) -> None:
+        """Before ``name`` is read: its bytes resident, the next ones coming."""
+        if self._ahead is None:
+            def orders():  # sorted first: `for k in f.keys()` is the usual loop
+                return [self._file.keys(), self._file.offset_keys()]
+            self._ahead = ReadAhead(orders, lambda n: self._range(self._file.info(n)))
+        self._ahead.touch(name)
 
     def _converted(self, name: str, target: str, info=None):
         _, code, shape, _, _ = info or self._file.info(name)

@@ -278,7 +278,9 @@ def load_pretrained(model, directory, *, strict: bool = True, dtype=None, remap=
             if strict and (missing or unexpected):
                 raise key_error(model, missing, unexpected)
             for fname in ckpt.files:
-                shard = {n: cast(ckpt.get_tensor(n)) for n in ckpt.tensors_in_file(fname)}
+                names = ckpt.tensors_in_file(fname)
+                ckpt.prefetch(names)  # read ahead of the loop, every request in flight
+                shard = {n: cast(ckpt.get_tensor(n)) for n in names}
                 model.load_state_dict(shard, strict=False)
                 del shard
         return missing, unexpected
