@@ -197,3 +197,16 @@ __all__: List[str] = [
     "torch_bytes", "torch_sample", "same_tensor", "raw_file", "write_bytes", "split_header",
     "same_up_to_metadata_order", "run_python", "tensors_in",
 ]
+
+
+@pytest.fixture(scope="session")
+def fault_shim(tmp_path_factory) -> str:
+    """The LD_PRELOAD fault shim (tests/faultinject/faultinject.c), compiled
+    once per session with the system compiler."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    out = str(tmp_path_factory.mktemp("faultinject") / "faultinject.so")
+    src = os.path.join(here, "faultinject", "faultinject.c")
+    proc = subprocess.run(["cc", "-O1", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC", "-o", out, src,
+                           "-ldl", "-lpthread"], capture_output=True, text=True)
+    assert proc.returncode == 0, f"the fault shim does not compile:\n{proc.stderr}"
+    return out

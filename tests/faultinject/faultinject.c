@@ -11,6 +11,9 @@
  *   create  open/openat/creat with O_CREAT, mkdir mkdirat
  *   close   close (the descriptor is closed, then the error returned, as
  *           Linux does)
+ *   read    pread pread64 preadv preadv64 preadv2 (the read engine's calls)
+ *   populate madvise(MADV_POPULATE_READ), on any mapping (an address names
+ *           no file, so these are counted whatever the directory)
  *
  * Configuration (environment, read at load time and by faultinject_reset()):
  *   FASTENSORS_FAULT_DIR    absolute directory; unset: the shim does nothing
@@ -20,6 +23,9 @@
  *   FASTENSORS_FAULT_STICKY 1: every later call of the class fails too (a
  *                           full or failing disk stays so); else only the
  *                           N-th call fails and later ones pass
+ *   FASTENSORS_FAULT_SHORT  1: every read-class call that does not fail
+ *                           returns at most half the bytes asked (at least
+ *                           one): short reads, which readers must resume
  *   FASTENSORS_FAULT_LOG    file to which every counted call is appended:
  *     "call <class> <n> <func> <path>"      every matching call
  *     "inject <class> <n> <errno> <path>"   the call made to fail
@@ -42,8 +48,8 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-enum { C_WRITE, C_SYNC, C_RENAME, C_CREATE, C_CLOSE, C_COUNT };
-static const char *const kClassNames[C_COUNT] = {"write", "sync", "rename", "create", "close"};
+enum { C_WRITE, C_SYNC, C_RENAME, C_CREATE, C_CLOSE, C_READ, C_POPULATE, C_COUNT };
+static const char *const kClassNames[C_COUNT] = {"write", "sync", "rename", "create", "close", "read", "populate"};
 
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 static char g_dir[PATH_MAX];
@@ -54,6 +60,7 @@ static int g_errno = EIO;
 static char g_log[PATH_MAX];
 static long g_counts[C_COUNT];
 static int g_sticky;
+static int g_short;
 /* Files whose fsync was made to fail: a later fsync of them is logged. */
 static struct { dev_t dev; ino_t ino; } g_failed_sync[64];
 static int g_failed_sync_n;
@@ -95,6 +102,12 @@ DECLARE_REAL(int, creat64, const char *, mode_t)
 DECLARE_REAL(int, mkdir, const char *, mode_t)
 DECLARE_REAL(int, mkdirat, int, const char *, mode_t)
 DECLARE_REAL(int, close, int)
+DECLARE_REAL(ssize_t, pread, int, void *, size_t, off_t)
+DECLARE_REAL(ssize_t, pread64, int, void *, size_t, off_t)
+DECLARE_REAL(ssize_t, preadv, int, const struct iovec *, int, off_t)
+DECLARE_REAL(ssize_t, preadv64, int, const struct iovec *, int, off_t)
+DECLARE_REAL(ssize_t, preadv2, int, const struct iovec *, int, off_t, int)
+DECLARE_REAL(int, madvise, void *, size_t, int)
 
 /* Reads the configuration and starts counting afresh (a forked child calls
  * this through ctypes after setting its environment). */
@@ -106,6 +119,7 @@ void faultinject_reset(void) {
   const char *err = getenv("FASTENSORS_FAULT_ERRNO");
   const char *log = getenv("FASTENSORS_FAULT_LOG");
   const char *sticky = getenv("FASTENSORS_FAULT_STICKY");
+  const char *shorts = getenv("FASTENSORS_FAULT_SHORT");
   g_dir[0] = '\0';
   g_dir_len = 0;
   if (dir && dir[0] == '/' && strlen(dir) < sizeof g_dir) {
@@ -122,6 +136,7 @@ void faultinject_reset(void) {
   if (log && strlen(log) < sizeof g_log) strcpy(g_log, log);
   memset(g_counts, 0, sizeof g_counts);
   g_sticky = sticky && strcmp(sticky, "1") == 0;
+  g_short = shorts && strcmp(shorts, "1") == 0;
   g_failed_sync_n = 0;
   pthread_mutex_unlock(&g_lock);
 }
@@ -179,7 +194,7 @@ static int abs_path(int dirfd, const char *path, char *out, size_t size) {
 
 /* Counts a call on `abs` of class `cls`; returns the errno to fail with, or 0. */
 static int decide(int cls, const char *func, const char *abs) {
-  if (!g_dir_len || !under_dir(abs)) return 0;
+  if (!g_dir_len || (cls != C_POPULATE && !under_dir(abs))) return 0;
   char line[PATH_MAX + 128];
   int fail = 0;
   pthread_mutex_lock(&g_lock);
@@ -461,4 +476,66 @@ int close(int fd) {
     return -1;
   }
   return rc;
+}
+
+/* Reads: fail as configured, or (FASTENSORS_FAULT_SHORT) return fewer bytes. */
+static int short_reads_for(int fd, int *fail, const char *func) {
+  *fail = decide_fd(C_READ, func, fd);
+  if (*fail || !g_short || !g_dir_len) return 0;
+  char p[PATH_MAX];
+  return fd_path(fd, p, sizeof p) == 0 && under_dir(p);
+}
+
+static size_t shortened(size_t n) { return n > 1 ? n / 2 : n; }
+
+ssize_t pread(int fd, void *buf, size_t count, off_t off) {
+  load_pread();
+  int fail;
+  int cut = short_reads_for(fd, &fail, "pread");
+  FAIL_IF(fail);
+  return REAL(pread)(fd, buf, cut ? shortened(count) : count, off);
+}
+
+ssize_t pread64(int fd, void *buf, size_t count, off_t off) {
+  load_pread64();
+  int fail;
+  int cut = short_reads_for(fd, &fail, "pread64");
+  FAIL_IF(fail);
+  return REAL(pread64)(fd, buf, cut ? shortened(count) : count, off);
+}
+
+/* A short vectored read: half of the first buffer only. */
+#define PREADV_BODY(name, call_args)                                     \
+  int fail;                                                              \
+  int cut = short_reads_for(fd, &fail, #name);                           \
+  FAIL_IF(fail);                                                         \
+  if (cut && n > 0) {                                                    \
+    load_pread();                                                        \
+    return REAL(pread)(fd, iov[0].iov_base, shortened(iov[0].iov_len), off); \
+  }                                                                      \
+  return REAL(name) call_args;
+
+ssize_t preadv(int fd, const struct iovec *iov, int n, off_t off) {
+  load_preadv();
+  PREADV_BODY(preadv, (fd, iov, n, off))
+}
+
+ssize_t preadv64(int fd, const struct iovec *iov, int n, off_t off) {
+  load_preadv64();
+  PREADV_BODY(preadv64, (fd, iov, n, off))
+}
+
+ssize_t preadv2(int fd, const struct iovec *iov, int n, off_t off, int flags) {
+  load_preadv2();
+  PREADV_BODY(preadv2, (fd, iov, n, off, flags))
+}
+
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#endif
+
+int madvise(void *addr, size_t len, int advice) {
+  load_madvise();
+  if (advice == MADV_POPULATE_READ) FAIL_IF(decide(C_POPULATE, "madvise", "(mapping)"));
+  return REAL(madvise)(addr, len, advice);
 }
