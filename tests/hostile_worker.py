@@ -732,6 +732,65 @@ def save_sharded_args(examples: int) -> None:
     run()
 
 
+@family
+def read_plans(examples: int) -> None:
+    """The read engine: Checkpoint.prefetch with odd name lists (then every
+    tensor read back against what was written), and _core.ReadPlan /
+    ReadJob given hostile offsets, sizes, arrays and indices."""
+    from fastensors import _core
+
+    tmp = tempfile.mkdtemp()
+    path, tensors = reading_file(tmp)
+    names = sorted(tensors)
+    name_lists = [names, names[::-1], names + names, [], ["f32", "f32"], ["nope"], [5], None, "f32", [None],
+                  [b"f32"], names[:2], ["f32", "nope"], 7]
+    offsets = [0, 1, 7, 4095, 2**31, 2**63 - 1, 2**64 - 1, 2**64, -1, None, 1.5]
+    sizes = [0, 1, 8, 100, 2**40, 2**64 - 1, -3, "8"]
+    arrays = [np.zeros(16, np.uint8), np.zeros(0, np.uint8), np.zeros(16, np.float32), np.zeros((4, 4), np.uint8),
+              np.zeros(32, np.uint8)[::2], np.frombuffer(bytes(16), np.uint8), None, b"abc"]
+
+    def prefetched(names_arg):
+        with fastensors.open_checkpoint(path, "np") as ckpt:
+            ckpt.prefetch(names_arg)
+            return {k: ckpt.get_tensor(k) for k in ckpt.keys()}
+
+    def check_all(got):
+        for k, v in tensors.items():
+            same(np.asarray(got[k]), v)
+
+    @prop(examples, st.sampled_from(range(len(name_lists))), st.sampled_from(offsets), st.sampled_from(sizes),
+          st.sampled_from(range(len(arrays))), st.sampled_from(["mmap", "pread"]),
+          st.sampled_from([-1, 0, 1, 2, 2**64]))
+    def run(li, offset, size, ai, backend, entry):
+        attempt(f"Checkpoint.prefetch({name_lists[li]!r})", lambda: prefetched(name_lists[li]),
+                allowed=(SE, TypeError), check=check_all)
+
+        def plan_read():
+            f = _core.File(path, backend)
+            plan = _core.ReadPlan()
+            arr = arrays[ai]
+            plan.read(f, offset, arr)
+            plan.prefetch(f, offset, size)
+            job = _core.ReadJob(plan)
+            try:
+                job.wait()
+                job.wait_entry(entry)
+            finally:
+                job.close()
+            return arr
+
+        def check_read(arr):
+            with open(path, "rb") as fh:
+                fh.seek(offset)
+                want = np.frombuffer(fh.read(arr.size), np.uint8)
+            same(arr, want)
+
+        attempt(f"ReadPlan.read/prefetch({backend}, offset={offset!r}, size={size!r}, {describe(arrays[ai])}, "
+                f"wait_entry({entry}))", plan_read, allowed=(SE, TypeError, OverflowError), check=check_read)
+
+    run()
+
+
 # -- checkpoints, inspection, renaming ---------------------------------------------------------
 
 @family
