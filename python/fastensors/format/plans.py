@@ -27,14 +27,33 @@ READ_AHEAD_BYTES = 1 << 30
 _LARGE = 4 << 20
 
 
+def memory_budget() -> int:
+    """Bytes a prefetch may make resident at once: half of the memory the
+    kernel reports available, so that loading a checkpoint larger than memory
+    does not evict its own first part before it is used."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024 // 2
+    except (OSError, ValueError, IndexError):
+        pass
+    return 1 << 62
+
+
 def prefetch(ranges: Sequence[Range]) -> Optional[object]:
-    """Make the mapped bytes of ``ranges`` resident and wait; returns the
+    """Make the mapped bytes of ``ranges`` resident and wait (in order, up to
+    ``memory_budget()`` bytes; the rest is read when touched); returns the
     job's ``ReadStats`` (None when there was nothing to do). Raises ``Io`` or
     ``FileChanged`` (the file shrank) naming the file and offset."""
     plan = _core.ReadPlan()
+    budget = memory_budget()
     for file, offset, size in ranges:
+        if size > budget:
+            break
         if size:
             plan.prefetch(file, offset, size)
+            budget -= size
     if not len(plan):
         return None
     job = _core.ReadJob(plan)
