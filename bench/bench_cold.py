@@ -182,8 +182,12 @@ def warm(files: List[str]) -> float:
     return min(common.warm_file(p) for p in files)
 
 
-def run_one(loader: str, directory: str) -> Dict[str, float]:
-    proc = subprocess.run([sys.executable, "-c", WORKER, loader, directory, common.HERE], capture_output=True,
+def run_one(loader: str, directory: str, baseline: str = "") -> Dict[str, float]:
+    """One load in a fresh process; "base-*" loaders run with the --baseline interpreter."""
+    python = sys.executable
+    if loader.startswith("base-"):
+        python, loader = baseline, loader[len("base-"):]
+    proc = subprocess.run([python, "-c", WORKER, loader, directory, common.HERE], capture_output=True,
                           text=True, timeout=900)
     if proc.returncode != 0:
         raise RuntimeError(f"{loader} failed:\n{proc.stderr[-3000:]}")
@@ -198,12 +202,16 @@ def main() -> None:
     ap.add_argument("--only", default=",".join(LOADERS), help="comma-separated loaders")
     ap.add_argument("--dir", default=os.path.join(common.HERE, "results", "cold-scratch"))
     ap.add_argument("--keep", action="store_true", help="keep the checkpoint for the next run")
+    ap.add_argument("--baseline", default="", help="a Python with another fastensors installed (an older "
+                    "commit): adds base-fst-load_file and base-fst-ckpt, run by it in the same rounds")
     args = ap.parse_args()
     args.tensors, args.runs = 64, args.rounds
     ctx = common.Context(args)
     loaders = [x for x in args.only.split(",") if x]
+    if args.baseline:
+        loaders += ["base-fst-load_file", "base-fst-ckpt"]
     for x in loaders:
-        if x not in LOADERS:
+        if x not in LOADERS and not (args.baseline and x.startswith("base-fst-")):
             ap.error(f"unknown loader {x!r} (choose from {', '.join(LOADERS)})")
     files = make_checkpoint(ctx, args.size_mib, args.shards)
     directory = os.path.dirname(files[0])
@@ -217,7 +225,7 @@ def main() -> None:
                 if mode == "warm" and x == "device":
                     continue  # O_DIRECT never sees the cache
                 left = evict(files) if mode == "cold" else warm(files)
-                rec = run_one(x, directory)
+                rec = run_one(x, directory, args.baseline)
                 rec["cached_before"] = left
                 results[mode][x].append(rec)
                 ctx.log(f"round {r + 1} {mode:4} {x:16} {rec['seconds']:.3f} s (cached before: {left:.3f})")
