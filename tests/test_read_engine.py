@@ -303,7 +303,8 @@ def test_checkpoint_prefetch_hint(tmp_path):
     evict(*(tmp_path / f for f in files))
     with fastensors.open_checkpoint(tmp_path) as ckpt:
         wanted = ckpt.tensors_in_file(files[2])
-        ckpt.prefetch(wanted)
+        ckpt.prefetch(wanted + wanted[:1])  # a name given twice is read once
+        assert ckpt._ahead._job is not None
         for k in wanted:
             np.testing.assert_array_equal(ckpt.get_tensor(k), tensors[k])
         assert resident(tmp_path / files[2]) > 0.95
@@ -438,3 +439,20 @@ def test_short_reads_are_resumed(fault_shim, model, backend):
     assert "ok" in got, got
     for k, v in tensors.items():
         assert got["ok"][k] == float(np.asarray(v, np.float64).sum())
+
+
+@pytest.mark.parametrize("backend", ["mmap", "pread"])
+def test_a_file_written_in_place_while_open_is_file_changed(model, backend):
+    path, tensors = model
+    with fastensors.safe_open(path, "np", backend=backend) as f:
+        with open(path, "r+b") as fh:  # same size, other bytes: an in-place edit
+            fh.seek(os.path.getsize(path) - 4)
+            fh.write(b"\xff" * 4)
+        st = os.stat(path)
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 2_000_000_000))
+        with pytest.raises(fastensors.FileChanged, match="written to while open"):
+            f.get_tensors()
+    # A file renamed over the path is another file: the open one reads as before.
+    with fastensors.safe_open(path, "np", backend=backend) as f:
+        fnp.save_file({"other": np.zeros(3, np.float32)}, path)
+        assert f.get_tensors().keys() == tensors.keys()

@@ -2,6 +2,8 @@
 // residency, the read-ahead window, cancellation, and plans that are wrong
 // or whose file shrinks underneath.
 #include <fcntl.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -257,6 +259,41 @@ TEST(ReadPlan, AShrunkenFileIsFileChangedNotSigbus) {
       EXPECT_NE(std::string(e.what()).find("offset"), std::string::npos) << e.what();
     }
   }
+}
+
+TEST(ReadPlan, AFileWrittenInPlaceIsFileChanged) {
+  // Same size, new bytes (an in-place edit, or another writer): what was
+  // read may mix old and new bytes, so the wait reports it.
+  TempDir dir;
+  const std::string path = make_file(dir, 64 * 1024);
+  auto f = File::open(path, Backend::Pread);
+  std::vector<std::uint8_t> out(1024);
+  {
+    const int fd = ::open(path.c_str(), O_WRONLY);
+    ASSERT_GE(fd, 0);
+    struct timespec later[2] = {{0, UTIME_OMIT}, {0, 0}};
+    ASSERT_EQ(::pwrite(fd, "xyz", 3, static_cast<off_t>(f->header().data_start)), 3);
+    clock_gettime(CLOCK_REALTIME, &later[1]);
+    later[1].tv_sec += 2;  // a modification time that surely differs, whatever the clock's grain
+    ASSERT_EQ(::futimens(fd, later), 0);
+    ::close(fd);
+  }
+  ReadPlan plan;
+  plan.read(f, f->header().data_start, out.size(), out.data());
+  try {
+    execute(std::move(plan));
+    FAIL() << "a read of a file written to since it was opened succeeded";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::FileChanged) << e.what();
+    EXPECT_NE(std::string(e.what()).find("written to while open"), std::string::npos) << e.what();
+  }
+  // Renamed over: the open file is still the old one, and reads stay valid.
+  auto g = File::open(path, Backend::Mmap);
+  test::write_bytes(dir.file("new"), test::read_bytes(path));
+  ASSERT_EQ(::rename(dir.file("new").c_str(), path.c_str()), 0);
+  ReadPlan again;
+  again.read(g, g->header().data_start, out.size(), out.data());
+  EXPECT_NO_THROW(execute(std::move(again)));
 }
 
 TEST(ReadPlan, ManyThreadsManyFiles) {

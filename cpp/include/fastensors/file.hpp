@@ -67,6 +67,12 @@ class File {
   const std::uint8_t* mapping() const noexcept { return map_; }
   int descriptor() const noexcept { return fd_; }
 
+  // Throws FileChanged when the open file is no longer what was opened: its
+  // size or modification time differs from when it was opened (it was
+  // truncated, extended or written to in place; a file renamed over the path
+  // is not this file and does not count). One fstat; nothing once closed.
+  void check_unchanged() const;
+
   // Unmaps and closes. Further data access throws; safe to call twice.
   void close() noexcept;
   bool closed() const noexcept { return fd_ < 0; }
@@ -78,6 +84,7 @@ class File {
   Backend backend_ = Backend::Mmap;
   int fd_ = -1;
   std::uint64_t file_size_ = 0;
+  std::int64_t mtime_ns_ = 0;
   std::uint8_t* map_ = nullptr;
   int guard_ = -1;  // the mapping's entry in the SIGBUS guard's table
   Header header_;

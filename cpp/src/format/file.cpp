@@ -3,6 +3,7 @@
 #include "fastensors/file.hpp"
 
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -26,6 +27,9 @@ std::shared_ptr<File> File::open(const std::string& path, Backend backend) {
   f->backend_ = backend;
   // Regular files only: a FIFO, socket or device is an error at once.
   f->fd_ = detail::open_regular_readonly(path, &f->file_size_);
+  struct stat st;
+  if (::fstat(f->fd_, &st) != 0) detail::throw_io("fstat", path);
+  f->mtime_ns_ = detail::mtime_ns(st);
 
   std::uint8_t first8[8] = {};
   std::uint64_t got = f->file_size_ < 8 ? f->file_size_ : 8;
@@ -91,6 +95,20 @@ void File::read(const TensorInfo& tensor, std::uint64_t offset, void* dst, std::
     guard.finish();
   } else {
     detail::pread_exact(fd_, dst, size, at, path_);
+  }
+}
+
+void File::check_unchanged() const {
+  if (fd_ < 0) return;
+  struct stat st;
+  if (::fstat(fd_, &st) != 0) detail::throw_io("fstat", path_);
+  const auto size = static_cast<std::uint64_t>(st.st_size);
+  if (size != file_size_ || detail::mtime_ns(st) != mtime_ns_) {
+    throw Error(ErrorCode::FileChanged,
+                size != file_size_ ? "the file changed size while open (" + std::to_string(file_size_) + " -> " +
+                                         std::to_string(size) + " bytes); reopen it"
+                                   : "the file was written to while open (its modification time changed); reopen it",
+                path_);
   }
 }
 

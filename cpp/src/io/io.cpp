@@ -67,6 +67,10 @@ int open_regular_readonly(const std::string& path, std::uint64_t* size) {
   return fd;
 }
 
+std::int64_t mtime_ns(const struct stat& st) noexcept {
+  return static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+}
+
 void pread_exact(int fd, void* dst, std::uint64_t size, std::uint64_t offset, const std::string& path) {
   auto* out = static_cast<unsigned char*>(dst);
   while (size > 0) {

@@ -1,6 +1,7 @@
 // Small POSIX I/O helpers shared by the reader and the writer.
 #pragma once
 
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include <cstdint>
@@ -23,6 +24,9 @@ const char* file_kind(mode_t mode) noexcept;
 // the path, raised at once: nothing here blocks (a FIFO's open would wait for
 // a writer) and no device is opened.
 int open_regular_readonly(const std::string& path, std::uint64_t* size);
+
+// Nanoseconds of a stat's modification time (what a write to the file moves).
+std::int64_t mtime_ns(const struct stat& st) noexcept;
 
 // Reads exactly `size` bytes at `offset`; a short read (the file shrank) is a
 // FileChanged error, never garbage.

@@ -405,6 +405,9 @@ ReadJob::ReadJob(ReadPlan plan, const ReadOptions& options) : state_(std::make_s
     }
   }
   if (s.workers.empty() && !s.requests.empty()) {
+    // No thread could start: this one reads everything now, so nothing may
+    // wait for a consumer that cannot run yet.
+    s.options.window_bytes = 0;
     s.running = 1;
     s.run_worker();
   }
@@ -444,6 +447,13 @@ void ReadJob::wait() {
   for (const auto& e : s.entries) {
     if (e.pending != 0) throw_unfinished();
   }
+  // The bytes are in place; they are the file's only if nobody wrote to it
+  // meanwhile (one fstat per file).
+  const File* last = nullptr;
+  for (const auto& e : s.plan) {
+    if (e.file.get() != last) e.file->check_unchanged();
+    last = e.file.get();
+  }
 }
 
 void ReadJob::wait_entry(std::size_t index) {
@@ -465,7 +475,10 @@ void ReadJob::wait_entry(std::size_t index) {
   auto& e = s.entries[index];
   s.cv.wait(lock, [&] { return e.pending == 0 || e.error || s.running == 0; });
   if (e.error) std::rethrow_exception(e.error);
-  if (e.pending == 0) return;
+  if (e.pending == 0) {
+    s.plan[index].file->check_unchanged();
+    return;
+  }
   if (s.first_error) std::rethrow_exception(s.first_error);
   throw_unfinished();
 }

@@ -363,7 +363,7 @@ class Checkpoint:
         """Start reading ``names`` (in this order) ahead of the ``get_tensor``
         calls that will follow, at most ``format.plans.READ_AHEAD_BYTES``
         ahead of them; returns at once. Errors show in ``get_tensor``."""
-        stored = [self.stored_name(n) for n in names]
+        stored = list(dict.fromkeys(self.stored_name(n) for n in names))  # each once, first place kept
         mapped = [n for n in stored if self._handle_for(n)._file.backend == "mmap"]
         self._read_ahead().expect(mapped)
 
