@@ -119,6 +119,8 @@ def load(state_dict: Dict[str, object], path, *, strict: bool = True, process_gr
         dcp.load(state_dict, storage_reader=reader, planner=CheckedLoadPlanner(allow_partial_load=not strict),
                  process_group=process_group, no_dist=not _distributed(process_group))
     except CheckpointException as e:
+        if reader.metadata_error is not None:  # the headers: DCP reports them untyped
+            raise reader.metadata_error from None
         raise typed_failure(e, _rank()) from None
 
 

@@ -23,7 +23,7 @@ from torch.distributed.checkpoint.planner import LoadItemType, LoadPlan, LoadPla
 from torch.futures import Future
 
 from .. import _core
-from ..errors import InvalidArgument, StateDictMismatch, with_context
+from ..errors import InvalidArgument, SafetensorError, StateDictMismatch, with_context
 from .catalog import Catalog, Piece
 from .io import read_block
 from .layout import byte_runs, torch_dtype
@@ -67,6 +67,7 @@ class StorageReader(_TorchStorageReader):
         self.path = os.path.abspath(os.fspath(path))
         self._catalog: Optional[Catalog] = None
         self._pieces: Dict[MetadataIndex, tuple] = {}
+        self.metadata_error: Optional[SafetensorError] = None
 
     # -- torch's protocol -----------------------------------------------------------
     def reset(self, checkpoint_id=None) -> None:
@@ -86,6 +87,15 @@ class StorageReader(_TorchStorageReader):
         return self._catalog
 
     def read_metadata(self, *args, **kwargs) -> Metadata:
+        # DCP turns a failure here into an untyped AssertionError; the typed
+        # one is kept for fastensors.distributed.load to raise.
+        try:
+            return self._read_metadata()
+        except SafetensorError as e:
+            self.metadata_error = e
+            raise
+
+    def _read_metadata(self) -> Metadata:
         cat = self.catalog
         sd_meta: Dict[str, TensorStorageMetadata] = {}
         storage: Dict[MetadataIndex, tuple] = {}
