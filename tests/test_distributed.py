@@ -26,6 +26,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("torch.distributed.checkpoint")
 
 import fastensors  # noqa: E402
+import fastensors.numpy  # noqa: E402,F401
 from fastensors import distributed as fd  # noqa: E402
 from fastensors.distributed.catalog import DCP_SHARDING_INFO, Catalog  # noqa: E402
 from fastensors.distributed.layout import byte_runs  # noqa: E402
@@ -282,3 +283,67 @@ def test_an_index_that_lies_is_refused(tmp_path):
     (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
     with pytest.raises(fastensors.CheckpointError):
         fd.load({"a": torch.ones(4), "b": torch.zeros(300)}, tmp_path)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32, np.float64])
+def test_read_ranges_gathers_column_pieces_like_numpy(tmp_path, dtype):
+    from fastensors.distributed.io import Source, _read_ranges, bytes_requested
+
+    rng = np.random.default_rng(0)
+    arr = rng.integers(0, 250, (40, 37)).astype(dtype)
+    path = str(tmp_path / "m.safetensors")
+    fastensors.numpy.save_file({"pad": np.zeros(3, np.uint8), "m": arr}, path)
+    src = Source(path)
+    try:
+        for col, width in [(0, 37), (0, 1), (3, 5), (36, 1), (10, 20), (1, 36)]:
+            for row, height in [(0, 40), (5, 30), (39, 1)]:
+                starts, length = byte_runs(arr.shape, arr.itemsize, [row, col], [height, width])
+                dst = np.empty(height * width * arr.itemsize, np.uint8)
+                before = bytes_requested()
+                _read_ranges(src, "m", starts, length, dst)
+                assert bytes_requested() - before == dst.nbytes
+                assert dst.view(dtype).reshape(height, width).tolist() == arr[row:row + height,
+                                                                              col:col + width].tolist()
+    finally:
+        src.close()
+
+
+def test_a_file_truncated_under_a_gather_raises_file_changed(tmp_path):
+    """In a subprocess: without the core's guard the strided copy would die of SIGBUS."""
+    code = f"""
+import os, numpy as np, fastensors, fastensors.numpy
+from fastensors.distributed.io import Source, _read_ranges
+from fastensors.distributed.layout import byte_runs
+path = {str(tmp_path / "t.safetensors")!r}
+arr = np.ones((4096, 64), np.uint8)
+fastensors.numpy.save_file({{"m": arr}}, path)
+src = Source(path)
+src.mapped()
+os.truncate(path, 4096)
+starts, length = byte_runs(arr.shape, 1, [0, 8], [4096, 8])
+try:
+    _read_ranges(src, "m", starts, length, np.empty(4096 * 8, np.uint8))
+except fastensors.FileChanged as e:
+    print("raised FileChanged")
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "raised FileChanged" in proc.stdout
+
+
+def test_tensor_parallel_loading_into_a_module_in_one_process(tmp_path):
+    _quiet()
+    model = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.Linear(4, 2))
+    want = {k: torch.randn_like(v) for k, v in model.state_dict().items()}
+    fd.save(want, tmp_path)
+    result = fd.load_tensor_parallel(model, tmp_path)
+    assert result == fd.LoadResult([], [])
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, want[k]), k
+    extra = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.Linear(4, 2), torch.nn.Linear(2, 1))
+    with pytest.raises(fastensors.StateDictMismatch, match="not in the checkpoint"):
+        fd.load_tensor_parallel(extra, tmp_path)
+    result = fd.load_tensor_parallel(extra, tmp_path, strict=False)
+    assert result.missing_keys == ["2.bias", "2.weight"] and result.unexpected_keys == []
+    with pytest.raises(fastensors.StateDictMismatch, match="shape"):
+        fd.load_tensor_parallel({"0.weight": torch.zeros(4, 9)}, tmp_path, strict=False)

@@ -15,11 +15,11 @@ import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Tuple
 
-from .. import _core
 from ..checkpoint.locate import locate
 from ..checkpoint.reader import open_checkpoint
 from ..errors import AmbiguousCheckpoint, FileChanged, InvalidMetadata, StateDictMismatch, with_context
 from ..format.reader import safe_open
+from .io import Source
 from .layout import numel, overlap, storage_shape
 
 # The metadata key torch's per-rank safetensors files carry.
@@ -132,9 +132,9 @@ class Catalog:
             check_tiling(name, stored.shape, [(p.offsets, p.shape) for p in stored.pieces])
 
     # -- reading ---------------------------------------------------------------------
-    def open(self, file: str) -> "_core.File":
-        """The file, opened for reading (pread), after checking it is the one scanned."""
-        handle = _core.File(file, "pread")
+    def open(self, file: str) -> Source:
+        """The file, opened for reading, after checking it is the one scanned."""
+        handle = Source(file)
         self.check_unchanged(file)
         return handle
 

@@ -22,14 +22,13 @@ from torch.distributed.checkpoint.metadata import (
 from torch.distributed.checkpoint.planner import LoadItemType, LoadPlan, LoadPlanner
 from torch.futures import Future
 
-from .. import _core
 from ..errors import InvalidArgument, SafetensorError, StateDictMismatch, with_context
 from .catalog import Catalog, Piece
-from .io import read_block
+from .io import Source, _read_ranges
 from .layout import byte_runs, torch_dtype
 
 
-def read_piece_into(handle: "_core.File", piece: Piece, itemsize: int, offsets, lengths,
+def read_piece_into(source: Source, piece: Piece, itemsize: int, offsets, lengths,
                     target: "torch.Tensor") -> None:
     """Read the box ``offsets``/``lengths`` (relative to ``piece``) into
     ``target``, a CPU tensor of shape ``lengths`` of the stored dtype:
@@ -39,7 +38,7 @@ def read_piece_into(handle: "_core.File", piece: Piece, itemsize: int, offsets, 
         return
     direct = target.is_contiguous() and target.device.type == "cpu"
     buf = target if direct else torch.empty(tuple(lengths), dtype=target.dtype)
-    read_block(handle, piece.name, starts, length, buf.reshape(-1).view(torch.uint8).numpy())
+    _read_ranges(source, piece.name, starts, length, buf.reshape(-1).view(torch.uint8).numpy())
     if not direct:
         target.copy_(buf)
 
