@@ -273,7 +273,52 @@ def scenario_main(out: str, rank: int, world: int, mesh) -> dict:
     assert tree_digest(ckpt) == digest, "a failed save changed the checkpoint"
     leftovers = [n for n in os.listdir(out) if ".fastensors-staging-" in n]
     assert not leftovers, leftovers
+    dist.barrier()  # every rank has looked before rank 0 writes again
+    seen.update(check_convert(out, rank, world))
     return seen
+
+
+def check_convert(out: str, rank: int, world: int) -> dict:
+    """fastensors.distributed.convert_file: the shards shared out, the files
+    those of the one-process convert_file."""
+    src, dst, ref = (os.path.join(out, n) for n in ("conv_src", "conv_dst", "conv_ref"))
+    if rank == 0:
+        floats = {f"layer.{i}.weight": torch.randn(16, 8, generator=torch.Generator().manual_seed(i))
+                  for i in range(2 * world + 1)}
+        floats["ids"] = torch.arange(5)
+        fastensors.save_sharded(floats, src, max_shard_size=600)
+        with open(os.path.join(src, "config.json"), "w") as f:
+            f.write('{"model_type": "test"}')
+        fastensors.convert_file(src, ref, "bf16")
+    dist.barrier()
+    before = dio.bytes_requested()
+    module = sys.modules["fastensors.distributed.convert"]
+    calls = []
+    real = module._convert_one
+    module._convert_one = lambda s, *a, **k: (calls.append(s), real(s, *a, **k))
+    report = fd.convert_file(src, dst, "bf16")
+    module._convert_one = real
+    assert dio.bytes_requested() == before
+    if rank == 0:
+        assert sorted(os.listdir(dst)) == sorted(os.listdir(ref))
+        for n in os.listdir(ref):
+            assert filecmp.cmp(os.path.join(dst, n), os.path.join(ref, n), shallow=False), n
+    dist.barrier()
+    # One rank fails converting: every rank raises, the converted set stays as it was.
+    digest = tree_digest(dst)
+    if rank == world - 1:
+        def failing(*a, **k):
+            raise fastensors.SafetensorIOError("disk full (injected)")
+        module._convert_one = failing
+    failed = expect_error(lambda: fd.convert_file(src, dst, "f16"), fastensors.SafetensorIOError,
+                          fastensors.RankFailed)
+    module._convert_one = real
+    dist.barrier()
+    assert tree_digest(dst) == digest
+    assert failed[0] == ("SafetensorIOError" if rank == world - 1 else "RankFailed"), failed
+    assert not [n for n in os.listdir(out) if ".fastensors-staging-" in n]
+    return {"convert_shards": len(calls), "convert_converted": len(report.converted),
+            "convert_bytes_out": report.bytes_out, "convert_failed": failed}
 
 
 def scenario_kill(out: str, rank: int, world: int, mesh) -> dict:

@@ -809,7 +809,7 @@ def distributed_args(examples: int) -> None:
 
     counter = [0]
 
-    @prop(examples, st.sampled_from(["writer", "reader", "save", "load", "tp"]), st.sampled_from(paths),
+    @prop(examples, st.sampled_from(["writer", "reader", "save", "load", "tp", "convert"]), st.sampled_from(paths),
           st.sampled_from(sizes), st.sampled_from(metas), st.sampled_from(patterns),
           st.lists(st.tuples(st.sampled_from(keys), st.sampled_from(values)), max_size=3))
     def run(kind, path, size, meta, pattern, items):
@@ -831,11 +831,20 @@ def distributed_args(examples: int) -> None:
                     allowed, check=check_saved(out, sd))
         elif kind == "load":
             attempt(f"load({describe(sd)}, {path!r})", lambda: fd.load(sd, path), allowed)
+        elif kind == "convert":
+            counter[0] += 1
+            out = os.path.join(tmp, f"conv{counter[0]}")
+            dtype = meta if isinstance(meta, str) else pattern  # hostile dtypes from the other lists
+            attempt(f"distributed.convert_file({path!r}, dtype={dtype!r})",
+                    lambda: fd.convert_file(path, out, dtype), allowed)
         else:
             attempt(f"load_tensor_parallel({describe(sd)}, {path!r})",
                     lambda: fd.load_tensor_parallel(sd, path, placements={k: [] for k in list(sd)[:1]}), allowed)
 
     run()
+    for i, sd in enumerate([{"a": values[0], "b": values[1], "c": values[2], "d": values[3]}, {"s": values[9]}, {}]):
+        out = os.path.join(tmp, f"det{i}")
+        attempt(f"save({describe(sd)})", lambda: fd.save(sd, out, max_shard_size=10), check=check_saved(out, sd))
     expect("load_tensor_parallel(broadcast=True) without a process group",
            lambda: fd.load_tensor_parallel({}, good, broadcast=True), fastensors.InvalidArgument, "initialized")
     expect("load into another dtype", lambda: fd.load({"w": torch.zeros(2, 3, dtype=torch.float64)}, good),

@@ -94,6 +94,13 @@ def check_output_with_reference_reader(ckpt: str) -> None:
     assert seen == set(full)
 
 
+def check_convert_shared(out, reports: list) -> None:
+    """Each shard of the converted checkpoint was converted by exactly one rank."""
+    shards = [n for n in os.listdir(os.path.join(out, "conv_ref")) if n.endswith(".safetensors")]
+    assert len(shards) >= len(reports)
+    assert sum(rep["convert_shards"] for rep in reports) == len(shards)
+
+
 def check_errors_everywhere(reports: list, world: int) -> None:
     for r, rep in enumerate(reports):
         for case in ("shape", "dtype", "dtype_dcp_planner", "missing"):
@@ -103,6 +110,8 @@ def check_errors_everywhere(reports: list, world: int) -> None:
         assert rep["write_failed"][0] == "SafetensorIOError" and "disk full (injected)" in rep["write_failed"][1]
         assert rep["one_rank"][0] == ("StateDictMismatch" if r == world - 1 else "RankFailed")
         assert rep["bytes_read"] == rep["bytes_local"]
+        assert rep["convert_shards"] >= 1  # every rank converted a share
+        assert rep["convert_converted"] == 2 * world + 1  # the same report everywhere
 
 
 def test_two_ranks_save_reshard_load_and_errors(tmp_path):
@@ -110,11 +119,12 @@ def test_two_ranks_save_reshard_load_and_errors(tmp_path):
     save_sharded's files; resharded loads (ours, torch's HF reader); torch's
     per-rank output and a hub checkpoint loaded three ways; typed errors."""
     proc = launch("main", tmp_path)
+    reports = rank_reports(tmp_path, 2, proc)  # a failed rank's own traceback first
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    reports = rank_reports(tmp_path, 2, proc)
     assert reports[0]["files"] == ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
                                    "model.safetensors.index.json"]
     check_errors_everywhere(reports, 2)
+    check_convert_shared(tmp_path, reports)
     # The two ranks split the reads: together they read each byte once.
     full = _worker_module().full_state_dict()
     replicated = sum(full[k].numel() * full[k].element_size()
@@ -144,13 +154,15 @@ def test_rank_killed_mid_save_leaves_the_old_checkpoint(tmp_path):
 def test_four_ranks(tmp_path):
     os.makedirs(tmp_path / "one")
     proc = launch("main", tmp_path / "one", nproc=4, timeout=600)
+    reports = rank_reports(tmp_path / "one", 4, proc)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    check_errors_everywhere(rank_reports(tmp_path / "one", 4, proc), 4)
+    check_errors_everywhere(reports, 4)
+    check_convert_shared(tmp_path / "one", reports)
     check_output_with_reference_reader(str(tmp_path / "one" / "ckpt"))
     os.makedirs(tmp_path / "two")
     proc = launch("mesh2d", tmp_path / "two", nproc=4, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rank_reports(tmp_path / "two", 4, proc)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
 # -- one process -------------------------------------------------------------------
