@@ -825,6 +825,92 @@ def checkpoint_paths(examples: int) -> None:
 
 
 @family
+def distributed_args(examples: int) -> None:
+    """fastensors.distributed in one process (no process group): StorageWriter,
+    StorageReader, save, load and load_tensor_parallel with hostile paths,
+    sizes, metadata, state dicts and placements. Successful saves are read
+    back with the reference safetensors reader."""
+    import warnings
+
+    import torch
+    from safetensors.torch import load_file as ref_load_file
+    from fastensors import distributed as fd
+
+    warnings.filterwarnings("ignore")  # DCP's "single process" notice
+    tmp = tempfile.mkdtemp()
+    good = os.path.join(tmp, "good")
+    fd.save({"w": torch.arange(6, dtype=torch.float32).reshape(2, 3)}, good)
+    junk = os.path.join(tmp, "junk")
+    os.mkdir(junk)
+    with open(os.path.join(junk, "model.safetensors"), "wb") as fh:
+        fh.write(b"\x08" + b"\0" * 7 + b"{}")
+    paths = [good, junk, os.path.join(tmp, "none"), "", "a\0b", 7, None, b"/x", ["x"]]
+    sizes = ["5GB", 100, 0, -1, "x", "1.5XB", True, None, 2**70, 1.5]
+    metas = [None, {}, {"a": "b"}, {"a": 1}, {1: "a"}, "x", {"__metadata__": "x"}]
+    patterns = ["model{suffix}.safetensors", "x", "../{suffix}", "{suffix}{other}", "", 3]
+    values = [torch.ones(2, 2), torch.tensor(1, dtype=torch.int64), torch.zeros(0, 3, dtype=torch.bool),
+              torch.ones(2).to(torch.float8_e5m2), np.ones(2), 3, "x", None, torch.ones(2, device="meta"),
+              torch.ones(4, 4)[:, ::2]]
+    keys = ["a", "b.c", "", 5, "__metadata__"]
+
+    def check_saved(out, sd):
+        def check(_):
+            files = sorted(f for f in os.listdir(out) if f.endswith(".safetensors"))
+            got = {}
+            for f in files:
+                got.update(ref_load_file(os.path.join(out, f)))
+            assert set(got) == set(sd), (sorted(got), sorted(sd))
+            for k, v in sd.items():
+                w = v.contiguous()
+                assert got[k].dtype == w.dtype and got[k].shape == w.shape
+                assert got[k].reshape(-1).view(torch.uint8).tolist() == w.reshape(-1).view(torch.uint8).tolist(), k
+        return check
+
+    counter = [0]
+
+    @prop(examples, st.sampled_from(["writer", "reader", "save", "load", "tp", "convert"]), st.sampled_from(paths),
+          st.sampled_from(sizes), st.sampled_from(metas), st.sampled_from(patterns),
+          st.lists(st.tuples(st.sampled_from(keys), st.sampled_from(values)), max_size=3))
+    def run(kind, path, size, meta, pattern, items):
+        sd = dict(items)
+        allowed = (SE, TypeError, ValueError)
+        if kind == "writer":
+            attempt(f"StorageWriter({path!r}, max_shard_size={size!r}, metadata={meta!r}, pattern={pattern!r})",
+                    lambda: fd.StorageWriter(path, max_shard_size=size, metadata=meta, filename_pattern=pattern),
+                    allowed)
+        elif kind == "reader":
+            attempt(f"StorageReader({path!r}).read_metadata()", lambda: fd.StorageReader(path).read_metadata(),
+                    allowed)
+        elif kind == "save":
+            counter[0] += 1
+            out = os.path.join(tmp, f"out{counter[0]}")
+            attempt(f"save({describe(sd)}, max_shard_size={size!r}, metadata={meta!r}, pattern={pattern!r})",
+                    lambda: fd.save(sd, out, max_shard_size=size, metadata=meta, filename_pattern=pattern,
+                                    durable=False),
+                    allowed, check=check_saved(out, sd))
+        elif kind == "load":
+            attempt(f"load({describe(sd)}, {path!r})", lambda: fd.load(sd, path), allowed)
+        elif kind == "convert":
+            counter[0] += 1
+            out = os.path.join(tmp, f"conv{counter[0]}")
+            dtype = meta if isinstance(meta, str) else pattern  # hostile dtypes from the other lists
+            attempt(f"distributed.convert_file({path!r}, dtype={dtype!r})",
+                    lambda: fd.convert_file(path, out, dtype), allowed)
+        else:
+            attempt(f"load_tensor_parallel({describe(sd)}, {path!r})",
+                    lambda: fd.load_tensor_parallel(sd, path, placements={k: [] for k in list(sd)[:1]}), allowed)
+
+    run()
+    for i, sd in enumerate([{"a": values[0], "b": values[1], "c": values[2], "d": values[3]}, {"s": values[9]}, {}]):
+        out = os.path.join(tmp, f"det{i}")
+        attempt(f"save({describe(sd)})", lambda: fd.save(sd, out, max_shard_size=10), check=check_saved(out, sd))
+    expect("load_tensor_parallel(broadcast=True) without a process group",
+           lambda: fd.load_tensor_parallel({}, good, broadcast=True), fastensors.InvalidArgument, "initialized")
+    expect("load into another dtype", lambda: fd.load({"w": torch.zeros(2, 3, dtype=torch.float64)}, good),
+           fastensors.StateDictMismatch, "torch.float32")
+
+
+@family
 def remap_args(examples: int) -> None:
     """Remapper, reindex and safe_open(remap=/include=/prefix=) with odd rules."""
     tmp = tempfile.mkdtemp()

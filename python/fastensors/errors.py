@@ -311,3 +311,21 @@ class NotAQuantizedModel(QuantizationError):
 
 __all__ += ["QuantizationError", "UnsupportedTensorShape", "DestinationNotEmpty", "QualityThresholdNotMet",
             "NotAQuantizedModel"]
+
+# -- Python-only errors: distributed checkpoints --------------------------------
+
+class DistributedError(SafetensorError):
+    """A distributed save or load (``fastensors.distributed``) failed."""
+
+
+class StateDictMismatch(DistributedError, ValueError):
+    """The state dict and the checkpoint disagree: a missing or unexpected
+    key, another shape, another dtype, or pieces that do not tile a tensor."""
+
+
+class RankFailed(DistributedError):
+    """Another rank of the process group failed (its error is in the
+    message); raised on the ranks that did not fail themselves."""
+
+
+__all__ += ["DistributedError", "StateDictMismatch", "RankFailed"]

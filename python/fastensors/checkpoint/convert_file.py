@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 from dataclasses import dataclass, field
-from typing import List, Optional, Pattern, Tuple, Union
+from typing import List, NamedTuple, Optional, Pattern, Tuple, Union
 
 from .. import _core
 from ..format.cast import FLOAT_CODES, can_convert, dtype_code
@@ -153,7 +153,18 @@ def find_index(folder: str) -> str:
     return found[0]
 
 
-def _convert_directory(src: str, dst: str, target: str, only, keep, show: bool, durable: bool) -> ConversionReport:
+class DirectoryPlan(NamedTuple):
+    """A sharded conversion planned before anything is written."""
+
+    index_name: str
+    index: dict
+    shards: List[str]
+    plans: list  # plan_targets' result for each shard
+
+
+def plan_directory(src: str, dst: str, target: str, only, keep) -> DirectoryPlan:
+    """Check the index and plan every shard: errors surface before anything
+    is written, and the progress total is known."""
     index_name = find_index(src)
     with open(os.path.join(src, index_name)) as fh:
         index = json.load(fh)
@@ -166,9 +177,6 @@ def _convert_directory(src: str, dst: str, target: str, only, keep, show: bool, 
             raise InvalidArgument(f"'{index_name}' names a shard outside the directory: {shard!r}")
     if os.path.exists(dst) and os.path.samefile(src, dst):
         raise InvalidArgument("the destination directory is the source directory")
-
-    # Plan every shard first: errors surface before anything is written, and
-    # the progress total is known.
     plans = []
     for shard in shards:
         f = _core.File(os.path.join(src, shard), "pread")
@@ -177,48 +185,63 @@ def _convert_directory(src: str, dst: str, target: str, only, keep, show: bool, 
         finally:
             f.close()
         plans.append(plan_targets(infos, target, only, keep, os.path.join(src, shard)))
-    total_out = sum(p[3] for p in plans)
+    return DirectoryPlan(index_name, index, shards, plans)
 
+
+def open_directory_set(dst: str, plan: DirectoryPlan, durable: bool) -> FileSet:
+    """The FileSet the converted shards are staged in: the new set (shards,
+    index, other files) replaces whatever checkpoint ``dst`` held as one
+    commit (docs/sharding.md), never a mix of old and new shards."""
+    prefix = plan.index_name[: -len(INDEX_SUFFIX)]
+    fs = FileSet(dst, durable=durable)
+    fs.stale = [stale_pattern(prefix + "{suffix}.safetensors")]
+    fs.shadows = [prefix + ".safetensors"]
+    for shard in plan.shards:
+        fs.add_weight(shard)
+    return fs
+
+
+def finish_directory(fs: FileSet, src: str, dst: str, plan: DirectoryPlan, report: ConversionReport) -> None:
+    """Stage the new index and the other files of ``src`` once every shard
+    is converted; the caller commits."""
+    report.files = [os.path.join(dst, shard) for shard in plan.shards]
+    new_index = dict(plan.index)
+    meta = dict(plan.index.get("metadata") or {})
+    meta["total_size"] = report.bytes_out
+    new_index["metadata"] = meta
+    fs.set_index(plan.index_name, new_index, lambda d: json.dumps(d, indent=2, sort_keys=False) + "\n")
+    report.files.append(os.path.join(dst, plan.index_name))
+    done = set(plan.shards) | {plan.index_name}
+    for entry in sorted(os.listdir(src)):
+        if entry in done:
+            continue
+        path = os.path.join(src, entry)
+        if os.path.isfile(path):
+            out = fs.add_companion(entry)
+            with naming("copy", out):
+                shutil.copy2(path, out)
+            report.copied_files.append(entry)
+        else:
+            report.skipped.append(entry)
+
+
+def _convert_directory(src: str, dst: str, target: str, only, keep, show: bool, durable: bool) -> ConversionReport:
+    plan = plan_directory(src, dst, target, only, keep)
+    total_out = sum(p[3] for p in plan.plans)
     report = ConversionReport(dtype=target)
     bar = Progress(total_out, f"convert {os.path.basename(os.path.normpath(src))}") if show else None
-    # The new set (shards, index, other files) replaces whatever checkpoint
-    # `dst` held as one commit (docs/sharding.md): a failure part-way leaves
-    # the previous one, never a mix of old and new shards.
-    prefix = index_name[: -len(INDEX_SUFFIX)]
-    with FileSet(dst, durable=durable) as fs:
-        fs.stale = [stale_pattern(prefix + "{suffix}.safetensors")]
-        fs.shadows = [prefix + ".safetensors"]
+    with open_directory_set(dst, plan, durable) as fs:
         try:
             base = 0
-            for shard, plan in zip(shards, plans):
+            for shard, shard_plan in zip(plan.shards, plan.plans):
                 if bar is not None:
                     bar.set_description(f"convert {shard}")
-                _convert_one(os.path.join(src, shard), fs.add_weight(shard), target, only, keep, False, durable,
+                _convert_one(os.path.join(src, shard), fs.path(shard), target, only, keep, False, durable,
                              report, bar, base)
-                base += plan[3]
+                base += shard_plan[3]
         finally:
             if bar is not None:
                 bar.close()
-        report.files = [os.path.join(dst, shard) for shard in shards]
-
-        new_index = dict(index)
-        meta = dict(index.get("metadata") or {})
-        meta["total_size"] = report.bytes_out
-        new_index["metadata"] = meta
-        fs.set_index(index_name, new_index, lambda d: json.dumps(d, indent=2, sort_keys=False) + "\n")
-        report.files.append(os.path.join(dst, index_name))
-
-        done = set(shards) | {index_name}
-        for entry in sorted(os.listdir(src)):
-            if entry in done:
-                continue
-            path = os.path.join(src, entry)
-            if os.path.isfile(path):
-                out = fs.add_companion(entry)
-                with naming("copy", out):
-                    shutil.copy2(path, out)
-                report.copied_files.append(entry)
-            else:
-                report.skipped.append(entry)
+        finish_directory(fs, src, dst, plan, report)
         fs.commit()
     return report

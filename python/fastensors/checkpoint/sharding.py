@@ -186,28 +186,12 @@ def write_planned(
     ``max_workers`` caps the shards written at once; ``before_commit`` runs
     when every file is staged and may raise to abandon the whole set."""
     user_meta = dict(metadata or {})
-    base_meta: Dict[str, str] = {"format": "pt"} if file_metadata is None else dict(file_metadata)
-    if not plan.is_sharded:
-        base_meta.update(user_meta)
-    single = filename_pattern.format(suffix="")
-    index_name = single + ".index.json"
+    base_meta = shard_file_metadata(plan, user_meta, file_metadata)
     with FileSet(directory, durable=durable) as fs:
         write_shards(fs, plan, write_shard, base_meta, durable, max_workers)
-        if plan.is_sharded:
-            head: Dict[str, object] = {}
-            if total_parameters is not None:
-                head["total_parameters"] = int(total_parameters)
-            head["total_size"] = int(plan.total_size)
-            plan.metadata = {**head, **user_meta}
-            plan.index_file = index_name
-            fs.set_index(index_name, {"metadata": plan.metadata, "weight_map": dict(plan.tensor_to_filename)},
-                         index_dumps)
-            fs.shadows = list(extra_shadows) + [single]
-        else:
-            plan.metadata = {"total_size": int(plan.total_size)}
-            plan.index_file = None
-            fs.shadows = list(extra_shadows) + [index_name]
-        fs.stale = [stale_pattern(filename_pattern)] + [stale_pattern(p) for p in extra_stale]
+        stage_index(fs, plan, filename_pattern=filename_pattern, metadata=user_meta,
+                    total_parameters=total_parameters, extra_shadows=extra_shadows, extra_stale=extra_stale,
+                    index_dumps=index_dumps)
         for name, write in (companions or {}).items():
             path = fs.add_companion(name)
             with naming("write", path):
@@ -216,6 +200,43 @@ def write_planned(
             before_commit()
         fs.commit()
     return plan
+
+
+def shard_file_metadata(plan: ShardPlan, metadata: Optional[Mapping[str, str]],
+                        file_metadata: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
+    """The ``__metadata__`` every shard of ``plan`` carries: ``file_metadata``
+    (``{"format": "pt"}`` when None), plus the user ``metadata`` when there is
+    one file only (with several, it goes into the index)."""
+    base: Dict[str, str] = {"format": "pt"} if file_metadata is None else dict(file_metadata)
+    if not plan.is_sharded:
+        base.update(dict(metadata or {}))
+    return base
+
+
+def stage_index(fs: FileSet, plan: ShardPlan, *, filename_pattern: str, metadata: Optional[Mapping[str, str]],
+                total_parameters: Optional[int], extra_shadows: Sequence[str] = (),
+                extra_stale: Sequence[str] = (), index_dumps: Callable[[dict], str] = hub_index_dumps) -> None:
+    """Give ``fs`` (whose weights are staged) the index, shadows and stale
+    patterns of ``plan``, as huggingface_hub lays them out; fills
+    ``plan.metadata`` and ``plan.index_file``."""
+    user_meta = dict(metadata or {})
+    single = filename_pattern.format(suffix="")
+    index_name = single + ".index.json"
+    if plan.is_sharded:
+        head: Dict[str, object] = {}
+        if total_parameters is not None:
+            head["total_parameters"] = int(total_parameters)
+        head["total_size"] = int(plan.total_size)
+        plan.metadata = {**head, **user_meta}
+        plan.index_file = index_name
+        fs.set_index(index_name, {"metadata": plan.metadata, "weight_map": dict(plan.tensor_to_filename)},
+                     index_dumps)
+        fs.shadows = list(extra_shadows) + [single]
+    else:
+        plan.metadata = {"total_size": int(plan.total_size)}
+        plan.index_file = None
+        fs.shadows = list(extra_shadows) + [index_name]
+    fs.stale = [stale_pattern(filename_pattern)] + [stale_pattern(p) for p in extra_stale]
 
 
 def write_threads() -> int:
