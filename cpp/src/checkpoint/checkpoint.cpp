@@ -277,13 +277,14 @@ Metadata Checkpoint::metadata() const {
   if (files_.empty()) return index_metadata_;
   Metadata out = shard(0).metadata();
   if (!sharded_) return out;
-  for (const auto& [key, value] : index_metadata_) {
+  for (const auto& entry : index_metadata_) {
+    const std::string& key = entry.first;
     if (key == "total_size" || key == "total_parameters") continue;
     auto it = std::find_if(out.begin(), out.end(), [&](const auto& kv) { return kv.first == key; });
     if (it != out.end()) {
-      it->second = value;
+      it->second = entry.second;
     } else {
-      out.emplace_back(key, value);
+      out.push_back(entry);
     }
   }
   return out;
