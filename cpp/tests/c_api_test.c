@@ -79,6 +79,12 @@ static void test_library(void) {
   CHECK_STATUS(fst_tensor_bytes(FST_F32, shape, 2, &bytes), FST_ERR_OVERFLOW);
   CHECK_STATUS(fst_tensor_bytes(FST_F32, NULL, 2, &bytes), FST_ERR_INVALID_ARGUMENT);
   CHECK_STATUS(fst_tensor_bytes(40, shape, 0, &bytes), FST_ERR_UNKNOWN_DTYPE);
+  /* The SIGBUS guard's switch reads back what was set (sigbus_switch_test
+   * covers what it does); left on, the default. */
+  fst_set_sigbus_guard(0);
+  CHECK(fst_sigbus_guard_enabled() == 0);
+  fst_set_sigbus_guard(7);
+  CHECK(fst_sigbus_guard_enabled() == 1);
 }
 
 static void test_file(int backend) {
@@ -278,6 +284,14 @@ static void test_checkpoint(int backend) {
   CHECK(value == NULL);
   OK(fst_checkpoint_metadata_count(c, &n));
   CHECK(n == 3);
+  {
+    const char* key = NULL;
+    OK(fst_checkpoint_metadata_at(c, 2, &key, &value)); /* the shard's, then the index's in its order */
+    CHECK(strcmp(key, "note") == 0 && strcmp(value, "{\"x\":1}") == 0);
+    OK(fst_checkpoint_metadata_at(c, 0, &key, NULL));
+    CHECK(strcmp(key, "format") == 0);
+    CHECK_STATUS(fst_checkpoint_metadata_at(c, 3, &key, &value), FST_ERR_INVALID_ARGUMENT);
+  }
   OK(fst_checkpoint_prefetch(c, want, 2));
   CHECK_STATUS(fst_checkpoint_prefetch(c, NULL, 2), FST_ERR_INVALID_ARGUMENT);
   want[1] = "nope";

@@ -73,6 +73,29 @@ TEST(Checkpoint, OpensADirectoryOfShards) {
   }
 }
 
+TEST(Checkpoint, TheRestOfItsInterface) {
+  TempDir dir;
+  write_shards(dir);
+  auto c = fst::Checkpoint::open(dir.path(), fst::Backend::Pread);
+  EXPECT_EQ(c->directory(), dir.path());
+  EXPECT_EQ(c->backend(), fst::Backend::Pread);
+  EXPECT_EQ(c->size(), 2u);
+  EXPECT_TRUE(c->contains("nib"));
+  EXPECT_FALSE(c->contains("nope"));
+  const fst::Metadata index_meta = {{"total_size", "246"}, {"extra", "[1,2]"}};
+  EXPECT_EQ(c->index_metadata(), index_meta);
+  EXPECT_EQ(c->shard_of("nib").path(), dir.file("b.safetensors"));
+  EXPECT_EQ(c->data("t3"), nullptr);  // pread: nothing mapped
+  c->prefetch({"t3", "nib"});
+  EXPECT_EQ(code_of([&] { c->prefetch({"t3", "nope"}); }), fst::ErrorCode::TensorNotFound);
+  c->close();
+  c->close();  // twice is harmless; a later read opens the shard again
+  std::vector<float> all(60);
+  c->read("t3", all.data(), 240);
+  EXPECT_EQ(all, t3_values());
+  EXPECT_EQ(code_of([&] { fst::row_box(fst::TensorInfo{}, 0, 0); }), fst::ErrorCode::InvalidArgument);
+}
+
 TEST(Checkpoint, ReadsWholeRowsAndBoxes) {
   TempDir dir;
   write_shards(dir);
