@@ -208,20 +208,14 @@ _BY_CODE = {
     "FileChanged": FileChanged,
 }
 
-_missing = set(_core.error_codes()) ^ set(_BY_CODE)
-if _missing:  # the two lists are kept in step by hand; fail loudly if they drift
-    raise ImportError(f"fastensors error classes out of step with the core: {sorted(_missing)}")
-# InvalidOutput: the binding's own check of an output array's size.
-_core._set_error_classes({**_BY_CODE, "Io": _io_error, "InvalidOutput": InvalidOutput})
-
 __all__ = ["SafetensorError"] + sorted(
     {c.__name__ for c in [*_BY_CODE.values(), *_IO_BY_ERRNO.values(), *_PYTHON_ONLY]} - {"SafetensorError"}
 )
 
 
-# -- Python-only errors: sharded checkpoints and pickle conversion -------------
-# These rules live in the Python layer (there is no C++ code for them), so they
-# are deliberately not in _BY_CODE.
+# -- Sharded checkpoints and pickle conversion ---------------------------------
+# The checkpoint rules also live in C++ (fastensors/checkpoint.hpp), with the
+# same names; pickle conversion is Python only.
 
 
 class CheckpointError(SafetensorError):
@@ -263,6 +257,22 @@ class UnsafePickle(CheckpointError):
 class ConversionMismatch(CheckpointError):
     """Values read back after a conversion differ from the source."""
 
+
+_BY_CODE.update({
+    "CheckpointNotFound": CheckpointNotFound,
+    "AmbiguousCheckpoint": AmbiguousCheckpoint,
+    "InvalidIndex": InvalidIndex,
+    "ShardNotFound": ShardNotFound,
+    "TensorMissingFromShard": TensorMissingFromShard,
+    "UnlistedTensor": UnlistedTensor,
+    "TensorInMultipleShards": TensorInMultipleShards,
+})
+
+_missing = set(_core.error_codes()) ^ set(_BY_CODE)
+if _missing:  # the two lists are kept in step by hand; fail loudly if they drift
+    raise ImportError(f"fastensors error classes out of step with the core: {sorted(_missing)}")
+# InvalidOutput: the binding's own check of an output array's size.
+_core._set_error_classes({**_BY_CODE, "Io": _io_error, "InvalidOutput": InvalidOutput})
 
 __all__ += [
     "CheckpointError", "CheckpointNotFound", "AmbiguousCheckpoint", "InvalidIndex", "ShardNotFound",

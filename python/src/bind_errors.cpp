@@ -63,7 +63,7 @@ void init_errors(nb::module_& m) {
         "own argument errors (InvalidArgument, InvalidOutput).");
   m.def("error_codes", []() {
     std::vector<std::string> out;
-    for (int c = 0; c <= static_cast<int>(fst::ErrorCode::FileChanged); ++c) {
+    for (int c = 0; c <= static_cast<int>(fst::kLastErrorCode); ++c) {
       out.emplace_back(fst::error_code_name(static_cast<fst::ErrorCode>(c)));
     }
     return out;

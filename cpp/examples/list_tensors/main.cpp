@@ -1,4 +1,5 @@
-// Prints each tensor of a safetensors file: name, dtype and shape.
+// Prints each tensor of a checkpoint (a safetensors file, a directory or an
+// index with its shards): name, dtype and shape, then the metadata.
 #include <fastensors/fastensors.hpp>
 
 #include <cstdio>
@@ -6,13 +7,13 @@
 
 int main(int argc, char** argv) {
   if (argc != 2) {
-    std::fprintf(stderr, "usage: %s FILE.safetensors\n", argv[0]);
+    std::fprintf(stderr, "usage: %s CHECKPOINT (file, directory or index)\n", argv[0]);
     return 2;
   }
   try {
-    auto file = fastensors::File::open(argv[1]);
-    for (const auto& name : file->keys()) {
-      const auto& t = file->info(name);
+    auto ckpt = fastensors::Checkpoint::open(argv[1]);
+    for (const auto& name : ckpt->keys()) {
+      const auto& t = ckpt->info(name);
       std::string shape = "[";
       for (std::size_t i = 0; i < t.shape.size(); ++i) {
         if (i) shape += ", ";
@@ -21,7 +22,7 @@ int main(int argc, char** argv) {
       shape += "]";
       std::printf("%s\t%s\t%s\n", name.c_str(), std::string(fastensors::dtype_name(t.dtype)).c_str(), shape.c_str());
     }
-    for (const auto& kv : file->metadata()) std::printf("# %s = %s\n", kv.first.c_str(), kv.second.c_str());
+    for (const auto& kv : ckpt->metadata()) std::printf("# %s = %s\n", kv.first.c_str(), kv.second.c_str());
   } catch (const fastensors::Error& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;

@@ -14,6 +14,8 @@
 // the library and not installed.
 #pragma once
 
+#include "fastensors/export.hpp"
+
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -22,6 +24,7 @@
 #include "fastensors/dtype.hpp"
 #include "fastensors/isa.hpp"  // Isa, active_isa(): the kernel level
 
+FASTENSORS_EXPORT_BEGIN
 namespace fastensors {
 
 // Whether convert() handles `from` -> `to`: the pairs listed at the top of
@@ -73,3 +76,4 @@ void convert_strided(Dtype from, const void* src, const std::vector<std::int64_t
                      const ConvertOptions& options = {});
 
 }  // namespace fastensors
+FASTENSORS_EXPORT_END

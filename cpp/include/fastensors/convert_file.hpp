@@ -5,6 +5,8 @@
 // Conversion semantics: docs/dtypes.md.
 #pragma once
 
+#include "fastensors/export.hpp"
+
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -15,6 +17,7 @@
 #include "fastensors/dtype.hpp"
 #include "fastensors/writer.hpp"
 
+FASTENSORS_EXPORT_BEGIN
 namespace fastensors {
 
 struct FileConversionOptions {
@@ -46,3 +49,4 @@ FileConversionResult convert_file(const std::string& src, const std::string& dst
                                   const FileConversionOptions& options = {});
 
 }  // namespace fastensors
+FASTENSORS_EXPORT_END

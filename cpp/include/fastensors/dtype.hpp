@@ -1,11 +1,14 @@
 // The safetensors element types. Semantics of each format: docs/format.md.
 #pragma once
 
+#include "fastensors/export.hpp"
+
 #include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string_view>
 
+FASTENSORS_EXPORT_BEGIN
 namespace fastensors {
 
 // Declared in the reference implementation's order. The writer sorts tensors
@@ -53,3 +56,4 @@ bool dtype_is_float(Dtype dtype) noexcept;
 const Dtype* all_dtypes() noexcept;
 
 }  // namespace fastensors
+FASTENSORS_EXPORT_END

@@ -2,10 +2,13 @@
 // a message that says what, where (file, tensor) and why.
 #pragma once
 
+#include "fastensors/export.hpp"
+
 #include <stdexcept>
 #include <string>
 #include <string_view>
 
+FASTENSORS_EXPORT_BEGIN
 namespace fastensors {
 
 enum class ErrorCode {
@@ -36,7 +39,18 @@ enum class ErrorCode {
   UnsupportedConversion,  // no conversion between these two dtypes
   UnsupportedIsa,         // FASTENSORS_ISA names a level this CPU or build cannot run
   FileChanged,            // the file shrank or was cut while mapped or open (docs/security.md)
+  // Checkpoints (a set of files with an index; fastensors/checkpoint.hpp).
+  CheckpointNotFound,      // no file, directory or index at the path, or none in the directory
+  AmbiguousCheckpoint,     // a directory with several candidate files and none of the standard names
+  InvalidIndex,            // the index is not a valid model.safetensors.index.json
+  ShardNotFound,           // a shard the index names does not exist
+  TensorMissingFromShard,  // the index lists a tensor in a shard that does not hold it
+  UnlistedTensor,          // a shard holds a tensor the index does not list
+  TensorInMultipleShards,  // two shards hold the same tensor
 };
+
+// The last code; codes run from 0 to it without gaps (new ones are appended).
+inline constexpr ErrorCode kLastErrorCode = ErrorCode::TensorInMultipleShards;
 
 std::string_view error_code_name(ErrorCode code) noexcept;
 
@@ -59,3 +73,4 @@ class Error : public std::runtime_error {
 };
 
 }  // namespace fastensors
+FASTENSORS_EXPORT_END

@@ -2,6 +2,8 @@
 // through a copy-on-write memory mapping or through pread.
 #pragma once
 
+#include "fastensors/export.hpp"
+
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -11,6 +13,7 @@
 
 #include "fastensors/header.hpp"
 
+FASTENSORS_EXPORT_BEGIN
 namespace fastensors {
 
 enum class Backend {
@@ -51,7 +54,8 @@ class File {
   // truncation while mapped is caught, not a SIGBUS: docs/security.md).
   void read(const TensorInfo& tensor, std::uint64_t offset, void* dst, std::uint64_t size) const;
 
-  // Hints the kernel that a tensor's bytes will be read soon (mmap backend).
+  // Hints the kernel that a tensor's bytes will be read soon (madvise of the
+  // mapping; posix_fadvise for the pread backend).
   void prefetch(const TensorInfo& tensor) const noexcept;
 
   // Drops the process's pages of a tensor (mmap backend; the pages touching
@@ -91,3 +95,4 @@ class File {
 };
 
 }  // namespace fastensors
+FASTENSORS_EXPORT_END

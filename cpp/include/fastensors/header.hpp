@@ -2,6 +2,8 @@
 // planning (serializing) a header for the writer.
 #pragma once
 
+#include "fastensors/export.hpp"
+
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -12,6 +14,7 @@
 
 #include "fastensors/dtype.hpp"
 
+FASTENSORS_EXPORT_BEGIN
 namespace fastensors {
 
 // Same limit as the reference implementation.
@@ -86,3 +89,4 @@ Header parse_header(const std::uint8_t* json, std::uint64_t header_size, std::ui
 Header parse_buffer(const std::uint8_t* data, std::uint64_t size, const std::string& label = {});
 
 }  // namespace fastensors
+FASTENSORS_EXPORT_END

@@ -8,12 +8,15 @@
 // variable. Every level gives results bit-identical to Scalar.
 #pragma once
 
+#include "fastensors/export.hpp"
+
 #include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string_view>
 #include <vector>
 
+FASTENSORS_EXPORT_BEGIN
 namespace fastensors {
 
 // Instruction-set levels, worst to best. A level is usable when the CPU has
@@ -47,3 +50,4 @@ std::vector<Isa> supported_isas();
 Isa active_isa();
 
 }  // namespace fastensors
+FASTENSORS_EXPORT_END

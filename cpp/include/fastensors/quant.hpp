@@ -9,11 +9,14 @@
 // position of the first one found.
 #pragma once
 
+#include "fastensors/export.hpp"
+
 #include <cstddef>
 #include <cstdint>
 
 #include "fastensors/dtype.hpp"
 
+FASTENSORS_EXPORT_BEGIN
 namespace fastensors::quant {
 
 // A read-only row-major matrix of F32, F16 or BF16 values.
@@ -123,3 +126,4 @@ struct Quality {
 Quality quality(const void* reference, Dtype ref_dtype, const void* candidate, Dtype cand_dtype, std::size_t n);
 
 }  // namespace fastensors::quant
+FASTENSORS_EXPORT_END

@@ -14,8 +14,10 @@
 #include <memory>
 #include <vector>
 
+#include "fastensors/export.hpp"
 #include "fastensors/file.hpp"
 
+FASTENSORS_EXPORT_BEGIN
 namespace fastensors {
 
 struct ReadOptions {
@@ -106,3 +108,4 @@ class ReadJob {
 ReadStats execute(ReadPlan plan, const ReadOptions& options = {});
 
 }  // namespace fastensors
+FASTENSORS_EXPORT_END

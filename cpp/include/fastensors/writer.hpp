@@ -3,6 +3,8 @@
 // target, which is fsynced and renamed over it (docs/format.md, "Writing").
 #pragma once
 
+#include "fastensors/export.hpp"
+
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -13,6 +15,7 @@
 #include "fastensors/dtype.hpp"
 #include "fastensors/header.hpp"
 
+FASTENSORS_EXPORT_BEGIN
 namespace fastensors {
 
 // One tensor to write: a name, its type and shape, and its bytes (owned by the
@@ -117,3 +120,4 @@ std::string serialize(const std::vector<TensorSource>& tensors, const Metadata& 
                       bool metadata_present);
 
 }  // namespace fastensors
+FASTENSORS_EXPORT_END

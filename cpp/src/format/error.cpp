@@ -33,6 +33,13 @@ std::string_view error_code_name(ErrorCode code) noexcept {
     case ErrorCode::UnsupportedConversion: return "UnsupportedConversion";
     case ErrorCode::UnsupportedIsa: return "UnsupportedIsa";
     case ErrorCode::FileChanged: return "FileChanged";
+    case ErrorCode::CheckpointNotFound: return "CheckpointNotFound";
+    case ErrorCode::AmbiguousCheckpoint: return "AmbiguousCheckpoint";
+    case ErrorCode::InvalidIndex: return "InvalidIndex";
+    case ErrorCode::ShardNotFound: return "ShardNotFound";
+    case ErrorCode::TensorMissingFromShard: return "TensorMissingFromShard";
+    case ErrorCode::UnlistedTensor: return "UnlistedTensor";
+    case ErrorCode::TensorInMultipleShards: return "TensorInMultipleShards";
   }
   return "Unknown";
 }

@@ -2,6 +2,7 @@
 // parsed and checked once; tensor bytes are then read, mapped or prefetched.
 #include "fastensors/file.hpp"
 
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -113,7 +114,12 @@ void File::check_unchanged() const {
 }
 
 void File::prefetch(const TensorInfo& tensor) const noexcept {
-  if (map_ == nullptr || tensor.nbytes() == 0) return;
+  if (tensor.nbytes() == 0 || fd_ < 0) return;
+  if (map_ == nullptr) {  // pread: start reading the range into the page cache
+    ::posix_fadvise(fd_, static_cast<off_t>(header_.data_start + tensor.begin), static_cast<off_t>(tensor.nbytes()),
+                    POSIX_FADV_WILLNEED);
+    return;
+  }
   std::uint64_t start = header_.data_start + tensor.begin;
   static const std::uint64_t page = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
   std::uint64_t aligned = start - start % page;

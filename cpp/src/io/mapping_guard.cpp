@@ -7,9 +7,17 @@
 
 #include <atomic>
 #include <cerrno>
+#include <cstdlib>
+#include <cstring>
 #include <mutex>
 
 #include "fastensors/error.hpp"
+#include "fastensors/sigbus_guard.hpp"
+
+// The build's default for the guard (CMake option FASTENSORS_SIGBUS_GUARD).
+#ifndef FASTENSORS_SIGBUS_GUARD_DEFAULT
+#define FASTENSORS_SIGBUS_GUARD_DEFAULT 1
+#endif
 
 namespace fastensors::detail {
 namespace {
@@ -34,6 +42,22 @@ std::atomic<int> g_used{0};  // every live slot is below this index
 std::uintptr_t g_page = 4096;
 struct sigaction g_previous;
 std::once_flag g_installed;
+std::atomic<bool> g_handler_installed{false};
+// -1: not decided yet (the environment, then the build default, decide).
+std::atomic<int> g_enabled{-1};
+
+bool guard_enabled() noexcept {
+  int state = g_enabled.load(std::memory_order_acquire);
+  if (state < 0) {
+    const char* env = std::getenv("FASTENSORS_SIGBUS_GUARD");
+    int decided = FASTENSORS_SIGBUS_GUARD_DEFAULT;
+    if (env != nullptr && (std::strcmp(env, "0") == 0 || std::strcmp(env, "1") == 0)) decided = env[0] - '0';
+    // A concurrent set_sigbus_guard wins over the default.
+    g_enabled.compare_exchange_strong(state, decided, std::memory_order_acq_rel);
+    state = g_enabled.load(std::memory_order_acquire);
+  }
+  return state == 1;
+}
 
 // Hands a signal the guard does not own to whoever had it before.
 void chain(int sig, siginfo_t* info, void* context) {
@@ -88,6 +112,7 @@ void install() {
   sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
   sigemptyset(&sa.sa_mask);
   sigaction(SIGBUS, &sa, &g_previous);
+  g_handler_installed.store(true, std::memory_order_release);
 }
 
 int find_slot(const void* p) noexcept {
@@ -106,7 +131,7 @@ int find_slot(const void* p) noexcept {
 }  // namespace
 
 int register_mapping(const void* base, std::size_t size, int fd, std::uint64_t file_size) noexcept {
-  if (size == 0) return -1;
+  if (size == 0 || !guard_enabled()) return -1;
   std::call_once(g_installed, install);
   for (int i = 0; i < kSlots; ++i) {
     Slot& s = g_slots[i];
@@ -173,3 +198,11 @@ void MappedReadGuard::check() const {
 }
 
 }  // namespace fastensors::detail
+
+namespace fastensors {
+
+void set_sigbus_guard(bool enabled) noexcept { detail::g_enabled.store(enabled ? 1 : 0, std::memory_order_release); }
+bool sigbus_guard_enabled() noexcept { return detail::guard_enabled(); }
+bool sigbus_guard_installed() noexcept { return detail::g_handler_installed.load(std::memory_order_acquire); }
+
+}  // namespace fastensors
