@@ -11,7 +11,8 @@ import numpy as np
 from .. import _core
 from .cast import FLOAT_CODES, check_pair, convert_array, convert_tensor, dtype_code
 from .dtypes import SUB_BYTE, nbytes_of
-from .arrays import get_framework
+from .arrays import get_framework as _numpy_framework
+from .frameworks import get_framework
 from ..remap import KeySelection
 
 
@@ -30,7 +31,8 @@ class TensorInfo(NamedTuple):
 class safe_open:
     """Open a safetensors file lazily.
 
-    ``framework``: "np"/"numpy" or "pt"/"torch"/"pytorch". ``backend``:
+    ``framework``: "np"/"numpy", "pt"/"torch"/"pytorch", "flax"/"jax",
+    "tf"/"tensorflow", "paddle" or "mlx" (format/frameworks.py). ``backend``:
     "mmap" (default: the file is mapped copy-on-write and numpy tensors are
     zero-copy, writable views that keep the mapping alive) or "pread" (bytes
     are read on demand; nothing stays mapped).
@@ -56,6 +58,12 @@ class safe_open:
 
     def _stored(self, name: str) -> str:
         return name if self._select is None else self._select.stored(name)
+
+    def _check_dtype(self, name: str, code: str) -> None:
+        """A typed error naming ``name`` when the framework lacks ``code``."""
+        check = getattr(self._framework, "check_dtype", None)
+        if check is not None:
+            check(name, code)
 
     # -- context manager -----------------------------------------------------
     def __enter__(self) -> "safe_open":
@@ -108,6 +116,7 @@ class safe_open:
         chunks with pread. A tensor already of that dtype is returned as if
         ``dtype`` were not given."""
         name = self._stored(name)
+        self._check_dtype(name, dtype_code(dtype) if dtype is not None else self._file.info(name)[1])
         if dtype is not None:
             return self._converted(name, dtype_code(dtype))
         raw, dtype, shape = self._raw(name)
@@ -122,6 +131,10 @@ class safe_open:
         target = None if dtype is None else dtype_code(dtype)
         out = {}
         public = None if self._select is None else self._select.to_public
+        for info in self._file.infos():
+            if public is None or info[0] in public:
+                self._check_dtype(info[0] if public is None else public[info[0]],
+                                  target if target is not None and info[1] in FLOAT_CODES else info[1])
         for info in self._file.infos():
             key = info[0] if public is None else public.get(info[0])
             if key is None:
@@ -146,6 +159,8 @@ class safe_open:
         """A lazy view of ``name`` for indexing. With ``dtype``, each indexed
         part is converted to it (only the selected elements, straight from the
         mapping, whatever the steps)."""
+        code = self._file.info(self._stored(name))[1]
+        self._check_dtype(name, dtype_code(dtype) if dtype is not None else code)
         return TensorSlice(self, self._stored(name), None if dtype is None else dtype_code(dtype))
 
 
@@ -186,7 +201,7 @@ class TensorSlice:
         """The indexed values as a numpy array (in the code's numpy dtype)."""
         owner, code, shape = self._owner, self._dtype, self._shape
         file = owner._file
-        numpy_fw = get_framework("numpy")
+        numpy_fw = _numpy_framework("numpy")
         idx = index if isinstance(index, tuple) else (index,)
         if file.backend == "pread" and code not in SUB_BYTE and shape and idx and _is_axis_index(idx[0]):
             rows = range(shape[0])[idx[0]] if isinstance(idx[0], slice) else None
