@@ -10,10 +10,12 @@ from __future__ import annotations
 import os
 from typing import Dict, Optional, Union
 
-import jax  # noqa: F401  (the adapter needs jax; fail early without it)
-from jax import Array
-
 from .format import adapter
+from .format.frameworks import require
+
+# The framework, or FrameworkNotInstalled naming the extra that installs it.
+jax = require("jax", "flax", "jax")
+Array = jax.Array
 
 _FRAMEWORK = "flax"
 

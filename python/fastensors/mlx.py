@@ -10,9 +10,11 @@ from __future__ import annotations
 import os
 from typing import Dict, Optional, Union
 
-import mlx.core as mx
-
 from .format import adapter
+from .format.frameworks import require
+
+# The framework, or FrameworkNotInstalled naming the extra that installs it.
+mx = require("mlx.core", "mlx", "mlx")
 
 _FRAMEWORK = "mlx"
 

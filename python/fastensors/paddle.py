@@ -11,9 +11,11 @@ from __future__ import annotations
 import os
 from typing import Dict, Optional, Union
 
-import paddle
-
 from .format import adapter
+from .format.frameworks import require
+
+# The framework, or FrameworkNotInstalled naming the extra that installs it.
+paddle = require("paddle", "paddle", "paddle")
 
 _FRAMEWORK = "paddle"
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 import os
 from typing import Dict, Optional, Union
 
-import tensorflow as tf
-
 from .format import adapter
+from .format.frameworks import require
+
+# The framework, or FrameworkNotInstalled naming the extra that installs it.
+tf = require("tensorflow", "tf", "tensorflow")
 
 _FRAMEWORK = "tf"
 

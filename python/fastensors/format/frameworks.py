@@ -27,7 +27,9 @@ _NUMPY = NumpyFramework()
 XLA_ALIGNMENT = 64
 
 
-def _import(module: str, framework: str, extra: str):
+def require(module: str, framework: str, extra: str):
+    """``module`` imported, or ``FrameworkNotInstalled`` naming the extra
+    (``pip install 'fastensors[extra]'``) that installs it."""
     try:
         return importlib.import_module(module)
     except ImportError as e:
@@ -78,8 +80,8 @@ class JaxFramework(_Framework):
     codes = frozenset(NUMPY) - {"F6_E2M3", "F6_E3M2"}
 
     def __init__(self):
-        self.jax = _import("jax", "flax", "jax")
-        self.jnp = _import("jax.numpy", "flax", "jax")
+        self.jax = require("jax", "flax", "jax")
+        self.jnp = require("jax.numpy", "flax", "jax")
 
     def from_numpy(self, arr: np.ndarray, code: str):
         arr = _contiguous(arr)
@@ -110,7 +112,7 @@ class TensorflowFramework(_Framework):
     codes = frozenset(NUMPY) - {"F8_E8M0", "F6_E2M3", "F6_E3M2"}
 
     def __init__(self):
-        self.tf = _import("tensorflow", "tf", "tensorflow")
+        self.tf = require("tensorflow", "tf", "tensorflow")
 
     def from_numpy(self, arr: np.ndarray, code: str):
         return self.tf.convert_to_tensor(_contiguous(arr))
@@ -122,11 +124,6 @@ class TensorflowFramework(_Framework):
             raise InvalidArgument(f"tensor `{tensor}` must be a tf.Tensor, not {type(t).__name__}")
         return t.numpy()
 
-    def to_device(self, t, device):
-        if device in (None, "cpu"):
-            return t
-        with self.tf.device(device):
-            return self.tf.identity(t)
 
 
 class PaddleFramework(_Framework):
@@ -143,7 +140,7 @@ class PaddleFramework(_Framework):
     _FROM_PADDLE = {"bfloat16": "BF16", "float8_e4m3fn": "F8_E4M3", "float8_e5m2": "F8_E5M2"}
 
     def __init__(self):
-        self.paddle = _import("paddle", "paddle", "paddle")
+        self.paddle = require("paddle", "paddle", "paddle")
 
     def from_numpy(self, arr: np.ndarray, code: str):
         paddle = self.paddle
@@ -191,7 +188,7 @@ class MlxFramework(_Framework):
                        "C64"})
 
     def __init__(self):
-        self.mx = _import("mlx.core", "mlx", "mlx")
+        self.mx = require("mlx.core", "mlx", "mlx")
 
     def from_numpy(self, arr: np.ndarray, code: str):
         mx = self.mx
@@ -239,6 +236,16 @@ def get_framework(name):
     return fw
 
 
+_MODULES = {"jax": "jax", "jaxlib": "jax", "tensorflow": "tensorflow", "paddle": "paddle", "mlx": "mlx"}
+
+
+def framework_of(array):
+    """The framework of ``array`` among those here (by the module of its
+    type), or None for numpy, torch and anything else."""
+    key = _MODULES.get(type(array).__module__.split(".")[0])
+    return None if key is None else get_framework(key)
+
+
 def numpy_of(framework, tensors) -> dict:
     """``{name: numpy array}`` of a dict of ``framework``'s arrays, for the
     writer (views where the framework allows, never a change to the input)."""
@@ -247,5 +254,5 @@ def numpy_of(framework, tensors) -> dict:
     return {name: framework.to_numpy(name, t) for name, t in tensors.items()}
 
 
-__all__ = ["get_framework", "numpy_of", "JaxFramework", "TensorflowFramework", "PaddleFramework", "MlxFramework",
+__all__ = ["get_framework", "framework_of", "numpy_of", "require", "JaxFramework", "TensorflowFramework", "PaddleFramework", "MlxFramework",
            "XLA_ALIGNMENT"]
