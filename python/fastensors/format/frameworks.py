@@ -175,7 +175,10 @@ class PaddleFramework(_Framework):
         if isinstance(device, int):
             device = f"gpu:{device}"
         device = str(device).replace("cuda", "gpu")
-        return t.to(device)
+        try:
+            return t.to(device)
+        except (ValueError, RuntimeError) as e:  # paddle's words for a device it lacks
+            raise InvalidArgument(f"paddle cannot place tensors on device={device!r}: {e}") from None
 
 
 class MlxFramework(_Framework):
