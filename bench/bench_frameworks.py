@@ -10,8 +10,9 @@ imported into one): a --size-mib F32 checkpoint of 64 tensors, warm in the
 page cache, loaded with ``fastensors.<fw>.load_file`` and with
 ``safetensors.<fw>.load_file``, timed as
 
-  load         load_file alone (what a framework holds when it returns:
-               a copy, or the mapping itself where fastensors shares it)
+  load         load_file, until the arrays are made (jax's asynchronous
+               copies waited for, mlx evaluated): a copy, or the mapping
+               itself where the framework shares it
   load+touch   load_file and a sum over every tensor in the framework
                (every byte read, the result forced)
 
@@ -63,6 +64,21 @@ def write_files(directory: str, size_mib: int):
     return aligned, plain, plain_start % 64 == 0
 
 
+def ready(fw: str, tensors: dict) -> dict:
+    """``tensors`` once the framework has finished making them: jax copies
+    asynchronously (``device_put`` returns before an unaligned copy is done),
+    mlx evaluates lazily."""
+    if fw == "flax":
+        import jax
+
+        jax.block_until_ready(tensors)
+    elif fw == "mlx":
+        import mlx.core as mx
+
+        mx.eval(list(tensors.values()))
+    return tensors
+
+
 def touch(fw: str, tensors: dict) -> float:
     """A sum over every tensor, computed by the framework and forced."""
     total = 0.0
@@ -93,8 +109,8 @@ def one_framework(fw: str, files: dict, runs: int) -> list:
     """Rows for one framework (run in a child process)."""
     ours = importlib.import_module("fastensors." + FRAMEWORKS[fw][1])
     theirs = importlib.import_module("safetensors." + FRAMEWORKS[fw][1])
-    variants = {("fastensors", "load"): lambda p: ours.load_file(p),
-                ("safetensors", "load"): lambda p: theirs.load_file(p),
+    variants = {("fastensors", "load"): lambda p: ready(fw, ours.load_file(p)),
+                ("safetensors", "load"): lambda p: ready(fw, theirs.load_file(p)),
                 ("fastensors", "load+touch"): lambda p: touch(fw, ours.load_file(p)),
                 ("safetensors", "load+touch"): lambda p: touch(fw, theirs.load_file(p))}
     rows = []
@@ -164,8 +180,9 @@ def main() -> None:
         print(table)
         if skipped:
             print(f"not installed, skipped: {', '.join(skipped)}")
-        path = common.write_json("bench_frameworks", {"rows": rows, "size_mib": args.size_mib, "runs": args.runs,
-                                                      "skipped": skipped, "machine": common.machine_info(work)})
+        payload = {"rows": rows, "size_mib": args.size_mib, "runs": args.runs, "skipped": skipped,
+                   "machine": common.machine_info(work)}
+        path = common.write_json(f"bench_frameworks-{time.strftime('%Y%m%d-%H%M%S')}.json", payload)
         print(f"results: {path}")
     finally:
         for name in ("aligned.safetensors", "plain.safetensors"):

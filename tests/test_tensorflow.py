@@ -34,6 +34,18 @@ def test_save_is_byte_identical(tmp_path):
     fc.check_save_is_byte_identical(H, tmp_path, arrays)
 
 
+def test_scalars_and_empty_tensors_round_trip(tmp_path):
+    """(The reference cannot save a 0-d tensor: its ``.numpy()`` is a numpy
+    scalar.) The bytes are those numpy's writer makes of the same values."""
+    arrays = {"s": tf.constant(3.5), "e": tf.zeros((2, 0)), "b": tf.constant(1.0, tf.bfloat16)}
+    blob = ftf.save(arrays)
+    assert blob == fc.fnp.save({k: np.asarray(v.numpy()) for k, v in arrays.items()})
+    back = ftf.load(blob)
+    assert {k: (tuple(v.shape), v.dtype) for k, v in back.items()} == \
+        {k: (tuple(v.shape), v.dtype) for k, v in arrays.items()}
+    assert float(back["s"]) == 3.5 and float(back["b"]) == 1.0
+
+
 def test_variables_save_like_their_values(tmp_path):
     v = tf.Variable(tf.ones((2, 3)))
     assert ftf.save({"v": v}) == ftf.save({"v": tf.ones((2, 3))})

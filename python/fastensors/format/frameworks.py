@@ -60,6 +60,8 @@ class _Framework:
 
     def from_bytes(self, raw: np.ndarray, code: str, shape):
         """An array of ``code`` and ``shape`` over ``raw`` (uint8)."""
+        if code not in self.codes:  # callers name the tensor first (safe_open, adapter.load)
+            self.check_dtype("(unnamed)", code)
         return self.from_numpy(_NUMPY.from_bytes(raw, code, shape), code)
 
     def to_device(self, arr, device):
@@ -70,8 +72,8 @@ class _Framework:
 
 class JaxFramework(_Framework):
     """jax arrays (``framework="flax"`` / ``"jax"``). A buffer aligned to
-    ``XLA_ALIGNMENT`` is shared through DLPack (the array keeps the mapping
-    alive); any other is copied, as XLA requires. Without
+    ``XLA_ALIGNMENT`` is shared (``jax.device_put`` aliases it and the array
+    keeps the mapping alive); any other is copied, as XLA requires. Without
     ``jax_enable_x64``, 64-bit tensors become 32-bit as ``jnp.asarray`` makes
     them (the reference does the same)."""
 
@@ -122,7 +124,7 @@ class TensorflowFramework(_Framework):
             t = t.value()
         if not isinstance(t, self.tf.Tensor):
             raise InvalidArgument(f"tensor `{tensor}` must be a tf.Tensor, not {type(t).__name__}")
-        return t.numpy()
+        return np.asarray(t.numpy())  # a 0-d tensor's .numpy() is a numpy scalar
 
 
 

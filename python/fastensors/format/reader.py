@@ -59,11 +59,14 @@ class safe_open:
     def _stored(self, name: str) -> str:
         return name if self._select is None else self._select.stored(name)
 
-    def _check_dtype(self, name: str, code: str) -> None:
-        """A typed error naming ``name`` when the framework lacks ``code``."""
-        check = getattr(self._framework, "check_dtype", None)
-        if check is not None:
-            check(name, code)
+    def _check_dtype(self, public: str, stored: str, target: Optional[str] = None, code: Optional[str] = None) -> None:
+        """A typed error naming ``public`` when the framework lacks the dtype
+        the tensor will have (``target`` for a float tensor being converted)."""
+        check = getattr(self._framework, "check_dtype", None)  # frameworks.py only
+        if check is None:
+            return
+        code = self._file.info(stored)[1] if code is None else code
+        check(public, target if target is not None and code in FLOAT_CODES else code)
 
     # -- context manager -----------------------------------------------------
     def __enter__(self) -> "safe_open":
@@ -115,8 +118,8 @@ class safe_open:
         from the mapping into the result with the mmap backend, in bounded
         chunks with pread. A tensor already of that dtype is returned as if
         ``dtype`` were not given."""
-        name = self._stored(name)
-        self._check_dtype(name, dtype_code(dtype) if dtype is not None else self._file.info(name)[1])
+        public, name = name, self._stored(name)
+        self._check_dtype(public, name, None if dtype is None else dtype_code(dtype))
         if dtype is not None:
             return self._converted(name, dtype_code(dtype))
         raw, dtype, shape = self._raw(name)
@@ -133,8 +136,7 @@ class safe_open:
         public = None if self._select is None else self._select.to_public
         for info in self._file.infos():
             if public is None or info[0] in public:
-                self._check_dtype(info[0] if public is None else public[info[0]],
-                                  target if target is not None and info[1] in FLOAT_CODES else info[1])
+                self._check_dtype(info[0] if public is None else public[info[0]], info[0], target, info[1])
         for info in self._file.infos():
             key = info[0] if public is None else public.get(info[0])
             if key is None:
@@ -159,8 +161,7 @@ class safe_open:
         """A lazy view of ``name`` for indexing. With ``dtype``, each indexed
         part is converted to it (only the selected elements, straight from the
         mapping, whatever the steps)."""
-        code = self._file.info(self._stored(name))[1]
-        self._check_dtype(name, dtype_code(dtype) if dtype is not None else code)
+        self._check_dtype(name, self._stored(name), None if dtype is None else dtype_code(dtype))
         return TensorSlice(self, self._stored(name), None if dtype is None else dtype_code(dtype))
 
 
