@@ -140,7 +140,8 @@ def one_framework(fw: str, files: dict, runs: int) -> list:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("frameworks", nargs="*", default=list(FRAMEWORKS), metavar="FRAMEWORK", help="flax, tf, paddle, mlx")
+    parser.add_argument("frameworks", nargs="*", default=list(FRAMEWORKS), metavar="FRAMEWORK",
+                        help="flax, tf, paddle, mlx (default: all)")
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--dir", default=os.environ.get("TMPDIR", "/tmp"))

@@ -10,8 +10,6 @@ skips with that reason; CI runs each file in its own process."""
 
 from __future__ import annotations
 
-import importlib
-import os
 import sys
 from typing import Callable, Dict, Iterable
 
@@ -78,7 +76,7 @@ class Hooks:
     of ours back to numpy with the safetensors dtype (bit-exact);
     ``codes``: what it holds exactly; ``narrowed``: codes the framework
     turns into a narrower type by its own rule ({code: numpy dtype});
-    ``shares``: whether a tensor from the mapping shares the mapping."""
+    ``load_kwargs``: passed to every load."""
 
     def __init__(self, name: str, module, reference, to_numpy: Callable, codes, narrowed=None,
                  load_kwargs=None, reference_slices: bool = True):
@@ -216,8 +214,8 @@ def shares_the_mapping(h: Hooks, tmp_path, aligned: bool) -> bool:
     write to the file: only a view of the mapping can (the mapping is
     MAP_PRIVATE, whose untouched pages show the file's current bytes on
     Linux). ``aligned`` puts the tensor at a 64-byte file offset or off it."""
-    import struct
     import json
+    import struct
 
     n = 1024
     header = {"t": {"dtype": "F32", "shape": [n], "data_offsets": [0, 4 * n]}}
@@ -238,11 +236,7 @@ def shares_the_mapping(h: Hooks, tmp_path, aligned: bool) -> bool:
     return float(h.to_numpy(t)[5]) == 7.0
 
 
-def reference_module(name: str):
-    return importlib.import_module(f"safetensors.{name}")
-
-
-def check_round_trip_through_the_layout(h: Hooks, tmp_path, dst: str, from_numpy) -> None:
+def check_round_trip_through_the_layout(h: Hooks, tmp_path, dst: str) -> None:
     """A PyTorch-layout checkpoint loads into ``dst``'s conventions in one call
     (as this framework's arrays) and converts back to the original bytes."""
     from fastensors import layout

@@ -76,7 +76,7 @@ def test_shared_arrays_outlive_the_handle(tmp_path):
 
 
 def test_layout_round_trip(tmp_path):
-    fc.check_round_trip_through_the_layout(H, tmp_path, "flax", None)
+    fc.check_round_trip_through_the_layout(H, tmp_path, "flax")
 
 
 def test_flax_msgpack_and_nested_params(tmp_path):

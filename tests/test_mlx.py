@@ -52,7 +52,8 @@ def test_both_directions_with_the_reference(tmp_path):
     fmx.save_file(arrays, ours)
     ref.save_file(dict(arrays), theirs)
     assert ours.read_bytes() == theirs.read_bytes()
-    for a, b in ((fmx.load_file(theirs), ref.load_file(ours)), (fmx.load(theirs.read_bytes()), ref.load(ours.read_bytes()))):
+    pairs = [(fmx.load_file(theirs), ref.load_file(ours)), (fmx.load(theirs.read_bytes()), ref.load(ours.read_bytes()))]
+    for a, b in pairs:
         assert sorted(a) == sorted(b) == sorted(arrays)
         for k in arrays:
             assert a[k].dtype == b[k].dtype == arrays[k].dtype
@@ -84,4 +85,4 @@ def test_arrays_are_copies(tmp_path):
 
 
 def test_layout_round_trip(tmp_path):
-    fc.check_round_trip_through_the_layout(H, tmp_path, "flax", None)
+    fc.check_round_trip_through_the_layout(H, tmp_path, "flax")

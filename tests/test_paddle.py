@@ -90,4 +90,4 @@ def test_zero_sized_and_scalars(tmp_path):
 
 
 def test_layout_round_trip(tmp_path):
-    fc.check_round_trip_through_the_layout(H, tmp_path, "flax", None)
+    fc.check_round_trip_through_the_layout(H, tmp_path, "flax")

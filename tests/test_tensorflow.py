@@ -69,7 +69,7 @@ def test_tensors_are_copies(tmp_path):
 
 
 def test_layout_round_trip(tmp_path):
-    fc.check_round_trip_through_the_layout(H, tmp_path, "keras", None)
+    fc.check_round_trip_through_the_layout(H, tmp_path, "keras")
 
 
 def test_keras_layer_takes_the_converted_weights(tmp_path):

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import DtypeNotInFramework, FrameworkNotInstalled, InvalidArgument
 from .arrays import _ALIASES as _BASE_ALIASES, get_framework as _base_framework, NumpyFramework
-from .dtypes import NUMPY, code_from_numpy
+from .dtypes import NUMPY
 
 _NUMPY = NumpyFramework()
 
@@ -259,5 +259,5 @@ def numpy_of(framework, tensors) -> dict:
     return {name: framework.to_numpy(name, t) for name, t in tensors.items()}
 
 
-__all__ = ["get_framework", "framework_of", "numpy_of", "require", "JaxFramework", "TensorflowFramework", "PaddleFramework", "MlxFramework",
-           "XLA_ALIGNMENT"]
+__all__ = ["get_framework", "framework_of", "numpy_of", "require", "JaxFramework", "TensorflowFramework",
+           "PaddleFramework", "MlxFramework", "XLA_ALIGNMENT"]

@@ -59,7 +59,8 @@ class safe_open:
     def _stored(self, name: str) -> str:
         return name if self._select is None else self._select.stored(name)
 
-    def _check_dtype(self, public: str, stored: str, target: Optional[str] = None, code: Optional[str] = None) -> None:
+    def _check_dtype(self, public: str, stored: str, target: Optional[str] = None,
+                     code: Optional[str] = None) -> None:
         """A typed error naming ``public`` when the framework lacks the dtype
         the tensor will have (``target`` for a float tensor being converted)."""
         check = getattr(self._framework, "check_dtype", None)  # frameworks.py only
