@@ -91,3 +91,22 @@ def test_zero_sized_and_scalars(tmp_path):
 
 def test_layout_round_trip(tmp_path):
     fc.check_round_trip_through_the_layout(H, tmp_path, "flax")
+
+
+def test_many_slices_freed_do_not_abort(tmp_path):
+    """Tensors made with paddle's frombuffer (the reference's route) abort the
+    process when some are freed; ours come through DLPack. In a child process,
+    so an abort is this test failing rather than pytest dying."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "s.safetensors"
+    fastensors.numpy.save_file({"a": np.arange(50, dtype=np.float32).reshape(10, 5)}, path)
+    code = (f"import gc, fastensors, paddle\n"
+            f"with fastensors.safe_open({str(path)!r}, 'paddle') as f:\n"
+            f"    s = f.get_slice('a')\n"
+            f"    for i in range(200):\n"
+            f"        t = s[:, : 1 + i % 5]; u = s[i % 10]; del t, u; gc.collect()\n"
+            f"print('ok')\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-2000:]

@@ -132,7 +132,10 @@ class PaddleFramework(_Framework):
     """``paddle.Tensor`` (``framework="paddle"``): the mapping is shared
     through DLPack (the tensor keeps it alive). BF16 and FP8 are DLPack views
     of same-width integers reinterpreted with ``Tensor.view(dtype)``.
-    Paddle's DLPack import reads uint16 as bfloat16, so U16 is refused."""
+    Paddle's DLPack import reads uint16 as bfloat16, so U16 is refused.
+    (Not ``paddle.base.core.frombuffer``, the reference's route: freeing some
+    tensors made from it aborts the process inside paddle, "The deleter of
+    the pointer is not found"; the reference's paddle slices die of it.)"""
 
     name = "paddle"
     codes = frozenset({"BOOL", "U8", "I8", "I16", "U32", "I32", "U64", "I64", "F16", "BF16", "F32", "F64", "C64",
