@@ -105,7 +105,7 @@ def test_many_slices_freed_do_not_abort(tmp_path):
     code = (f"import gc, fastensors, paddle\n"
             f"with fastensors.safe_open({str(path)!r}, 'paddle') as f:\n"
             f"    s = f.get_slice('a')\n"
-            f"    for i in range(200):\n"
+            f"    for i in range(50):\n"
             f"        t = s[:, : 1 + i % 5]; u = s[i % 10]; del t, u; gc.collect()\n"
             f"print('ok')\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
