@@ -69,6 +69,16 @@ class safe_open:
         code = self._file.info(stored)[1] if code is None else code
         check(public, target if target is not None and code in FLOAT_CODES else code)
 
+    def _check_dtypes(self, dtype=None) -> None:
+        """``_check_dtype`` for every selected tensor, before any is read."""
+        if getattr(self._framework, "check_dtype", None) is None:
+            return
+        target = None if dtype is None else dtype_code(dtype)
+        public = None if self._select is None else self._select.to_public
+        for info in self._file.infos():
+            if public is None or info[0] in public:
+                self._check_dtype(info[0] if public is None else public[info[0]], info[0], target, info[1])
+
     # -- context manager -----------------------------------------------------
     def __enter__(self) -> "safe_open":
         return self
@@ -131,13 +141,11 @@ class safe_open:
         """Every tensor, keyed by name, in file order. With ``dtype``, float
         tensors are converted to it (as ``get_tensor(name, dtype)``); integer,
         BOOL and complex tensors are returned unchanged."""
+        self._check_dtypes(dtype)
         fw = self._framework
         target = None if dtype is None else dtype_code(dtype)
         out = {}
         public = None if self._select is None else self._select.to_public
-        for info in self._file.infos():
-            if public is None or info[0] in public:
-                self._check_dtype(info[0] if public is None else public[info[0]], info[0], target, info[1])
         for info in self._file.infos():
             key = info[0] if public is None else public.get(info[0])
             if key is None:
