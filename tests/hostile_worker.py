@@ -593,6 +593,119 @@ def safe_open_args(examples: int) -> None:
     run()
 
 
+# -- framework adapters (flax, tensorflow, paddle, mlx) ----------------------------------------
+
+ADAPTERS = {"flax": ("jax", "flax"), "tf": ("tensorflow", "tensorflow"), "mlx": ("mlx.core", "mlx"),
+            "paddle": ("paddle", "paddle")}
+
+
+def adapter_cases(examples: int, names) -> None:
+    """Hostile arguments for each adapter's save/save_file/load/load_file and
+    safe_open(framework=...).get_slice; an adapter whose framework is missing
+    must raise FrameworkNotInstalled (naming the extra), from import and from
+    safe_open alike."""
+    import importlib
+    import importlib.util
+
+    from fastensors.format.frameworks import get_framework
+
+    tmp = tempfile.mkdtemp()
+    path, tensors = reading_file(tmp)
+    data = open(path, "rb").read()
+    f8 = os.path.join(tmp, "f8.safetensors")
+    fnp.save_file({"ok": np.ones(2, np.float32), "e8m0": np.ones(2, ml_dtypes.float8_e8m0fnu),
+                   "f6": np.zeros(4, ml_dtypes.float6_e2m3fn)}, f8)
+    installed = []
+    for fw in names:
+        module, adapter = ADAPTERS[fw]
+        if importlib.util.find_spec(module.split(".")[0]) is None:
+            expect(f"import fastensors.{adapter} without {module}",
+                   lambda: importlib.import_module(f"fastensors.{adapter}"), fastensors.FrameworkNotInstalled,
+                   f"fastensors[")
+            expect(f"safe_open(framework={fw!r}) without {module}", lambda: fastensors.safe_open(path, fw),
+                   fastensors.FrameworkNotInstalled, "pip install")
+        else:
+            installed.append((fw, importlib.import_module(f"fastensors.{adapter}")))
+    if not installed:
+        return
+
+    def as_numpy(fw, t):
+        return get_framework(fw).to_numpy("t", t)
+
+    good = {name: get_framework(fw).from_numpy(np.ascontiguousarray(tensors["f32"]), "F32") for fw, _ in installed
+            for name in [fw]}
+    datas = [data] * 4 + [b"", b"\x00" * 8, data[:-3], data[:40], bytearray(data), memoryview(data), "text", None, 5,
+                          open(f8, "rb").read()]
+    files = [path] * 4 + [f8, os.path.join(tmp, "missing"), tmp, None, 3, b"x", ""]
+    backends = ["mmap"] * 3 + ["pread"] * 2 + ["bogus", None]
+    dtypes = [None] * 4 + ["F32", "bf16", "bogus", 7]
+    selects = [{}] * 4 + [{"include": "f32"}, {"prefix": 5}, {"remap": {"f32": "g"}}, {"bogus": 1}]
+    metas = [None] * 3 + [{"k": "v"}, {"k": 5}, {5: "v"}, "text"]
+    devices = ["cpu"] * 4 + ["cuda:0", 0, None, "meta"]
+    indices_ = [slice(None), (0, slice(1, 3)), (Ellipsis, -1), 99, (slice(None, None, -1),), "x", None, [0, 2]]
+
+    @prop(examples, st.sampled_from(range(len(installed))), st.sampled_from(range(4)),
+          st.sampled_from(datas), st.sampled_from(files), st.sampled_from(backends), st.sampled_from(dtypes),
+          st.sampled_from(selects), st.sampled_from(metas), st.sampled_from(devices), st.sampled_from(indices_),
+          st.sampled_from(sorted(tensors) + ["e8m0", "missing"]))
+    def run(which, verb, blob, filename, backend, dtype, select, meta, device, index, name):
+        fw, mod = installed[which]
+        if verb == 0:
+            def check(got):
+                assert sorted(got) == sorted(tensors)
+                for k, v in got.items():
+                    assert tuple(v.shape) == tensors[k].shape, k
+            attempt(f"fastensors.{fw}.load({describe(blob)})", lambda: mod.load(blob),
+                    allowed=(SE, TypeError), check=check)
+        elif verb == 1:
+            def check(got):
+                for k, v in got.items():
+                    want = tensors.get(k, tensors.get("f32"))
+                    assert tuple(v.shape) == want.shape, k
+            attempt(f"fastensors.{fw}.load_file({filename!r}, backend={backend!r}, dtype={dtype!r}, **{select!r})",
+                    lambda: mod.load_file(filename, backend=backend, dtype=dtype, **select),
+                    allowed=(SE, TypeError), check=check)
+        elif verb == 2:
+            arg = {"t": good[fw]} if meta is None or select == {} else {5: good[fw]} if select.get("prefix") else \
+                {"t": np.zeros(3)} if "bogus" in select else {"t": None} if "remap" in select else [("t", 1)]
+            out = os.path.join(tmp, "out.safetensors") if filename == path else filename
+
+            def go():
+                if out is None or isinstance(out, (int, bytes)) or out == f8:
+                    return mod.save(arg, metadata=meta)
+                mod.save_file(arg, out, metadata=meta)
+                return open(out, "rb").read()
+
+            def check(blob_out):
+                back = fnp.load(blob_out)
+                assert back["t"].tobytes() == tensors["f32"].tobytes()
+            attempt(f"fastensors.{fw} save({describe(arg)}, {out!r}, metadata={meta!r})", go,
+                    allowed=(SE, TypeError), check=check)
+        else:
+            def go():
+                with fastensors.safe_open(path if filename != f8 else f8, fw, device) as f:
+                    return as_numpy(fw, f.get_slice(name)[index])
+
+            def check(got):
+                want = tensors[name][index]
+                assert got.shape == np.shape(want)
+            attempt(f"safe_open({fw!r}, device={device!r}).get_slice({name!r})[{index!r}]", go,
+                    allowed=READ_ALLOWED, check=check)
+
+    run()
+
+
+@family
+def framework_adapters(examples: int) -> None:
+    """flax, tensorflow and mlx (paddle cannot share a process with tensorflow)."""
+    adapter_cases(examples, ["flax", "tf", "mlx"])
+
+
+@family
+def paddle_adapter(examples: int) -> None:
+    adapter_cases(examples, ["paddle"])
+
+
 # -- writing ----------------------------------------------------------------------------------
 
 SPEC_DTYPES = ["float32", "F32", "uint8", "bfloat16", "float4_e2m1fn_x2", "F4", "bool", "float128", "", 5, None]

@@ -2,7 +2,8 @@
 
 A drop-in for the ``safetensors`` API (``safe_open``, ``serialize``,
 ``deserialize``, ``SafetensorError``, ``fastensors.numpy``,
-``fastensors.torch``) backed by a C++ core, plus conversion, quantization,
+``fastensors.torch``, ``fastensors.flax``, ``fastensors.tensorflow``,
+``fastensors.paddle``, ``fastensors.mlx``) backed by a C++ core, plus conversion, quantization,
 sharded checkpoints, model surgery and the Hugging Face conventions.
 
 This module is the façade: it re-exports the public API of the subpackages

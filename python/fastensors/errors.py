@@ -339,3 +339,18 @@ class RankFailed(DistributedError):
 
 
 __all__ += ["DistributedError", "StateDictMismatch", "RankFailed"]
+
+# -- Python-only errors: framework adapters ------------------------------------
+
+
+class FrameworkNotInstalled(SafetensorError, ImportError):
+    """The framework an adapter or ``safe_open(framework=...)`` needs is not
+    installed; the message names the extra that installs it."""
+
+
+class DtypeNotInFramework(SafetensorError, TypeError):
+    """A tensor's dtype has no equivalent in the framework it is loaded into
+    (or a framework array's dtype has none in safetensors)."""
+
+
+__all__ += ["FrameworkNotInstalled", "DtypeNotInFramework"]

@@ -356,7 +356,9 @@ class Checkpoint:
             return out
         out: Dict[str, object] = {}
         for fname in self.files:
-            out.update(self._shard(fname)._tensors(prefetched=True))
+            handle = self._shard(fname)
+            handle._check_dtypes()  # a dtype the framework lacks: a typed error naming the tensor
+            out.update(handle._tensors(prefetched=True))
         return out
 
     def prefetch(self, names) -> None:

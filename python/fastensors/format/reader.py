@@ -11,7 +11,8 @@ import numpy as np
 from .. import _core
 from .cast import FLOAT_CODES, check_pair, convert_array, convert_tensor, dtype_code
 from .dtypes import SUB_BYTE, nbytes_of
-from .arrays import get_framework
+from .arrays import get_framework as _numpy_framework
+from .frameworks import get_framework
 from .plans import ReadAhead, prefetch, read_arrays
 from ..remap import KeySelection
 
@@ -31,7 +32,8 @@ class TensorInfo(NamedTuple):
 class safe_open:
     """Open a safetensors file lazily.
 
-    ``framework``: "np"/"numpy" or "pt"/"torch"/"pytorch". ``backend``:
+    ``framework``: "np"/"numpy", "pt"/"torch"/"pytorch", "flax"/"jax",
+    "tf"/"tensorflow", "paddle" or "mlx" (format/frameworks.py). ``backend``:
     "mmap" (default: the file is mapped copy-on-write and numpy tensors are
     zero-copy, writable views that keep the mapping alive) or "pread" (bytes
     are read on demand; nothing stays mapped).
@@ -59,6 +61,26 @@ class safe_open:
 
     def _stored(self, name: str) -> str:
         return name if self._select is None else self._select.stored(name)
+
+    def _check_dtype(self, public: str, stored: str, target: Optional[str] = None,
+                     code: Optional[str] = None) -> None:
+        """A typed error naming ``public`` when the framework lacks the dtype
+        the tensor will have (``target`` for a float tensor being converted)."""
+        check = getattr(self._framework, "check_dtype", None)  # frameworks.py only
+        if check is None:
+            return
+        code = self._file.info(stored)[1] if code is None else code
+        check(public, target if target is not None and code in FLOAT_CODES else code)
+
+    def _check_dtypes(self, dtype=None) -> None:
+        """``_check_dtype`` for every selected tensor, before any is read."""
+        if getattr(self._framework, "check_dtype", None) is None:
+            return
+        target = None if dtype is None else dtype_code(dtype)
+        public = None if self._select is None else self._select.to_public
+        for info in self._file.infos():
+            if public is None or info[0] in public:
+                self._check_dtype(info[0] if public is None else public[info[0]], info[0], target, info[1])
 
     # -- context manager -----------------------------------------------------
     def __enter__(self) -> "safe_open":
@@ -111,7 +133,8 @@ class safe_open:
         from the mapping into the result with the mmap backend, in bounded
         chunks with pread. A tensor already of that dtype is returned as if
         ``dtype`` were not given."""
-        name = self._stored(name)
+        public, name = name, self._stored(name)
+        self._check_dtype(public, name, None if dtype is None else dtype_code(dtype))
         if dtype is not None:
             if self._read_ahead:
                 self._touch(name)
@@ -132,6 +155,7 @@ class safe_open:
         BOOL and complex tensors are returned unchanged. The bytes are read
         first by the parallel read engine (docs/read_engine.md): a mapped file
         is made resident and the tensors stay zero-copy views of it."""
+        self._check_dtypes(dtype)
         return self._tensors(dtype, prefetched=False)
 
     def _wanted(self) -> List[Tuple[str, tuple]]:
@@ -200,6 +224,7 @@ class safe_open:
         """A lazy view of ``name`` for indexing. With ``dtype``, each indexed
         part is converted to it (only the selected elements, straight from the
         mapping, whatever the steps)."""
+        self._check_dtype(name, self._stored(name), None if dtype is None else dtype_code(dtype))
         return TensorSlice(self, self._stored(name), None if dtype is None else dtype_code(dtype))
 
 
@@ -240,7 +265,7 @@ class TensorSlice:
         """The indexed values as a numpy array (in the code's numpy dtype)."""
         owner, code, shape = self._owner, self._dtype, self._shape
         file = owner._file
-        numpy_fw = get_framework("numpy")
+        numpy_fw = _numpy_framework("numpy")
         idx = index if isinstance(index, tuple) else (index,)
         if file.backend == "pread" and code not in SUB_BYTE and shape and idx and _is_axis_index(idx[0]):
             rows = range(shape[0])[idx[0]] if isinstance(idx[0], slice) else None

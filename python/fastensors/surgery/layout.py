@@ -1,16 +1,21 @@
 """Layout adapters between framework conventions (docs/surgery.md).
 
 - "pytorch": linear weights ``(out, in)``; norm parameters ``weight``/``bias``;
-  conv kernels ``(out, in, *spatial)`` (OIW, OIHW, OIDHW).
-- "flax" (also "keras"): linear weights ``(in, out)``; norm parameters
-  ``gamma``/``beta``; conv kernels ``(*spatial, in, out)`` (WIO, HWIO, DHWIO).
-  Other names are kept.
+  conv kernels ``(out, in, *spatial)`` (OIW, OIHW, OIDHW); embeddings ``weight``.
+- "flax" (also "jax"): linear and conv ``kernel`` ``(in, out)`` and
+  ``(*spatial, in, out)`` (WIO, HWIO, DHWIO); norms ``scale``/``bias``;
+  embeddings ``embedding`` (flax.linen's parameter names).
+- "keras" (also "tf"): ``kernel`` as flax; norms ``gamma``/``beta``;
+  embeddings ``embeddings`` (Keras' variable names).
+- "transposed": flax's shapes with PyTorch's names, norms ``gamma``/``beta``
+  (what "flax" and "keras" meant before they took their frameworks' names).
 - "none": nothing changes.
 
 Which tensors are linear, conv or norm parameters comes from a module-type
 map when a torch model (or a map) is given, else from name rules
 (``NAME_RULES``). Every change is a transpose or a rename, so converting
-there and back gives the original bytes."""
+there and back gives the original bytes. Tensors may be numpy arrays, torch
+tensors or any framework's arrays (jax, tensorflow, paddle, mlx)."""
 
 from __future__ import annotations
 
@@ -20,11 +25,23 @@ from typing import Dict, Mapping, Optional
 import numpy as np
 
 from ..errors import InvalidArgument
+from ..format.dtypes import code_from_numpy
+from ..format.frameworks import framework_of, get_framework
 from ..remap import RemapLike, apply as remap_apply
 
-LAYOUTS = ("pytorch", "flax", "none")
-_ALIASES = {"pt": "pytorch", "torch": "pytorch", "pytorch": "pytorch", "flax": "flax", "keras": "flax",
-            "jax": "flax", "none": "none"}
+LAYOUTS = ("pytorch", "flax", "keras", "transposed", "none")
+_ALIASES = {"pt": "pytorch", "torch": "pytorch", "pytorch": "pytorch", "flax": "flax", "jax": "flax",
+            "keras": "keras", "tf": "keras", "tensorflow": "keras", "transposed": "transposed", "none": "none"}
+
+# Parameter renames from PyTorch's names, by layout and kind of module.
+_RENAMES = {
+    "pytorch": {},
+    "transposed": {"norm": {"weight": "gamma", "bias": "beta"}},
+    "flax": {"linear": {"weight": "kernel"}, "linear_in_out": {"weight": "kernel"}, "conv": {"weight": "kernel"},
+             "norm": {"weight": "scale"}, "embedding": {"weight": "embedding"}},
+    "keras": {"linear": {"weight": "kernel"}, "linear_in_out": {"weight": "kernel"}, "conv": {"weight": "kernel"},
+              "norm": {"weight": "gamma", "bias": "beta"}, "embedding": {"weight": "embeddings"}},
+}
 
 # Name rules used without a module-type map; each applies to the module
 # name (the key without its last component), searched case-insensitively.
@@ -79,6 +96,7 @@ def _split(key: str):
 
 
 def _kind_by_name(module: str, param: str, ndim: int) -> str:
+    """The kind of a PyTorch- or "transposed"-layout tensor, by its names."""
     low = module.lower()
     if param in ("gamma", "beta") or (re.search(NAME_RULES["norm"], low) and param in ("weight", "bias")):
         return "norm"
@@ -91,6 +109,17 @@ def _kind_by_name(module: str, param: str, ndim: int) -> str:
     return "other"
 
 
+def _kind_by_param(module: str, param: str, ndim: int) -> str:
+    """The kind of a flax- or keras-layout tensor: its parameter names it."""
+    if param == "kernel":
+        return "linear" if ndim == 2 else "conv" if ndim in (3, 4, 5) else "other"
+    if param in ("scale", "gamma", "beta") or (param == "bias" and re.search(NAME_RULES["norm"], module.lower())):
+        return "norm"
+    if param in ("embedding", "embeddings"):
+        return "embedding"
+    return "other"
+
+
 def _conv_to_flax(ndim: int):
     return tuple(range(2, ndim)) + (1, 0)
 
@@ -99,10 +128,14 @@ def _conv_to_torch(ndim: int):
     return (ndim - 1, ndim - 2) + tuple(range(ndim - 2))
 
 
-def _transpose(t, axes):
+def _transpose(key: str, t, axes):
     if isinstance(t, np.ndarray):
         return np.ascontiguousarray(np.transpose(t, axes))
-    return t.permute(*axes).contiguous()  # a torch tensor
+    fw = framework_of(t)
+    if fw is None:
+        return t.permute(*axes).contiguous()  # a torch tensor
+    arr = np.ascontiguousarray(np.transpose(fw.to_numpy(key, t), axes))
+    return fw.from_numpy(arr, code_from_numpy(arr.dtype))
 
 
 class LayoutAdapter:
@@ -117,45 +150,59 @@ class LayoutAdapter:
         self.types = dict(types) if types is not None else (module_types(model) if model is not None else None)
         self.remap = remap
 
-    def kind(self, key: str, ndim: int) -> str:
+    def kind(self, key: str, ndim: int, layout: Optional[str] = None) -> str:
+        """What ``key`` is ("linear", "conv", "norm", "embedding", ...) in
+        ``layout`` (the source layout by default)."""
+        layout = self.src if layout is None else _canonical(layout)
         module, param = _split(key)
         if self.types is not None and module in self.types:
             kind = self.types[module]
-            if kind == "norm" and param in ("weight", "bias", "gamma", "beta"):
+            names = {"weight", "bias"} | {n for r in _RENAMES[layout].get(kind, {}).items() for n in r}
+            if kind == "norm" and param in names | {"gamma", "beta"}:
                 return "norm"
-            if kind in ("linear", "conv", "conv_transpose", "linear_in_out") and param in ("weight",):
+            weight = {"weight", _RENAMES[layout].get(kind, {}).get("weight", "weight")}
+            if kind in ("linear", "conv", "conv_transpose", "linear_in_out") and param in weight:
                 return kind
-            return "other" if kind != "embedding" else "embedding"
+            return "embedding" if kind == "embedding" and param in weight else "other"
+        if layout in ("flax", "keras"):
+            return _kind_by_param(module, param, ndim)
         return _kind_by_name(module, param, ndim)
 
-    def _one(self, key: str, t) -> tuple:
+    def _move(self, key: str, t, src: str, dst: str) -> tuple:
+        """One tensor from ``src`` to ``dst``, one of which is "pytorch"."""
         ndim = len(t.shape)
-        kind = self.kind(key, ndim)
+        kind = self.kind(key, ndim, src)
         module, param = _split(key)
-        to_flax = self.dst == "flax"
+        to_torch = dst == "pytorch"
         if kind == "linear" and ndim == 2:
-            return key, _transpose(t, (1, 0))
-        if kind == "conv" and ndim in (3, 4, 5):
-            return key, _transpose(t, _conv_to_flax(ndim) if to_flax else _conv_to_torch(ndim))
-        if kind == "conv_transpose":
+            t = _transpose(key, t, (1, 0))
+        elif kind == "conv" and ndim in (3, 4, 5):
+            t = _transpose(key, t, _conv_to_torch(ndim) if to_torch else _conv_to_flax(ndim))
+        elif kind == "conv_transpose":
             raise InvalidArgument(f"{key!r}: transposed convolutions have no layout rule; convert it yourself")
-        if kind == "norm":
-            renames = {"weight": "gamma", "bias": "beta"} if to_flax else {"gamma": "weight", "beta": "bias"}
-            if param in renames:
-                return f"{module}.{renames[param]}" if module else renames[param], t
+        renames = _RENAMES[src if to_torch else dst].get(kind, {})
+        if to_torch:
+            renames = {v: k for k, v in renames.items()}
+        if param in renames:
+            key = f"{module}.{renames[param]}" if module else renames[param]
         return key, t
 
     def __call__(self, tensors: Mapping[str, object]) -> Dict[str, object]:
         if self.src == self.dst or "none" in (self.src, self.dst):
             out = dict(tensors)
         else:
-            out = {}
-            for key, t in tensors.items():
-                new_key, new_t = self._one(key, t)
-                out[new_key] = new_t
-            if len(out) != len(tensors):
-                raise InvalidArgument("the layout renames made two tensors share a name (both 'weight' and"
-                                      " 'gamma' under one norm module?)")
+            steps = [(self.src, "pytorch")] if self.src != "pytorch" else []
+            steps += [("pytorch", self.dst)] if self.dst != "pytorch" else []
+            out = dict(tensors)
+            for src, dst in steps:
+                moved = {}
+                for key, t in out.items():
+                    new_key, new_t = self._move(key, t, src, dst)
+                    moved[new_key] = new_t
+                if len(moved) != len(out):
+                    raise InvalidArgument("the layout renames made two tensors share a name (both 'weight' and"
+                                          " 'gamma' under one norm module?)")
+                out = moved
         return remap_apply(out, self.remap) if self.remap is not None else out
 
 
@@ -168,11 +215,26 @@ def convert(tensors: Mapping[str, object], src: str = "pytorch", dst: str = "fla
 def load(path, dst: str = "flax", src: str = "pytorch", *, model=None, types=None, remap: RemapLike = None,
          include=None, exclude=None, prefix=None, framework: str = "np") -> Dict[str, object]:
     """Read a checkpoint (tensors chosen by ``include``/``exclude``/``prefix``)
-    and convert it from ``src`` to ``dst``; ``remap`` renames the result."""
+    and convert it from ``src`` to ``dst``; ``remap`` renames the result.
+
+    ``framework``: the arrays returned ("np", "pt", "flax", "tf", "paddle",
+    "mlx"). Transposes are made in numpy (or torch) and each result is then
+    handed to the framework, so one call loads a PyTorch checkpoint into,
+    say, flax's layout as jax arrays. Raises ``DtypeNotInFramework`` naming a
+    tensor whose dtype the framework lacks, ``FrameworkNotInstalled``."""
     from ..checkpoint import open_checkpoint
 
-    with open_checkpoint(path, framework, include=include, exclude=exclude, prefix=prefix) as ckpt:
-        tensors = {name: ckpt.get_tensor(name) for name in ckpt.offset_keys()}
-    return convert(tensors, src, dst, model=model, types=types, remap=remap)
+    fw = get_framework(framework)
+    read_as = "pt" if fw.name == "torch" else "np"
+    with open_checkpoint(path, read_as, include=include, exclude=exclude, prefix=prefix) as ckpt:
+        names = ckpt.offset_keys()
+        if hasattr(fw, "check_dtype"):
+            for name in names:
+                fw.check_dtype(name, ckpt.tensor_info(name).dtype)
+        tensors = {name: ckpt.get_tensor(name) for name in names}
+    out = convert(tensors, src, dst, model=model, types=types, remap=remap)
+    if read_as == "np" and fw.name != "numpy":
+        out = {k: fw.from_numpy(v, code_from_numpy(v.dtype)) for k, v in out.items()}
+    return out
 
 __all__ = ["convert", "load", "LayoutAdapter", "module_types", "LAYOUTS", "NAME_RULES"]
