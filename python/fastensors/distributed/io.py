@@ -2,7 +2,7 @@
 ``_read_ranges`` and every write through ``write_runs``, so that how bytes
 move is decided in one place.
 
-Reads: one positioned read (pread) per range when the ranges are few or
+Reads: one plan of the read engine over the ranges when they are few or
 large; a piece made of many short runs (a column shard: one run per row) is
 gathered from the file's mapping in one strided copy instead, as a pread
 per row costs more than the bytes it moves.
@@ -20,6 +20,7 @@ import numpy as np
 
 from .. import _core
 from ..errors import SafetensorIOError, with_context
+from ..format.plans import read_into
 
 _lock = threading.Lock()
 _requested = [0]
@@ -83,8 +84,14 @@ def _read_ranges(source: Source, name: str, starts: np.ndarray, length: int, dst
         # One thread: the ranks of a node already read in parallel.
         _core.convert(rows, _UNITS[unit][1], dst, _UNITS[unit][1], threads=1)
     else:
-        for i, s in enumerate(starts):
-            source.file.read_into(name, int(s), dst[i * length:(i + 1) * length])
+        # One plan of the read engine: adjacent runs joined, large ones split
+        # across its workers, every run checked against the tensor first.
+        _, _, _, begin, end = source.file.info(name)
+        lo, hi = int(starts.min()), int(starts.max()) + length
+        if lo < 0 or hi > end - begin:
+            raise ValueError(f"runs up to byte {hi} outside tensor {name!r} of {end - begin} bytes")
+        base = source.file.data_start + begin
+        read_into(source.file, [(base + int(s), dst[i * length:(i + 1) * length]) for i, s in enumerate(starts)])
     with _lock:
         _requested[0] += n * length
 

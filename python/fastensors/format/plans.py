@@ -54,6 +54,11 @@ def prefetch(ranges: Sequence[Range]) -> Optional[object]:
         if size:
             plan.prefetch(file, offset, size)
             budget -= size
+    return _run(plan)
+
+
+def _run(plan) -> Optional[object]:
+    """Execute ``plan`` and wait; its ``ReadStats``, or None for an empty plan."""
     if not len(plan):
         return None
     job = _core.ReadJob(plan)
@@ -64,6 +69,16 @@ def prefetch(ranges: Sequence[Range]) -> Optional[object]:
         job.close()
 
 
+def read_into(file, pieces: Sequence[Tuple[int, np.ndarray]]) -> None:
+    """Fill each uint8 array of ``pieces`` ((absolute offset, array)) with
+    the bytes of ``file`` there, by one plan, and wait."""
+    plan = _core.ReadPlan()
+    for offset, arr in pieces:
+        if arr.size:
+            plan.read(file, offset, arr)
+    _run(plan)
+
+
 def read_arrays(ranges: Sequence[Range]) -> List[np.ndarray]:
     """The bytes of ``ranges`` as new uint8 arrays, read in parallel."""
     out = [np.empty(size, np.uint8) for _, _, size in ranges]
@@ -71,12 +86,7 @@ def read_arrays(ranges: Sequence[Range]) -> List[np.ndarray]:
     for (file, offset, size), arr in zip(ranges, out):
         if size:
             plan.read(file, offset, arr)
-    if len(plan):
-        job = _core.ReadJob(plan)
-        try:
-            job.wait()
-        finally:
-            job.close()
+    _run(plan)
     return out
 
 
