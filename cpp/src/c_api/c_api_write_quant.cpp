@@ -1,5 +1,6 @@
 // The C API's writers and quantization kernels, over the C++ API.
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "c_api/c_api_internal.h"
@@ -74,6 +75,17 @@ void room(std::size_t have, std::size_t want, const char* what) {
          std::string(what) + " holds " + std::to_string(have) + ", " + std::to_string(want) + " are needed");
   }
 }
+
+// Values and scale groups of an int-quantized rows x cols matrix; a group
+// size that does not divide the columns is an argument error.
+std::pair<std::size_t, std::size_t> int_counts(std::size_t rows, std::size_t cols, std::size_t group_size) {
+  if (group_size == 0 || cols % group_size != 0) {
+    fail(FST_ERR_INVALID_ARGUMENT, "group_size " + std::to_string(group_size) + " does not divide cols " +
+                                       std::to_string(cols));
+  }
+  return {product(rows, cols, "rows * cols"), product(rows, cols / group_size, "the scale count")};
+}
+
 
 // A float matrix argument: dtype F32/F16/BF16 and src_size covering it.
 q::Matrix matrix_arg(const void* src, size_t src_size, int src_dtype, size_t rows, size_t cols) {
@@ -169,12 +181,7 @@ fst_status fst_int_quantize(const void* src, size_t src_size, int src_dtype, siz
                             void* scales, size_t scales_size, int8_t* zero_points, size_t zero_points_count) {
   return guarded([&] {
     const q::Matrix m = matrix_arg(src, src_size, src_dtype, rows, cols);
-    if (group_size == 0 || cols % group_size != 0) {
-      fail(FST_ERR_INVALID_ARGUMENT, "group_size " + std::to_string(group_size) + " does not divide cols " +
-                                         std::to_string(cols));
-    }
-    const std::size_t n = product(rows, cols, "rows * cols");
-    const std::size_t groups = product(rows, cols / group_size, "the scale count");
+    const auto [n, groups] = int_counts(rows, cols, group_size);
     room(codes_count, n, "codes");
     room(scales_size, product(groups, fst::dtype_bits(m.dtype) / 8, "the scale size"), "scales (bytes)");
     if (!symmetric) room(zero_points_count, groups, "zero_points");
@@ -196,12 +203,7 @@ fst_status fst_int_dequantize(const int8_t* codes, size_t codes_count, const voi
     if (sd != fst::Dtype::F32 && sd != fst::Dtype::F16 && sd != fst::Dtype::BF16) {
       fail(FST_ERR_INVALID_ARGUMENT, "scale_dtype must be FST_F32, FST_F16 or FST_BF16");
     }
-    if (group_size == 0 || cols % group_size != 0) {
-      fail(FST_ERR_INVALID_ARGUMENT, "group_size " + std::to_string(group_size) + " does not divide cols " +
-                                         std::to_string(cols));
-    }
-    const std::size_t n = product(rows, cols, "rows * cols");
-    const std::size_t groups = product(rows, cols / group_size, "the scale count");
+    const auto [n, groups] = int_counts(rows, cols, group_size);
     room(codes_count, n, "codes");
     room(scales_size, product(groups, fst::dtype_bits(sd) / 8, "the scale size"), "scales (bytes)");
     if (zero_points != nullptr) room(zero_points_count, groups, "zero_points");

@@ -68,16 +68,8 @@ def convert_file(src, dst, dtype, *, only=None, keep=None, durable: Optional[boo
     rank, world = dist.get_rank(group), dist.get_world_size(group)
     src, dst = os.fspath(src), os.fspath(dst)
     if not os.path.isdir(src):
-        error, report = None, None
-        if rank == 0:
-            try:
-                report = _convert_file(src, dst, dtype, only=only, keep=keep, durable=durable)
-            except _EXPECTED as e:
-                error = e
-        _agree(error, group)
-        box = [report]
-        dist.broadcast_object_list(box, src=0, group=group)
-        return box[0]
+        return _on_rank0(rank, group, lambda: _convert_file(src, dst, dtype, only=only, keep=keep,
+                                                            durable=durable))
 
     error: Optional[BaseException] = None
     plan = fs = None
@@ -127,15 +119,26 @@ def convert_file(src, dst, dtype, *, only=None, keep=None, durable: Optional[boo
         report.kept += part.kept
         report.bytes_in += part.bytes_in
         report.bytes_out += part.bytes_out
+    def finish():
+        with fs:
+            finish_directory(fs, src, dst, plan, report)
+            fs.commit()
+        return report
+
+    return _on_rank0(rank, group, finish)
+
+
+def _on_rank0(rank: int, group, work):
+    """``work()`` on rank 0; every rank then raises its error (RankFailed on
+    the others) or returns its result."""
+    error, result = None, None
     if rank == 0:
         try:
-            with fs:
-                finish_directory(fs, src, dst, plan, report)
-                fs.commit()
+            result = work()
         except _EXPECTED as e:
             error = e
     _agree(error, group)
-    box = [report]
+    box = [result]
     dist.broadcast_object_list(box, src=0, group=group)
     return box[0]
 
