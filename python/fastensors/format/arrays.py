@@ -76,7 +76,8 @@ class TorchFramework:
 
     def from_uint8(self, t, code: str, shape, device=None):
         """A tensor of ``code`` and ``shape`` over the uint8 tensor ``t`` (any
-        device; None when there are no bytes)."""
+        device; None when there are no bytes: a new empty tensor on
+        ``device``, the CPU by default)."""
         dt = self.dtype(code)
         shape = list(shape)
         _check_dims(shape)
@@ -88,8 +89,10 @@ class TorchFramework:
                     f"F4 shape {shape}: float4_e2m1fn_x2 needs an even last dimension; load it with framework='numpy'"
                 )
             shape[-1] //= 2
-        if t is None or t.numel() == 0:  # torch cannot view an empty buffer as a wider type
-            return self.torch.empty(shape, dtype=dt, device=device if t is None else t.device)
+        if t is None:  # torch cannot view an empty buffer as a wider type
+            if device is None:
+                return self.torch.empty(shape, dtype=dt)
+            return self.torch.empty(shape, dtype=dt, device=device)
         return t.view(dt).reshape(shape)
 
     def from_numpy(self, arr: np.ndarray, code: str):

@@ -87,4 +87,5 @@ def load_staged(file, wanted: Sequence[Tuple[str, tuple]], fw, device, *, buffer
                 job.close()
         if cuda:
             stream.synchronize()
-    return {key: fw.from_uint8(dests[info[0]], info[1], info[2], dev) for key, info in wanted}
+    return {key: fw.from_uint8(dests[info[0]] if info[4] > info[3] else None, info[1], info[2], dev)
+            for key, info in wanted}
