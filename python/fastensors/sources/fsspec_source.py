@@ -134,10 +134,10 @@ class FsspecSource:
         if self._async:
             from fsspec.asyn import sync
             kw = {"headers": dict(self._headers)} if self._headers else {}
-            coro = self.fs._cat_ranges([self.path] * len(ranges), [r[0] for r in ranges], [r[1] for r in ranges],
-                                       batch_size=self.options.concurrency, on_error="return", **kw)
             try:
-                return sync(self.fs.loop, coro, timeout=timeout)
+                return sync(self.fs.loop, self.fs._cat_ranges, [self.path] * len(ranges), [r[0] for r in ranges],
+                            [r[1] for r in ranges], batch_size=self.options.concurrency, on_error="return",
+                            timeout=timeout, **kw)
             except Exception as e:  # the whole batch timed out or failed
                 return [e] * len(ranges)
         if self._pool is None:
