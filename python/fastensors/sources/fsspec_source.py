@@ -115,7 +115,12 @@ class FsspecSource:
                     again.append(i)
                     last = answer
                 else:
-                    out[i] = self._checked(answer, ranges[i])
+                    try:
+                        out[i] = self._checked(answer, ranges[i])
+                    except BadRangeResponse:
+                        if not self.conditional:
+                            self.verify()  # a changed object is the likelier cause: say FileChanged
+                        raise
             pending = again
             if pending:
                 attempt += 1
