@@ -102,3 +102,36 @@ def test_missing_shard_and_missing_checkpoint(served):
         fastensors.open_checkpoint(f"{server.url}/broken", lazy=False)
     with pytest.raises(fastensors.CheckpointNotFound):
         fastensors.open_checkpoint(f"{server.url}/nothing-here")
+
+
+def test_convert_file_from_a_url_equals_the_local_conversion(served, tmp_path):
+    server, root = served
+    fastensors.convert_file(root / "sharded", tmp_path / "local", "bf16")
+    fastensors.convert_file(f"{server.url}/sharded", tmp_path / "remote", "bf16")
+    names = sorted(p.name for p in (tmp_path / "local").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "remote").iterdir())
+    for name in names:
+        assert (tmp_path / "local" / name).read_bytes() == (tmp_path / "remote" / name).read_bytes(), name
+    fastensors.convert_file(f"{server.url}/single/model.safetensors", tmp_path / "one.safetensors", "f16")
+    fastensors.convert_file(root / "single" / "model.safetensors", tmp_path / "one-local.safetensors", "f16")
+    assert (tmp_path / "one.safetensors").read_bytes() == (tmp_path / "one-local.safetensors").read_bytes()
+
+
+def test_cli_convert_and_quantize_from_a_url(served, tmp_path):
+    server, root = served
+    conv = subprocess.run([sys.executable, "-m", "fastensors", "convert", f"{server.url}/single/model.safetensors",
+                           str(tmp_path / "c.safetensors"), "--dtype", "bf16"], capture_output=True, text=True,
+                          timeout=300)
+    assert conv.returncode == 0, conv.stderr
+    with fastensors.safe_open(tmp_path / "c.safetensors", "np") as f:
+        assert f.get_tensor("embed").dtype.name == "bfloat16"
+    local = fastensors.quantize_model(root / "sharded", tmp_path / "q-local", scheme="int8", durable=False)
+    remote = fastensors.quantize_model(f"{server.url}/sharded", tmp_path / "q-remote", scheme="int8",
+                                       durable=False)
+    assert remote.src == f"{server.url}/sharded"
+    names = sorted(p.name for p in (tmp_path / "q-local").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "q-remote").iterdir())
+    for name in names:
+        if name.endswith(".safetensors"):
+            assert (tmp_path / "q-local" / name).read_bytes() == (tmp_path / "q-remote" / name).read_bytes()
+    assert len(local.tensors) == len(remote.tensors)

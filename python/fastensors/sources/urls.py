@@ -106,3 +106,62 @@ def copy_to(url: str, path: str, storage_options: Optional[dict] = None,
 
 
 __all__ = ["join", "parent", "exists", "locate_url", "fetch_small", "copy_to"]
+
+
+# Small files beside the weights that tools read (quantize_model copies the
+# model's config); fetched when present.
+COMPANIONS = ("config.json", "generation_config.json")
+
+
+def stage(url: str, folder: str, storage_options: Optional[dict] = None,
+          options: Optional[RemoteOptions] = None) -> str:
+    """Copy the checkpoint at ``url`` (a file, an index, or a folder holding
+    one) into the local ``folder``, each file by parallel range requests, and
+    return the local path to use in its place (the file, or the folder for a
+    sharded checkpoint). For tools that read every byte anyway (conversion,
+    quantization); reading a few tensors never stages."""
+    import json
+
+    kind, found = locate_url(url, storage_options, options)
+    base = parent(found)
+    name = found.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+    _relative_parts(name, found)
+    if kind == "file":
+        target = os.path.join(folder, name)
+        copy_to(found, target, storage_options, options)
+        _companions(base, folder, storage_options, options)
+        return target
+    raw = fetch_small(found, 64 << 20, storage_options, options)
+    with open(os.path.join(folder, name), "wb") as fh:
+        fh.write(raw)
+    try:
+        shards = sorted(set(json.loads(raw.decode("utf-8"))["weight_map"].values()))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return folder  # the checkpoint reader reports the malformed index
+    for shard in shards:
+        if isinstance(shard, str):
+            local = os.path.join(folder, *_relative_parts(shard, found))
+            os.makedirs(os.path.dirname(local), exist_ok=True)
+            copy_to(join(base, shard), local, storage_options, options)
+    _companions(base, folder, storage_options, options)
+    return folder
+
+
+def _relative_parts(name: str, where: str) -> list:
+    """A file name from an index as path parts inside the folder; a name that
+    would leave it (root, drive, ``..``) is refused before anything is written."""
+    parts = name.replace("\\", "/").split("/")
+    if not name or name[0] in "/\\" or (len(name) > 1 and name[1] == ":") or ".." in parts or "" in parts:
+        raise with_context(InvalidArgument, f"{where}: file name {name!r} is not a relative path inside the "
+                           "checkpoint's folder", path=where)
+    return parts
+
+
+def _companions(base: str, folder: str, storage_options, options) -> None:
+    for name in COMPANIONS:
+        try:
+            data = fetch_small(join(base, name), 16 << 20, storage_options, options)
+        except FileNotFoundError:
+            continue
+        with open(os.path.join(folder, name), "wb") as fh:
+            fh.write(data)
