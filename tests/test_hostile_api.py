@@ -36,10 +36,12 @@ BATCHES = {
     "reading": [("get_slice_indices", 200), ("safe_open_args", 100), ("read_plans", 80)],
     "writing": [("serialize_specs", 120), ("numpy_save", 80), ("save_sharded_args", 80)],
     "tools": [("checkpoint_paths", 55), ("remap_args", 60), ("model_tools", 40)],
+    "sources": [("file_objects_and_urls", 80)],
 }
 # Families whose successes have oracles that must have run at least once.
 MUST_SUCCEED = {"quantized_tensor", "quantized_mutated", "quantize_args", "quality_args", "convert_out",
-                "get_slice_indices", "serialize_specs", "numpy_save", "save_sharded_args", "model_tools", "read_plans"}
+                "get_slice_indices", "serialize_specs", "numpy_save", "save_sharded_args", "model_tools", "read_plans",
+                "file_objects_and_urls"}
 
 
 def run_worker(argv, timeout):
