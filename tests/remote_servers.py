@@ -43,9 +43,10 @@ class Nginx:
     entries since the last ``clear()``: (method, uri, status, bytes sent,
     Range header)."""
 
-    def __init__(self, root: str, work: str):
+    def __init__(self, root: str, work: str, workers: int = 1):
         self.root = root
         self.work = work
+        self.workers = workers
         self.proc: Optional[subprocess.Popen] = None
         for _ in range(3):  # a port taken between choosing and binding: try another
             self.port = free_port()
@@ -68,8 +69,8 @@ class Nginx:
         w = self.work
         return f"""
 daemon off;
-master_process off;
-worker_processes 1;
+master_process {"off" if self.workers == 1 else "on"};
+worker_processes {self.workers};
 pid {w}/nginx.pid;
 error_log {w}/error.log warn;
 events {{ worker_connections 512; }}

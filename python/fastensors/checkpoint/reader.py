@@ -38,7 +38,7 @@ from ..errors import (
     UnlistedTensor,
     with_context as _error,
 )
-from ..format.plans import ReadAhead, prefetch as _prefetch
+from ..format.plans import ReadAhead, prefetch as _prefetch, read_arrays
 from ..format.reader import TensorInfo, safe_open
 from ..remap import KeySelection
 from ..sources import is_url, open_source, urls
@@ -414,6 +414,19 @@ class Checkpoint:
                 out[name] = self._handle_for(stored).get_tensor(stored)
             return out
         out: Dict[str, object] = {}
+        if self._remote:  # every shard's ranges in one call: the shards are fetched concurrently
+            names, ranges = [], []
+            for fname in self.files:
+                handle = self._shard(fname)
+                for info in handle._file.infos():
+                    names.append((fname, info[0]))
+                    ranges.append(handle._range(info))
+            by_shard: Dict[str, Dict[str, np.ndarray]] = {f: {} for f in self.files}
+            for (fname, name), raw in zip(names, read_arrays(ranges)):
+                by_shard[fname][name] = raw
+            for fname in self.files:
+                out.update(self._shard(fname)._tensors(prefetched=True, raws=by_shard[fname]))
+            return out
         for fname in self.files:
             out.update(self._shard(fname)._tensors(prefetched=True))
         return out

@@ -158,7 +158,10 @@ class safe_open:
         _, _, _, begin, end = info
         return (self._file, self._file.data_start + begin, end - begin)
 
-    def _tensors(self, dtype=None, *, prefetched: bool) -> Dict[str, object]:
+    def _tensors(self, dtype=None, *, prefetched: bool, raws: Optional[Dict[str, np.ndarray]] = None
+                 ) -> Dict[str, object]:
+        """``raws``: the bytes of every wanted tensor, read already (a
+        Checkpoint reads the shards of a remote checkpoint together)."""
         fw = self._framework
         target = None if dtype is None else dtype_code(dtype)
         wanted = self._wanted()
@@ -167,11 +170,11 @@ class safe_open:
             from .staging import load_staged
             return load_staged(self._file, wanted, fw, self._device)
         converted = {info[0] for _, info in wanted if target is not None and info[1] in FLOAT_CODES}
-        raws = {}
-        if mapped:
+        if raws is None and mapped:
+            raws = {}
             if not prefetched:
                 prefetch([self._range(info) for _, info in wanted])
-        else:
+        elif raws is None:
             plain = [info for _, info in wanted if info[0] not in converted]
             raws = dict(zip((i[0] for i in plain), read_arrays([self._range(i) for i in plain])))
         out = {}

@@ -37,8 +37,9 @@ def open_source(obj, backend: str = "mmap", *, storage_options: Optional[dict] =
     ``backend`` applies to local files (and to file objects with a real file
     descriptor, which are opened as that file). ``storage_options`` go to
     fsspec for URLs; ``options`` tune range reads (``RemoteOptions``).
-    Returns a core ``File`` or a ``RangeFile``. Raises InvalidArgument for
-    objects that are none of these, and the reader's typed errors."""
+    Returns a core ``File`` or a ``RangeFile``. Raises TypeError for objects
+    that are none of these, InvalidArgument for bad options, and the
+    reader's typed errors."""
     if options is not None and not isinstance(options, RemoteOptions):
         raise InvalidArgument(f"options must be a fastensors.sources.RemoteOptions, not {type(options).__name__}")
     if storage_options is not None and not isinstance(storage_options, dict):
@@ -58,9 +59,9 @@ def open_source(obj, backend: str = "mmap", *, storage_options: Optional[dict] =
         return RangeFile(FileObjectSource(obj, label), options)
     try:
         path = os.fspath(obj)
-    except TypeError:
-        raise InvalidArgument(f"expected a path, a URL or a file object with read() and seek(), not "
-                              f"{type(obj).__name__}") from None
+    except TypeError:  # a TypeError, as os.fspath and open() raise
+        raise TypeError(f"expected a path, a URL or a file object with read() and seek(), not "
+                        f"{type(obj).__name__}") from None
     if isinstance(path, bytes):
         path = os.fsdecode(path)
     return _core.File(path, backend)
