@@ -20,6 +20,7 @@ from typing import Dict, List, Optional, Tuple
 
 from ..errors import (BadRangeResponse, FileChanged, FileNotFound, InvalidArgument, RemoteError, RemoteTimeout,
                       SafetensorError, with_context)
+from .http_pool import HttpPool, Transient, request_headers
 from .options import RemoteOptions
 
 _VERSION_FIELDS = ("ETag", "etag", "Last-Modified", "LastModified", "last_modified", "mtime", "VersionId",
@@ -67,6 +68,11 @@ class FsspecSource:
         self.conditional = bool(self._headers)
         self._async = bool(getattr(fs, "async_impl", False))
         self._pool: Optional[ThreadPoolExecutor] = None
+        self._http_pool: Optional[HttpPool] = None
+        if self._http and self.options.http_client == "pooled":
+            target = info.get("url") or url  # after redirects
+            self._http_pool = HttpPool(str(target), url, self.options.concurrency, self.options.timeout_s,
+                                       {**request_headers(fs), **self._headers})
         self.requests = 0        # made, retries included
         self.bytes_received = 0  # in answers accepted
 
@@ -85,8 +91,51 @@ class FsspecSource:
                                "reopen it", path=self.label)
 
     # -- ranges ------------------------------------------------------------
+    @property
+    def direct(self) -> bool:
+        """True when ``read_into`` reads answers straight into destinations."""
+        return self._http_pool is not None
+
+    def executor(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.options.concurrency, thread_name_prefix="fastensors-remote")
+        return self._pool
+
+    def read_into(self, start: int, end: int, view: memoryview) -> None:
+        """Bytes [start, end) into ``view`` on a pooled connection; transient
+        failures retried with doubling backoff within the deadline."""
+        if not 0 <= start <= end <= self.size or len(view) != end - start:
+            raise with_context(InvalidArgument, f"{self.label}: bytes {start}-{end} are outside the "
+                               f"{self.size}-byte object", path=self.label)
+        if start == end:
+            return
+        deadline = time.monotonic() + self.options.deadline_s
+        delay = self.options.backoff_s
+        for attempt in range(self.options.retries + 1):
+            self.requests += 1
+            try:
+                self._http_pool.read_into(start, end, self.size, view)
+                self.bytes_received += end - start
+                return
+            except Transient as e:
+                last = e
+            if attempt == self.options.retries:
+                raise with_context(RemoteError, f"{self.label}: bytes {start}-{end} failed after {attempt + 1} "
+                                   f"attempts: {last}", path=self.label)
+            if time.monotonic() + delay >= deadline:
+                raise self._timeout((start, end))
+            time.sleep(delay)
+            delay *= 2
+
     def read_many(self, ranges: List[Tuple[int, int]]) -> List[bytes]:
         """The bytes of each (start, end), in order; retried, checked."""
+        if self._http_pool is not None:
+            out = []
+            for start, end in ranges:
+                buf = bytearray(max(end - start, 0))
+                self.read_into(start, end, memoryview(buf))
+                out.append(bytes(buf))
+            return out
         for start, end in ranges:
             if not 0 <= start <= end <= self.size:
                 raise with_context(InvalidArgument, f"{self.label}: bytes {start}-{end} are outside the "
@@ -228,6 +277,8 @@ class FsspecSource:
         if self._pool is not None:
             self._pool.shutdown(wait=False)
             self._pool = None
+        if self._http_pool is not None:
+            self._http_pool.close()
 
 
 def _not_found(url: str) -> FileNotFound:

@@ -21,7 +21,10 @@ class RemoteOptions:
     each time; ``deadline_s``: no read of one plan (retries included) runs
     longer. ``timeout_s``: a socket read that stalls this long fails (and is
     retried) — applied to HTTP(S) when ``storage_options`` set no client
-    timeout."""
+    timeout. ``http_client``: "pooled" (HTTP(S) data requests on pooled
+    connections read straight into the destination) or "fsspec" (every
+    request through fsspec's aiohttp client, for its proxy and TLS
+    settings)."""
 
     header_bytes: int = 64 * 1024
     request_bytes: int = 16 * 1024 * 1024
@@ -32,8 +35,12 @@ class RemoteOptions:
     backoff_s: float = 0.1
     deadline_s: float = 300.0
     timeout_s: float = 30.0
+    http_client: str = "pooled"
 
     def __post_init__(self):
+        if self.http_client not in ("pooled", "fsspec"):
+            raise InvalidArgument(f"RemoteOptions.http_client must be \"pooled\" or \"fsspec\", not "
+                                  f"{self.http_client!r}")
         for name in ("header_bytes", "request_bytes", "window_bytes", "concurrency"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

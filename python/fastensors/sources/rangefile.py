@@ -89,7 +89,10 @@ class RangeFile:
         self._check_open()
         o = self.options
         reqs = _ranges.plan(wants, gap=o.gap_bytes, request_bytes=o.request_bytes)
-        got = _ranges.execute(reqs, self.source.read_many, window_bytes=o.window_bytes)
+        if getattr(self.source, "direct", False):
+            got = _ranges.execute_into(reqs, self.source.read_into, self.source.executor())
+        else:
+            got = _ranges.execute(reqs, self.source.read_many, window_bytes=o.window_bytes)
         if reqs and not self.source.conditional:
             self.source.verify()
         return got

@@ -8,6 +8,7 @@ several requests at once); ``execute`` runs the requests a window at a time
 
 from __future__ import annotations
 
+from concurrent.futures import FIRST_EXCEPTION, Executor, wait
 from typing import Callable, List, NamedTuple, Sequence, Tuple
 
 import numpy as np
@@ -100,3 +101,33 @@ def execute(requests: Sequence[Request], fetch: Callable[[List[Tuple[int, int]]]
             total += len(data)
         del answers
     return total
+
+
+def execute_into(requests: Sequence[Request], read_into: Callable[[int, int, memoryview], None],
+                 pool: Executor) -> int:
+    """Run ``requests`` on ``pool``, each answer read by ``read_into(start,
+    end, view)`` straight into its destination when the request is one
+    piece, else into a buffer of the request's size that is copied out (so
+    memory beyond the destinations is at most the pool's workers times the
+    largest request). The first error stops the requests not yet started and
+    is raised. Returns bytes fetched."""
+    def one(r: Request) -> int:
+        p = r.pieces[0]
+        if len(r.pieces) == 1 and p.src_at == 0 and p.size == r.size:
+            read_into(r.start, r.end, memoryview(p.dst[p.dst_at:p.dst_at + p.size]))
+        else:
+            buf = np.empty(r.size, np.uint8)
+            read_into(r.start, r.end, memoryview(buf))
+            for q in r.pieces:
+                q.dst[q.dst_at:q.dst_at + q.size] = buf[q.src_at:q.src_at + q.size]
+        return r.size
+
+    futures = [pool.submit(one, r) for r in requests]
+    done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+    for f in pending:
+        f.cancel()
+    wait(pending)  # nothing still writes into the destinations once this returns
+    for f in futures:
+        if f.done() and not f.cancelled() and f.exception() is not None:
+            raise f.exception()
+    return sum(f.result() for f in futures)
