@@ -109,12 +109,24 @@ class RangeFile:
 
 def read_arrays(items: Sequence[Tuple[RangeFile, int, int]]) -> List[np.ndarray]:
     """Fresh uint8 arrays of (file, absolute offset, size) ranges; files are
-    read concurrently, each with its own plan."""
+    read concurrently (pooled HTTP files with their requests on one pool)."""
     arrays = [np.empty(size, np.uint8) for _, _, size in items]
     by_file: Dict[int, Tuple[RangeFile, list]] = {}
     for (f, offset, _), arr in zip(items, arrays):
         by_file.setdefault(id(f), (f, []))[1].append((arr, offset))
     groups = list(by_file.values())
+    direct = [g for g in groups if getattr(g[0].source, "direct", False)]
+    if len(direct) > 1:  # pooled HTTP: every shard's requests on one pool, one bound in flight
+        jobs = []
+        for f, wants in direct:
+            f._check_open()
+            o = f.options
+            jobs += [(r, f.source.read_into) for r in _ranges.plan(wants, gap=o.gap_bytes,
+                                                                   request_bytes=o.request_bytes)]
+        first = direct[0][0]
+        _ranges.execute_many(jobs, first.source.executor())
+        done = {id(g[0]) for g in direct}
+        groups = [g for g in groups if id(g[0]) not in done]
     if len(groups) == 1:
         f, wants = groups[0]
         f.read_wants(wants)

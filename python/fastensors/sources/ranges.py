@@ -111,7 +111,14 @@ def execute_into(requests: Sequence[Request], read_into: Callable[[int, int, mem
     memory beyond the destinations is at most the pool's workers times the
     largest request). The first error stops the requests not yet started and
     is raised. Returns bytes fetched."""
-    def one(r: Request) -> int:
+    return execute_many([(r, read_into) for r in requests], pool)
+
+
+def execute_many(jobs: Sequence[Tuple[Request, Callable[[int, int, memoryview], None]]], pool: Executor) -> int:
+    """``execute_into`` for requests of several sources on one pool, so that
+    a checkpoint's shards share one bound on requests in flight."""
+    def one(job) -> int:
+        r, read_into = job
         p = r.pieces[0]
         if len(r.pieces) == 1 and p.src_at == 0 and p.size == r.size:
             read_into(r.start, r.end, memoryview(p.dst[p.dst_at:p.dst_at + p.size]))
@@ -122,7 +129,7 @@ def execute_into(requests: Sequence[Request], read_into: Callable[[int, int, mem
                 q.dst[q.dst_at:q.dst_at + q.size] = buf[q.src_at:q.src_at + q.size]
         return r.size
 
-    futures = [pool.submit(one, r) for r in requests]
+    futures = [pool.submit(one, job) for job in jobs]
     done, pending = wait(futures, return_when=FIRST_EXCEPTION)
     for f in pending:
         f.cancel()
