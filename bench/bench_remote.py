@@ -15,6 +15,9 @@ peers: bytes transferred come from nginx's own access log.
                     no parsing: a lower bound of any loader built on it)
      curl-parallel  16 curl processes, each fetching one 16th of the same
                     bytes with a Range request, written to /dev/null
+     fresh-pages    no I/O: allocating as many bytes and writing one byte per
+                    page, the page faults a load into fresh arrays pays and
+                    curl writing to /dev/null does not
    GB/s are decimal, medians over the rounds, after one untimed round
    (imports, HTTP sessions). fastensors' time includes opening the index and
    the shard headers.
@@ -148,7 +151,12 @@ def main() -> int:
             def curl():
                 curl_parallel(urls_sizes, 16)
 
-            peers = {"fastensors": fastensors_load, "fsspec-seq": fsspec_seq, "curl-parallel": curl}
+            def touch():
+                buf = np.empty(total, np.uint8)
+                buf[::4096] = 1  # one write per page: the faults any load into fresh memory pays
+
+            peers = {"fastensors": fastensors_load, "fsspec-seq": fsspec_seq, "curl-parallel": curl,
+                     "fresh-pages": touch}
             for fn in peers.values():  # imports, sessions and connections first, untimed
                 fn()
             times = {k: [] for k in peers}
