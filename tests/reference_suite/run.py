@@ -61,7 +61,7 @@ def run_file(src: str, name: str, work: str) -> int:
             os.path.join(work, name)]
     for test_id in DESELECTED:
         if test_id.startswith(name + "::"):
-            args += ["--deselect", os.path.join(work, test_id)]
+            args += ["--deselect", test_id]  # node ids are relative to --rootdir
     print(f"---- {name}", flush=True)
     try:
         return subprocess.run(args, cwd=work, env=env, timeout=TIMEOUT_S).returncode
