@@ -28,7 +28,12 @@ TENSORS = {
     "small": np.arange(10, dtype=np.int64),
     "head": rng.standard_normal((512, 256)).astype(np.float16),
 }
-FAST = RemoteOptions(timeout_s=1.0, backoff_s=0.01, deadline_s=30.0)
+# Data requests on fastensors' pooled connections (the default) and through fsspec's aiohttp client.
+CLIENTS = ["pooled", "fsspec"]
+
+
+def fast(client: str, **kw) -> RemoteOptions:
+    return RemoteOptions(**{"timeout_s": 1.0, "backoff_s": 0.01, "deadline_s": 30.0, "http_client": client, **kw})
 
 
 @pytest.fixture(scope="module")
@@ -56,9 +61,10 @@ def _equal(a, b):
     return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
 
 
-def test_whole_file_equals_the_reference(served):
+@pytest.mark.parametrize("client", CLIENTS)
+def test_whole_file_equals_the_reference(served, client):
     server, root = served
-    with fastensors.safe_open(f"{server.url}/m.safetensors", "np") as f, \
+    with fastensors.safe_open(f"{server.url}/m.safetensors", "np", remote=fast(client)) as f, \
             safetensors.safe_open(str(root / "m.safetensors"), "np") as ref:
         assert f.keys() == ref.keys() and f.metadata() == ref.metadata()
         for k in ref.keys():
@@ -137,11 +143,12 @@ def test_malformed_remote_file_has_the_local_error(served):
     assert type(remote.value) is type(local.value)
 
 
-def test_object_changed_after_open_is_file_changed(served):
+@pytest.mark.parametrize("client", CLIENTS)
+def test_object_changed_after_open_is_file_changed(served, client):
     server, root = served
-    target = root / "changing.safetensors"
+    target = root / f"changing-{client}.safetensors"
     fst_np.save_file(TENSORS, target)
-    f = fastensors.safe_open(f"{server.url}/changing.safetensors", "np", remote=FAST)
+    f = fastensors.safe_open(f"{server.url}/{target.name}", "np", remote=fast(client))
     try:
         fst_np.save_file({**TENSORS, "small": np.arange(10, dtype=np.int64) + 1}, target)
         st = os.stat(target)
@@ -152,19 +159,21 @@ def test_object_changed_after_open_is_file_changed(served):
         f.close()
 
 
+@pytest.mark.parametrize("client", CLIENTS)
 @pytest.mark.parametrize("fault", ["drop", "stall", "short", "5xx"])
-def test_transient_faults_are_retried(served, proxy, fault):
+def test_transient_faults_are_retried(served, proxy, fault, client):
     proxy.set(fault, times=2, stall_s=2.5)
-    with fastensors.safe_open(f"{proxy.url}/m.safetensors", "np", remote=FAST) as f:
+    with fastensors.safe_open(f"{proxy.url}/m.safetensors", "np", remote=fast(client)) as f:
         got = f.get_tensor("embed")
     assert _equal(got, TENSORS["embed"])
     assert proxy.seen >= 3  # two failed answers, then good ones
 
 
+@pytest.mark.parametrize("client", CLIENTS)
 @pytest.mark.parametrize("fault", ["drop", "stall", "5xx"])
-def test_persistent_faults_end_in_a_typed_error(served, proxy, fault):
+def test_persistent_faults_end_in_a_typed_error(served, proxy, fault, client):
     proxy.set(fault, times=1000, stall_s=1.5)
-    opts = RemoteOptions(timeout_s=0.5, retries=2, backoff_s=0.01, deadline_s=20.0)
+    opts = fast(client, timeout_s=0.5, retries=2, deadline_s=20.0)
     started = time.monotonic()
     with pytest.raises(fastensors.RemoteError) as e:
         fastensors.safe_open(f"{proxy.url}/m.safetensors", "np", remote=opts)
@@ -175,16 +184,17 @@ def test_persistent_faults_end_in_a_typed_error(served, proxy, fault):
 
 def test_deadline_bounds_the_retries(served, proxy):
     proxy.set("stall", times=1000, stall_s=1.5)
-    opts = RemoteOptions(timeout_s=0.5, retries=100, backoff_s=0.2, deadline_s=2.0)
+    opts = fast("pooled", timeout_s=0.5, retries=100, backoff_s=0.2, deadline_s=2.0)
     started = time.monotonic()
     with pytest.raises(fastensors.RemoteError):
         fastensors.safe_open(f"{proxy.url}/m.safetensors", "np", remote=opts)
     assert time.monotonic() - started < 10
 
 
+@pytest.mark.parametrize("client", CLIENTS)
 @pytest.mark.parametrize("fault,words", [("ignore-range", "ignored Range"), ("long", "more than asked")])
-def test_wrong_answers_are_reported_never_returned(served, proxy, fault, words):
-    with fastensors.safe_open(f"{proxy.url}/m.safetensors", "np", remote=FAST) as f:
+def test_wrong_answers_are_reported_never_returned(served, proxy, fault, words, client):
+    with fastensors.safe_open(f"{proxy.url}/m.safetensors", "np", remote=fast(client)) as f:
         proxy.set(fault, times=1000)
         with pytest.raises(fastensors.BadRangeResponse, match=words):
             f.get_tensor("small")
