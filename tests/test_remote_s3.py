@@ -73,3 +73,20 @@ def test_s3_missing_object_and_changed_object(bucket):
             f.get_tensor("b")
     finally:
         f.close()
+
+
+def test_s3_sharded_checkpoint_and_summary(bucket, tmp_path):
+    server, opts, fs, local = bucket
+    state = {f"l{i}.weight": np.full((64, 64), i, np.float32) for i in range(6)}
+    fastensors.save_sharded(state, tmp_path / "sharded", max_shard_size=40_000)
+    for p in (tmp_path / "sharded").iterdir():
+        fs.put(str(p), f"fastensors-test/sharded/{p.name}")
+    url = "s3://fastensors-test/sharded"
+    with fastensors.open_checkpoint(url, storage_options=opts) as ckpt:
+        assert ckpt.is_sharded and len(ckpt.files) > 1
+        got = ckpt.get_tensors()
+    assert set(got) == set(state) and all(got[k].tobytes() == state[k].tobytes() for k in state)
+    want = fastensors.summary(tmp_path / "sharded").as_dict()
+    remote = fastensors.summary(url, storage_options=opts).as_dict()
+    want.pop("path"), remote.pop("path")
+    assert remote == want
