@@ -85,6 +85,8 @@ http {{
         listen 127.0.0.1:{self.port};
         root {self.root};
         location / {{ }}
+        # /redirect/X answers 302 to /X, as the Hugging Face Hub sends downloads to its CDN
+        location /redirect/ {{ rewrite ^/redirect/(.*)$ /$1 redirect; }}
     }}
 }}
 """

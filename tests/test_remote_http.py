@@ -74,6 +74,18 @@ def test_whole_file_equals_the_reference(served, client):
         assert _equal(f.get_slice("embed")[10:20, ::3], ref.get_slice("embed")[10:20][:, ::3])
 
 
+@pytest.mark.parametrize("client", CLIENTS)
+def test_redirected_url(served, client):
+    server, root = served
+    server.clear()
+    with fastensors.safe_open(f"{server.url}/redirect/m.safetensors", "np", remote=fast(client)) as f:
+        assert _equal(f.get_tensor("head"), TENSORS["head"])
+    log = server.log()
+    assert any(e[1] == "/redirect/m.safetensors" and e[2] == 302 for e in log)
+    if client == "pooled":  # data requests go to where the redirect led, once
+        assert all(e[1] == "/m.safetensors" for e in log if e[0] == "GET" and e[2] == 206)
+
+
 def test_one_tensor_transfers_only_its_bytes(served):
     server, root = served
     server.clear()
