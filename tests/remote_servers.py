@@ -126,7 +126,8 @@ class FaultProxy:
     connection after half the body), "stall" (wait ``stall_s`` before the
     body), "ignore-range" (send the whole object, 200), "short" (one byte
     fewer than the Content-Range says, then close), "long" (one byte more
-    than asked, Content-Length matching), "5xx" (503). It applies to the
+    than asked, Content-Length matching), "5xx" (503), "drip" (the body a
+    byte every 0.2 s, each gap shorter than a socket timeout). It applies to the
     first ``times`` GET requests with a Range (then the proxy is honest);
     ``seen`` counts the GETs."""
 
@@ -186,6 +187,12 @@ class FaultProxy:
                     self.wfile.flush()
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                if fault == "drip":
+                    for i in range(len(body)):
+                        self.wfile.write(body[i:i + 1])
+                        self.wfile.flush()
+                        time.sleep(0.2)
                     return
                 if fault == "short":
                     self.wfile.write(body[:-1])

@@ -203,6 +203,17 @@ def test_deadline_bounds_the_retries(served, proxy):
     assert time.monotonic() - started < 10
 
 
+def test_a_dripping_server_cannot_outlast_the_deadline(served, proxy):
+    # Each byte arrives within the socket timeout; only the deadline ends it.
+    opts = fast("pooled", timeout_s=1.0, retries=100, deadline_s=2.0)
+    with fastensors.safe_open(f"{proxy.url}/m.safetensors", "np", remote=opts) as f:
+        proxy.set("drip", times=1000)
+        started = time.monotonic()
+        with pytest.raises(fastensors.RemoteTimeout):
+            f.get_tensor("small")
+    assert time.monotonic() - started < 6
+
+
 @pytest.mark.parametrize("client", CLIENTS)
 @pytest.mark.parametrize("fault,words", [("ignore-range", "ignored Range"), ("long", "more than asked")])
 def test_wrong_answers_are_reported_never_returned(served, proxy, fault, words, client):

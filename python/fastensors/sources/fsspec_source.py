@@ -114,11 +114,13 @@ class FsspecSource:
         for attempt in range(self.options.retries + 1):
             self.requests += 1
             try:
-                self._http_pool.read_into(start, end, self.size, view)
+                self._http_pool.read_into(start, end, self.size, view, deadline)
                 self.bytes_received += end - start
                 return
             except Transient as e:
                 last = e
+            if time.monotonic() >= deadline:
+                raise self._timeout((start, end))
             if attempt == self.options.retries:
                 raise with_context(RemoteError, f"{self.label}: bytes {start}-{end} failed after {attempt + 1} "
                                    f"attempts: {last}", path=self.label)

@@ -15,6 +15,7 @@ import http.client
 import queue
 import re
 import ssl
+import time
 from typing import Dict
 from urllib.parse import urlsplit
 
@@ -60,9 +61,12 @@ class HttpPool:
         except queue.Full:
             conn.close()
 
-    def read_into(self, start: int, end: int, size: int, view: memoryview) -> None:
+    def read_into(self, start: int, end: int, size: int, view: memoryview, deadline: float = float("inf")) -> None:
         """Fill ``view`` (end - start bytes) with bytes [start, end) of the
-        object of ``size`` bytes. Raises Transient, or a typed error."""
+        object of ``size`` bytes. Raises Transient (also when ``deadline``, a
+        ``time.monotonic()`` value, passes mid-body: a server dripping bytes
+        slower than the socket timeout cannot hold a read forever), or a
+        typed error."""
         want = end - start
         conn = self._connection()
         reusable = False
@@ -77,22 +81,26 @@ class HttpPool:
                 raise Transient(f"{type(e).__name__}: {e}") from e
             try:
                 self._check(resp, start, end, size)
+                # The body is read from the response's buffered socket file
+                # one receive at a time (readinto1), so the deadline is seen
+                # between receives; Content-Length was checked to be `want`,
+                # so these are exactly the response's bytes.
+                fp = resp.fp
                 got = 0
                 while got < want:
+                    if time.monotonic() > deadline:
+                        raise Transient(f"the deadline passed after {got} of {want} bytes")
                     try:
-                        n = resp.readinto(view[got:])
+                        n = fp.readinto1(view[got:])
                     except (OSError, http.client.HTTPException) as e:
                         raise Transient(f"{type(e).__name__} after {got} of {want} bytes: {e}") from e
                     if not n:
                         raise Transient(f"the connection ended after {got} of {want} bytes")
                     got += n
-                if resp.read(1):  # Content-Length matched the range, so nothing may follow
-                    raise with_context(BadRangeResponse, f"{self.label}: bytes {start}-{end}: the answer has more "
-                                       "bytes than asked; nothing of it was used", path=self.label)
+                resp.length = 0
                 reusable = not resp.will_close
             finally:
-                if not reusable:
-                    resp.close()
+                resp.close()  # the connection itself stays open when reusable
         finally:
             if reusable:
                 self._release(conn)
