@@ -906,6 +906,79 @@ def read_plans(examples: int) -> None:
 
 # -- checkpoints, inspection, renaming ---------------------------------------------------------
 
+class HostileFile:
+    """A file-like object that lies in one way (``how``) and is honest otherwise."""
+
+    def __init__(self, data: bytes, how: str):
+        import io as _io
+        self._b = _io.BytesIO(data)
+        self.how = how
+
+    def read(self, n=-1):
+        data = self._b.read(n)
+        return {"none": None, "str": "x" * len(data), "int": 7, "more": data + b"\0\0", "less": data[:-1],
+                "raise": None, "list": [1, 2]}.get(self.how, data) if self.how != "raise" else _boom()
+
+    def seek(self, offset, whence=0):
+        if self.how == "seek-raise":
+            raise RuntimeError("seek refused")
+        pos = self._b.seek(offset, whence)
+        return {"seek-none": None, "seek-neg": -4, "seek-str": "0", "seek-float": 1.5}.get(self.how, pos)
+
+    def fileno(self):
+        if self.how == "fileno-raise":
+            raise RuntimeError("no descriptor")
+        return {"fileno-neg": -1, "fileno-huge": 2**40, "fileno-str": "3"}.get(self.how, -1)
+
+
+def _boom():
+    raise RuntimeError("read refused")
+
+
+HOSTILE_HOWS = ["honest", "none", "str", "int", "more", "less", "raise", "list", "seek-raise", "seek-none",
+                "seek-neg", "seek-str", "seek-float", "fileno-raise", "fileno-neg", "fileno-huge", "fileno-str"]
+
+
+@family
+def file_objects_and_urls(examples: int) -> None:
+    """safe_open over lying file objects, odd URLs and RemoteOptions, odd
+    storage_options: a typed error or the right tensor, never a crash."""
+    from fastensors.sources import RemoteOptions
+
+    tmp = tempfile.mkdtemp()
+    path, tensors = reading_file(tmp)
+    with open(path, "rb") as fh:
+        data = fh.read()
+    quick = RemoteOptions(retries=1, backoff_s=0.01, deadline_s=5.0, timeout_s=2.0)
+    urls = ["nope://x/m.safetensors", "http://", "http://127.0.0.1:1/m.safetensors", "s3://",
+            "memory://absent/m.safetensors", "http://[::1", "file://" + path, "://x", "http:///x"]
+    option_values = [None, quick, {"retries": 1}, "fast", 3]
+    option_kwargs = [{}, {"retries": -1}, {"request_bytes": 0}, {"concurrency": True}, {"deadline_s": float("nan")},
+                     {"timeout_s": -1.0}, {"gap_bytes": 2**70}, {"header_bytes": 1}, {"header_bytes": 7},
+                     {"window_bytes": 1}, {"request_bytes": 3}]
+
+    @prop(examples, st.sampled_from(HOSTILE_HOWS + ["honest"] * 6 + urls),
+          st.sampled_from(option_values), st.sampled_from(option_kwargs),
+          st.sampled_from([None] * 4 + [{}, {"anon": True}, [1], "x", {"client_kwargs": 3}]),
+          st.sampled_from(sorted(tensors)))
+    def run(source, options, option_kw, storage_options, name):
+        label = f"safe_open({source!r}, remote={options!r}/{option_kw!r}, storage_options={storage_options!r})"
+
+        def go():
+            opts = RemoteOptions(**{**{"retries": 1, "backoff_s": 0.01, "deadline_s": 5.0, "timeout_s": 2.0},
+                                    **option_kw}) if option_kw else options
+            target = HostileFile(data, source) if source in HOSTILE_HOWS else source
+            with fastensors.safe_open(target, "np", remote=opts, storage_options=storage_options) as f:
+                return np.asarray(f.get_tensor(name))
+
+        def check(got):
+            same(got, np.asarray(tensors[name]))
+
+        attempt(label, go, allowed=(SE, TypeError, ValueError), check=check)
+
+    run()
+
+
 @family
 def checkpoint_paths(examples: int) -> None:
     """open_checkpoint, get_safetensors_metadata, list_safetensors_tensors,

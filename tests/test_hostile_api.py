@@ -40,6 +40,7 @@ BATCHES = {
     # the framework adapters: tensorflow and paddle abort in one process
     "frameworks": [("framework_adapters", 120)],
     "paddle": [("paddle_adapter", 60)],
+    "sources": [("file_objects_and_urls", 80)],
 }
 # Families that run only a few deterministic cases where their frameworks are
 # missing (each adapter must then raise FrameworkNotInstalled): their floor.
@@ -47,7 +48,7 @@ FEW_CASES = {"framework_adapters": 6, "paddle_adapter": 2}
 # Families whose successes have oracles that must have run at least once.
 MUST_SUCCEED = {"quantized_tensor", "quantized_mutated", "quantize_args", "quality_args", "convert_out",
                 "get_slice_indices", "serialize_specs", "numpy_save", "save_sharded_args", "model_tools",
-                "distributed_args", "read_plans"}
+                "distributed_args", "read_plans", "file_objects_and_urls"}
 
 
 def run_worker(argv, timeout):

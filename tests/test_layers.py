@@ -22,8 +22,8 @@ LAYERS: Dict[str, int] = {
     "_core": 0,
     "errors": 1,
     "_util": 2,
-    "remap": 3,
-    "format": 4, "sources": 4,
+    "remap": 3, "sources": 3,
+    "format": 4,
     "checkpoint": 5,
     "surgery": 6, "hf": 6, "quant": 6, "gguf": 6, "distributed": 6,
     "numpy": 7, "torch": 7, "flax": 7, "tensorflow": 7, "paddle": 7, "mlx": 7,
@@ -187,7 +187,7 @@ def test_the_checker_finds_upward_imports_and_cycles(tmp_path):
 def test_subpackages_match_the_documented_layout():
     packages = sorted(d for d in os.listdir(ROOT)
                       if os.path.isfile(os.path.join(ROOT, d, "__init__.py")))
-    assert packages == ["_util", "checkpoint", "cli", "distributed", "format", "hf", "quant", "surgery"]
+    assert packages == ["_util", "checkpoint", "cli", "distributed", "format", "hf", "quant", "sources", "surgery"]
     for name in packages:
         doc = importlib.import_module(f"fastensors.{name}").__doc__
         assert doc and doc.strip(), f"fastensors.{name} has no docstring saying what it is for"

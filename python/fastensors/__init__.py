@@ -47,6 +47,8 @@ from .quant import (
     quantize,
     quantize_model,
 )
+from . import sources  # noqa: E402
+from .sources import RemoteOptions
 from . import remap  # noqa: E402
 from .remap import Remapper, reindex
 from .surgery import Summary, detect_modality, layout, metadata, rename_file, summary
@@ -76,6 +78,8 @@ __all__ = [
     # one file
     "safe_open", "TensorInfo", "TensorSlice", "TensorSpec", "serialize", "serialize_file", "deserialize",
     "convert", "isa", "supported_isas",
+    # file objects and URLs (docs/remote.md)
+    "sources", "RemoteOptions",
     # tensor quantization
     "quantize", "dequantize", "quality", "QuantizedTensor",
     # sharded checkpoints

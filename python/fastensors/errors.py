@@ -20,7 +20,14 @@ class SafetensorIOError(SafetensorError, OSError):
 
 
 class FileNotFound(SafetensorError, FileNotFoundError):
-    """The file does not exist (also a ``FileNotFoundError``)."""
+    """The file does not exist (also a ``FileNotFoundError``). ``str()`` is the
+    reference's text, ``No such file or directory: <name>``; ``errno``,
+    ``filename`` and ``path`` say the same for programs."""
+
+    def __str__(self) -> str:
+        if self.filename is not None:
+            return f"No such file or directory: {self.filename}"
+        return super().__str__()
 
 
 class SafetensorPermissionError(SafetensorIOError, PermissionError):
@@ -144,6 +151,11 @@ class TensorNotFound(SafetensorError):
     """No tensor of that name."""
 
 
+class InvalidSliceIndex(SafetensorError, IndexError):
+    """An integer index outside its dimension in ``get_slice(...)[...]``
+    (also an ``IndexError``, as numpy raises)."""
+
+
 class InvalidArgument(SafetensorError, ValueError):
     """A caller error: bad arguments to a reader or writer."""
 
@@ -175,7 +187,7 @@ class InvalidOutput(InvalidArgument):
     """An ``out=`` array of the wrong type, dtype, shape or layout, or read-only."""
 
 
-_PYTHON_ONLY = (UnknownDtypeName, InvalidOutput)
+_PYTHON_ONLY = (UnknownDtypeName, InvalidOutput, InvalidSliceIndex)
 
 # Error code (C++ fastensors::ErrorCode) -> Python class.
 _BY_CODE = {
@@ -354,3 +366,24 @@ class DtypeNotInFramework(SafetensorError, TypeError):
 
 
 __all__ += ["FrameworkNotInstalled", "DtypeNotInFramework"]
+
+# -- Python-only errors: remote and file-object sources --------------------------
+
+
+class RemoteError(SafetensorIOError):
+    """A remote source (a URL through fsspec) failed: an error the server
+    returned, or transient errors that outlasted the retries and the deadline.
+    The message names the URL and the byte range."""
+
+
+class BadRangeResponse(RemoteError):
+    """The answer to a range request is not those bytes: the server ignored
+    ``Range`` (sent the whole object), or sent more or fewer bytes than asked.
+    Nothing of it is returned as data."""
+
+
+class RemoteTimeout(RemoteError, TimeoutError):
+    """A remote read did not finish before its deadline (retries included)."""
+
+
+__all__ += ["RemoteError", "BadRangeResponse", "RemoteTimeout"]

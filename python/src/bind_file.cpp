@@ -111,6 +111,28 @@ void init_file(nb::module_& m) {
         for (const auto& t : h.tensors) infos.append(info_tuple(t));
         return nb::make_tuple(infos, metadata_dict(h), h.data_start);
       }, "data"_a, "Validate an in-memory file; returns (infos in file order, metadata or None, data_start).");
+
+  // For sources read by ranges (file objects, URLs): the header is fetched
+  // piecewise, so its two steps are bound apart.
+  m.def("header_length", [](nb::bytes first8, std::uint64_t file_size, const std::string& label) {
+        const auto* p = reinterpret_cast<const std::uint8_t*>(first8.c_str());
+        return fst::parse_header_length(p, first8.size(), file_size, label);
+      }, "first8"_a, "file_size"_a, "label"_a,
+      "The header length N from a file's first bytes (up to 8), checked against the file size.");
+  m.def("parse_header", [](nb::bytes json, std::uint64_t file_size, const std::string& label) {
+        fst::Header h;
+        {
+          const auto* p = reinterpret_cast<const std::uint8_t*>(json.c_str());
+          std::size_t n = json.size();
+          nb::gil_scoped_release release;
+          h = fst::parse_header(p, n, file_size, label);
+        }
+        nb::list infos;
+        for (const auto& t : h.tensors) infos.append(info_tuple(t));
+        return nb::make_tuple(infos, metadata_dict(h), h.data_start);
+      }, "json"_a, "file_size"_a, "label"_a,
+      "Validate the N header bytes of a file of `file_size` bytes; returns (infos in file order, metadata or "
+      "None, data_start).");
 }
 
 }  // namespace fastensors_py

@@ -10,12 +10,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass, field
 from typing import List, NamedTuple, Optional, Pattern, Tuple, Union
 
 from .. import _core
 from ..format.cast import FLOAT_CODES, can_convert, dtype_code
 from ..errors import InvalidArgument, UnsupportedConversion
+from ..sources import is_url
+from ..sources.urls import stage
 from .commit import FileSet, naming, stale_pattern
 from .._util.patterns import Regex, compile_one
 from .._util.progress import Progress
@@ -83,6 +86,7 @@ def convert_file(
     keep: Regex = None,
     progress: bool = False,
     durable: Optional[bool] = None,
+    storage_options: Optional[dict] = None,
 ) -> ConversionReport:
     """Write ``dst`` with the tensors of ``src`` converted to ``dtype`` ("bf16",
     "F16", ``np.float32``, ...), bit-exact with ml_dtypes (docs/dtypes.md).
@@ -103,11 +107,19 @@ def convert_file(
     the other files (config.json, tokenizer files, ...) are copied, and the
     whole set replaces a checkpoint already in ``dst`` atomically
     (docs/sharding.md).
-    ``progress=True`` shows a progress bar (tqdm when installed)."""
+    ``progress=True`` shows a progress bar (tqdm when installed).
+
+    ``src`` may be a URL (docs/remote.md; ``storage_options`` go to fsspec):
+    every byte is needed, so its files are first copied by parallel range
+    requests into a temporary folder, then converted from there."""
     target = dtype_code(dtype)
     if target not in FLOAT_CODES:
         raise UnsupportedConversion(f"convert_file converts float tensors to a float dtype, not to {target}")
     only_re, keep_re = compile_one(only, "only"), compile_one(keep, "keep")
+    if is_url(src):
+        with tempfile.TemporaryDirectory(prefix=".fastensors-stage-") as tmp:
+            local = stage(src, tmp, storage_options)
+            return convert_file(local, dst, target, only=only, keep=keep, progress=progress, durable=durable)
     src, dst = os.fspath(src), os.fspath(dst)
     if os.path.isdir(src):
         return _convert_directory(src, dst, target, only_re, keep_re, progress, _durable(durable))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 from ..errors import CheckpointNotFound, InvalidIndex, with_context
 from .names import check_shard_name
@@ -25,12 +25,15 @@ def _no_duplicates(pairs):
     return out
 
 
-def parse_index(index_path: str, *, check_duplicates: bool = True) -> Tuple[Dict[str, object], Dict[str, object]]:
+def parse_index(index_path: str, *, check_duplicates: bool = True,
+                raw: Optional[bytes] = None) -> Tuple[Dict[str, object], Dict[str, object]]:
     """``(weight_map, metadata)`` of an index file: UTF-8 JSON (without
     duplicate keys unless ``check_duplicates`` is false) whose top level is an
     object with a ``weight_map`` object and an optional ``metadata`` object.
-    Entries are checked by ``check_weight_map``."""
-    raw = _read_index_bytes(index_path)
+    Entries are checked by ``check_weight_map``. ``raw``: the index's bytes
+    when they were fetched already (a URL); ``index_path`` then only names it."""
+    if raw is None:
+        raw = _read_index_bytes(index_path)
     try:
         text = raw.decode("utf-8")
         doc = json.loads(text, object_pairs_hook=_no_duplicates) if check_duplicates else json.loads(text)

@@ -21,6 +21,7 @@ import json
 import os
 import threading
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Dict, Iterator, List, NamedTuple, Optional, Tuple
 
@@ -28,6 +29,7 @@ import numpy as np
 
 from .. import _core
 from ..errors import (
+    CheckpointNotFound,
     SafetensorError,
     ShardNotFound,
     TensorInMultipleShards,
@@ -36,10 +38,11 @@ from ..errors import (
     UnlistedTensor,
     with_context as _error,
 )
-from ..format.plans import ReadAhead, prefetch as _prefetch
+from ..format.plans import ReadAhead, prefetch as _prefetch, read_arrays
 from ..format.reader import TensorInfo, safe_open
 from ..remap import KeySelection
-from .index import check_file_entry, check_weight_map, parse_index
+from ..sources import is_url, open_source, urls
+from .index import MAX_INDEX_BYTES, check_file_entry, check_weight_map, parse_index
 from .locate import locate
 
 # -- the checkpoint ----------------------------------------------------------------
@@ -81,16 +84,30 @@ class Checkpoint:
         self._by_file_cache: Optional[Dict[str, List[str]]] = None
         self._counts: Optional[Dict[str, int]] = None
         self._ahead: Optional[ReadAhead] = None
-        kind, found = locate(path)
-        self.path = os.path.abspath(found)
-        self.directory: Optional[str] = os.path.dirname(self.path)
+        self._remote = is_url(path)
+        raw_index = None  # a remote index's bytes, kept for verify()
+        if self._remote:  # docs/remote.md: the index is fetched whole, shard headers by ranges
+            so, opts = safe_open_kwargs.get("storage_options"), safe_open_kwargs.get("remote")
+            kind, found = urls.locate_url(path, so, opts)
+            self.path = found
+            self.directory: Optional[str] = urls.parent(found)
+            if kind == "index":
+                try:
+                    raw_index = urls.fetch_small(found, MAX_INDEX_BYTES, so, opts)
+                except FileNotFoundError:
+                    raise _error(CheckpointNotFound, f"index {found!r} does not exist", path=found) from None
+        else:
+            kind, found = locate(path)
+            self.path = os.path.abspath(found)
+            self.directory = os.path.dirname(self.path)
         if kind == "index":
             self.is_sharded = True
             self.index_path: Optional[str] = self.path
             # Entries are checked as shards are opened, and all at once by
             # verify(): opening and reading one tensor costs one JSON parse
             # and one shard header, like the reference way.
-            self._stored_map, self.index_metadata = parse_index(self.path, check_duplicates=not lazy)
+            self._raw_index = raw_index
+            self._stored_map, self.index_metadata = parse_index(self.path, check_duplicates=not lazy, raw=raw_index)
             self._duplicates_checked = not lazy
             if not lazy:
                 self.verify()
@@ -98,7 +115,7 @@ class Checkpoint:
             self.is_sharded = False
             self.index_path = None
             self.index_metadata = {}
-            name = os.path.basename(self.path)
+            name = self.path.rstrip("/").rsplit("/", 1)[-1] if self._remote else os.path.basename(self.path)
             handle = self._open_file(name)
             self._handles[name] = handle
             self._stored_map = {k: name for k in handle.keys()}
@@ -145,8 +162,11 @@ class Checkpoint:
         return self._by_file_cache
 
     # -- shards ----------------------------------------------------------------------
+    def _join(self, fname: str) -> str:
+        return urls.join(self.directory, fname) if self._remote else os.path.join(self.directory, fname)
+
     def _open_file(self, fname: str) -> safe_open:
-        handle = safe_open(os.path.join(self.directory, fname), self._framework, **self._kwargs)
+        handle = safe_open(self._join(fname), self._framework, **self._kwargs)
         handle._read_ahead = False  # this object reads ahead across its shards (_touch)
         return handle
 
@@ -178,12 +198,12 @@ class Checkpoint:
         listed = self._by_file[fname]
         more = f" and {len(listed) - 1} more" if len(listed) > 1 else ""
         raise _error(ShardNotFound, f"shard {fname!r} does not exist; index {self.path!r} lists tensor"
-                     f" {listed[0]!r}{more} in it", tensor=listed[0], path=os.path.join(self.directory, fname))
+                     f" {listed[0]!r}{more} in it", tensor=listed[0], path=self._join(fname))
 
     def _check_shard(self, fname: str, handle: safe_open) -> None:
         """Every tensor of the shard maps to it in the index (tensors listed
         for it but absent are found by ``_check_counts`` or on access)."""
-        shard_path = os.path.join(self.directory, fname)
+        shard_path = self._join(fname)
         names = handle.keys()
         weight_map = self._stored_map
         for tensor in names:
@@ -194,7 +214,7 @@ class Checkpoint:
                 raise _error(UnlistedTensor, f"shard {fname!r} holds tensor {tensor!r}, which index {self.path!r}"
                              " does not list", tensor=tensor, path=shard_path)
             check_file_entry(weight_map, listed, self.path)  # before looking into that file
-            other = os.path.join(self.directory, listed)
+            other = self._join(listed)
             if tensor in self._peek_keys(listed):
                 raise _error(TensorInMultipleShards, f"tensor {tensor!r} is stored in two shards, {listed!r} (where"
                              f" index {self.path!r} maps it) and {fname!r}", tensor=tensor, path=shard_path)
@@ -214,14 +234,15 @@ class Checkpoint:
 
     def _listed_but_absent(self, tensor: str, fname: str):
         raise _error(TensorMissingFromShard, f"index {self.path!r} lists tensor {tensor!r} in shard {fname!r},"
-                     " which does not hold it", tensor=tensor, path=os.path.join(self.directory, fname))
+                     " which does not hold it", tensor=tensor, path=self._join(fname))
 
     def _peek_keys(self, fname: str) -> set:
         handle = self._handles.get(fname)
         if handle is not None:
             return set(handle.keys())
         try:
-            f = _core.File(os.path.join(self.directory, fname), "pread")
+            f = open_source(self._join(fname), "pread", storage_options=self._kwargs.get("storage_options"),
+                            options=self._kwargs.get("remote"))
         except (FileNotFoundError, SafetensorError):
             return set()
         try:
@@ -245,18 +266,56 @@ class Checkpoint:
         if not self._checked:
             if self.is_sharded:
                 if not self._duplicates_checked:
-                    parse_index(self.path)
+                    parse_index(self.path, raw=self._raw_index)
                     self._duplicates_checked = True
                 check_weight_map(self._stored_map, self.path)
-                present = set(os.listdir(self.directory))
-                for fname in self.files:
-                    if fname not in present and not os.path.isfile(os.path.join(self.directory, fname)):
-                        self._missing_shard(fname)
+                if self._remote:
+                    self._open_concurrently()
+                else:
+                    present = set(os.listdir(self.directory))
+                    for fname in self.files:
+                        if fname not in present and not os.path.isfile(os.path.join(self.directory, fname)):
+                            self._missing_shard(fname)
             for fname in self.files:
                 self._shard(fname)
                 self._check_counts(fname)
             self._checked = True
         return self
+
+    def _open_concurrently(self) -> None:
+        """Remote shards: their headers are fetched at once, not one by one."""
+        todo = [f for f in self.files if f not in self._handles]
+        if len(todo) < 2:
+            return
+        opened: Dict[str, safe_open] = {}
+
+        def one(fname):
+            try:
+                opened[fname] = self._open_file(fname)
+            except FileNotFoundError:
+                pass  # reported as a missing shard, in index order, below
+
+        with ThreadPoolExecutor(min(16, len(todo)), thread_name_prefix="fastensors-shard-headers") as pool:
+            futures = [pool.submit(one, f) for f in todo]
+        try:
+            for fut in futures:
+                fut.result()
+        except BaseException:
+            for h in opened.values():
+                h.close()
+            raise
+        with self._lock:
+            for fname in todo:  # checked against the index as if opened in order
+                handle = opened.get(fname)
+                if handle is None:
+                    continue
+                try:
+                    self._check_shard(fname, handle)
+                except BaseException:
+                    for h in opened.values():
+                        h.close()
+                    raise
+                self._handles.setdefault(fname, handle)
 
     # -- the safe_open interface ---------------------------------------------------------
     def __enter__(self) -> "Checkpoint":
@@ -355,6 +414,19 @@ class Checkpoint:
                 out[name] = self._handle_for(stored).get_tensor(stored)
             return out
         out: Dict[str, object] = {}
+        if self._remote:  # every shard's ranges in one call: the shards are fetched concurrently
+            names, ranges = [], []
+            for fname in self.files:
+                handle = self._shard(fname)
+                for info in handle._file.infos():
+                    names.append((fname, info[0]))
+                    ranges.append(handle._range(info))
+            by_shard: Dict[str, Dict[str, np.ndarray]] = {f: {} for f in self.files}
+            for (fname, name), raw in zip(names, read_arrays(ranges)):
+                by_shard[fname][name] = raw
+            for fname in self.files:
+                out.update(self._shard(fname)._tensors(prefetched=True, raws=by_shard[fname]))
+            return out
         for fname in self.files:
             handle = self._shard(fname)
             handle._check_dtypes()  # a dtype the framework lacks: a typed error naming the tensor
@@ -483,9 +555,11 @@ class SafetensorsCheckpointMetadata:
     parameter_count: Dict[str, int]
 
 
-def get_safetensors_metadata(path) -> SafetensorsCheckpointMetadata:
-    """Headers of a safetensors file or sharded checkpoint; no tensor data is read."""
-    with open_checkpoint(path, backend="pread") as ckpt:
+def get_safetensors_metadata(path, **safe_open_kwargs) -> SafetensorsCheckpointMetadata:
+    """Headers of a safetensors file or sharded checkpoint (a path or a URL;
+    ``safe_open_kwargs`` such as ``storage_options`` go to each shard's
+    ``safe_open``); no tensor data is read."""
+    with open_checkpoint(path, backend="pread", **safe_open_kwargs) as ckpt:
         ckpt.verify()
         files: Dict[str, SafetensorsFileMetadata] = {}
         totals: Dict[str, int] = {}
@@ -509,10 +583,10 @@ def get_safetensors_metadata(path) -> SafetensorsCheckpointMetadata:
         )
 
 
-def list_safetensors_tensors(path) -> List[CheckpointTensor]:
+def list_safetensors_tensors(path, **safe_open_kwargs) -> List[CheckpointTensor]:
     """Every tensor of a safetensors file or sharded checkpoint (name, file,
     dtype, shape, offsets), sorted by name; no tensor data is read."""
-    with open_checkpoint(path, backend="pread") as ckpt:
+    with open_checkpoint(path, backend="pread", **safe_open_kwargs) as ckpt:
         return ckpt.tensors()
 
 

@@ -329,7 +329,7 @@ def prepare_torch(state_dict, metadata, force_contiguous: bool,
     meta = dict(metadata or {})
     for name, t in sd.items():
         if t.device.type == "meta":
-            raise InvalidArgument(f"tensor `{name}` is on the meta device and has no data to save")
+            raise InvalidArgument(f"Cannot copy out of meta tensor `{name}`: it has no data to save")
     for kept, dropped in torch_specs.remove_duplicate_names(sd, discard_names=discard_names).items():
         for name in dropped:
             meta.setdefault(name, kept)

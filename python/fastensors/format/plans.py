@@ -16,6 +16,7 @@ import numpy as np
 
 from .. import _core
 from ..errors import SafetensorError
+from ..sources import RangeFile, read_arrays as read_remote
 
 # One byte range of an open file: (_core.File, absolute offset, size).
 Range = Tuple[object, int, int]
@@ -45,13 +46,14 @@ def prefetch(ranges: Sequence[Range]) -> Optional[object]:
     """Make the mapped bytes of ``ranges`` resident and wait (in order, up to
     ``memory_budget()`` bytes; the rest is read when touched); returns the
     job's ``ReadStats`` (None when there was nothing to do). Raises ``Io`` or
-    ``FileChanged`` (the file shrank) naming the file and offset."""
+    ``FileChanged`` (the file shrank) naming the file and offset. Ranges of
+    files read by ranges have nothing to make resident and are skipped."""
     plan = _core.ReadPlan()
     budget = memory_budget()
     for file, offset, size in ranges:
         if size > budget:
             break
-        if size:
+        if size and not isinstance(file, RangeFile):
             plan.prefetch(file, offset, size)
             budget -= size
     return _run(plan)
@@ -80,7 +82,18 @@ def read_into(file, pieces: Sequence[Tuple[int, np.ndarray]]) -> None:
 
 
 def read_arrays(ranges: Sequence[Range]) -> List[np.ndarray]:
-    """The bytes of ``ranges`` as new uint8 arrays, read in parallel."""
+    """The bytes of ``ranges`` as new uint8 arrays, read in parallel: local
+    files by the read engine, files read by ranges (URLs, file objects) by
+    the range plans of ``fastensors.sources``."""
+    remote = [i for i, r in enumerate(ranges) if isinstance(r[0], RangeFile)]
+    if remote:
+        out: List[np.ndarray] = [None] * len(ranges)  # type: ignore[list-item]
+        for i, arr in zip(remote, read_remote([ranges[i] for i in remote])):
+            out[i] = arr
+        local = [i for i in range(len(ranges)) if out[i] is None]
+        for i, arr in zip(local, read_arrays([ranges[i] for i in local]) if local else []):
+            out[i] = arr
+        return out
     out = [np.empty(size, np.uint8) for _, _, size in ranges]
     plan = _core.ReadPlan()
     for (file, offset, size), arr in zip(ranges, out):

@@ -14,7 +14,9 @@ from .dtypes import SUB_BYTE, nbytes_of
 from .arrays import get_framework as _numpy_framework
 from .frameworks import get_framework
 from .plans import ReadAhead, prefetch, read_arrays
+from ..errors import InvalidSliceIndex
 from ..remap import KeySelection
+from ..sources import RangeFile, RemoteOptions, open_source
 
 
 class TensorInfo(NamedTuple):
@@ -38,16 +40,24 @@ class safe_open:
     zero-copy, writable views that keep the mapping alive) or "pread" (bytes
     are read on demand; nothing stays mapped).
 
+    ``filename`` may also be a URL (``https://``, ``s3://``, ``hf://``, any
+    fsspec protocol; ``storage_options`` go to fsspec, ``remote`` is a
+    ``fastensors.sources.RemoteOptions``) or a file object with ``read`` and
+    ``seek`` (one with a real file descriptor is opened as that file; others
+    are read by ranges). Only the header and the tensors asked for are
+    fetched (docs/remote.md).
+
     Partial loading and renaming (``fastensors.remap.KeySelection``):
     ``include``/``exclude`` regexes and a ``prefix`` to strip choose the
     tensors shown, ``remap`` (a ``Remapper``, a dict or a function) renames
     them; every method then speaks the new names."""
 
     def __init__(self, filename, framework, device="cpu", *, backend: str = "mmap", remap=None, include=None,
-                 exclude=None, prefix=None):
+                 exclude=None, prefix=None, storage_options: Optional[dict] = None,
+                 remote: Optional[RemoteOptions] = None):
         self._framework = get_framework(framework)
         self._device = device
-        self._file = _core.File(os.fspath(filename), backend)
+        self._file = open_source(filename, backend, storage_options=storage_options, options=remote)
         self._ahead: Optional[ReadAhead] = None
         self._read_ahead = self._file.backend == "mmap"  # a Checkpoint reading ahead over its shards turns it off
         self._select = None
@@ -172,7 +182,10 @@ class safe_open:
         _, _, _, begin, end = info
         return (self._file, self._file.data_start + begin, end - begin)
 
-    def _tensors(self, dtype=None, *, prefetched: bool) -> Dict[str, object]:
+    def _tensors(self, dtype=None, *, prefetched: bool, raws: Optional[Dict[str, np.ndarray]] = None
+                 ) -> Dict[str, object]:
+        """``raws``: the bytes of every wanted tensor, read already (a
+        Checkpoint reads the shards of a remote checkpoint together)."""
         fw = self._framework
         target = None if dtype is None else dtype_code(dtype)
         wanted = self._wanted()
@@ -181,11 +194,11 @@ class safe_open:
             from .staging import load_staged
             return load_staged(self._file, wanted, fw, self._device)
         converted = {info[0] for _, info in wanted if target is not None and info[1] in FLOAT_CODES}
-        raws = {}
-        if mapped:
+        if raws is None and mapped:
+            raws = {}
             if not prefetched:
                 prefetch([self._range(info) for _, info in wanted])
-        else:
+        elif raws is None:
             plain = [info for _, info in wanted if info[0] not in converted]
             raws = dict(zip((i[0] for i in plain), read_arrays([self._range(i) for i in plain])))
         out = {}
@@ -201,7 +214,8 @@ class safe_open:
     def _staged(self) -> bool:
         """torch tensors for an accelerator go through a ring of pinned
         buffers, copies overlapping reads (format/staging.py)."""
-        return self._framework.name == "torch" and self._device not in (None, "cpu")
+        return self._framework.name == "torch" and self._device not in (None, "cpu") \
+            and not isinstance(self._file, RangeFile)
 
     def _touch(self, name: str) -> None:
         """Before ``name`` is read: its bytes resident, the next ones coming."""
@@ -217,7 +231,12 @@ class safe_open:
         if code == target:
             raw, _, _ = self._raw(name, info)
             return fw.to_device(fw.from_bytes(raw, code, shape), self._device)
-        arr = convert_tensor(self._file, name, code, shape, target)
+        if isinstance(self._file, RangeFile):  # fetched, then converted in memory
+            raw, _, _ = self._raw(name, info)
+            check_pair(code, target, f"tensor '{name}'")
+            arr = convert_array(get_framework("numpy").from_bytes(raw, code, shape), code, target)
+        else:
+            arr = convert_tensor(self._file, name, code, shape, target)
         return fw.to_device(fw.from_bytes(arr.reshape(-1).view(np.uint8), target, shape), self._device)
 
     def get_slice(self, name: str, dtype=None) -> "TensorSlice":
@@ -267,7 +286,7 @@ class TensorSlice:
         file = owner._file
         numpy_fw = _numpy_framework("numpy")
         idx = index if isinstance(index, tuple) else (index,)
-        if file.backend == "pread" and code not in SUB_BYTE and shape and idx and _is_axis_index(idx[0]):
+        if file.backend in ("pread", "ranges") and code not in SUB_BYTE and shape and idx and _is_axis_index(idx[0]):
             rows = range(shape[0])[idx[0]] if isinstance(idx[0], slice) else None
             if rows is None:  # an integer
                 i = _normalize_int(idx[0], shape[0])
@@ -289,6 +308,7 @@ class TensorSlice:
         return numpy_fw.from_bytes(raw, code, shape)[index]
 
     def __getitem__(self, index):
+        _check_ints(index if isinstance(index, tuple) else (index,), self._shape)
         arr = self._array(index)
         if not isinstance(arr, np.ndarray):  # a scalar from full integer indexing
             arr = np.asarray(arr)
@@ -308,8 +328,44 @@ def _is_axis_index(item) -> bool:
     return isinstance(item, slice) or (isinstance(item, (int, np.integer)) and not isinstance(item, bool))
 
 
+def _check_ints(idx: tuple, shape: Tuple[int, ...]) -> None:
+    """Integer indices must fall inside their dimension; the error has the
+    reference's words (a negative index and a positive one are worded apart
+    there). Other malformed indices are left to numpy's own errors."""
+    if any(item is Ellipsis for item in idx):
+        at = next(i for i, item in enumerate(idx) if item is Ellipsis)
+        used = sum(1 for item in idx if item is not None and item is not Ellipsis)
+        fill = max(len(shape) - used, 0)
+        expanded = list(idx[:at]) + [slice(None)] * fill + [i for i in idx[at + 1:] if i is not Ellipsis]
+    else:
+        expanded = list(idx)
+    d = 0
+    for item in expanded:
+        if item is None:
+            continue
+        if d >= len(shape):
+            return  # too many indices: numpy says so
+        if isinstance(item, (int, np.integer)) and not isinstance(item, (bool, np.bool_)):
+            n, i = shape[d], int(item)
+            if i < -n:
+                raise InvalidSliceIndex(f"Invalid index {i} for dimension {d} of size {n}")
+            if i >= n:
+                shown = ", ".join(_show(x) for x in expanded)
+                raise InvalidSliceIndex(f"Error during slicing [{shown}] with shape {list(shape)}: index {i} out of "
+                                        f"bounds for tensor dimension #{d} of size {n}")
+        d += 1
+
+
+def _show(item) -> str:
+    """An index item as the reference prints it (``2:``, ``:20``, ``::2``)."""
+    if isinstance(item, slice):
+        text = ("" if item.start is None else str(item.start)) + ":" + ("" if item.stop is None else str(item.stop))
+        return text + ("" if item.step in (None, 1) else f":{item.step}")
+    return "None" if item is None else str(item)
+
+
 def _normalize_int(i, n: int) -> int:
     i = int(i)
     if i < -n or i >= n:
-        raise IndexError(f"index {i} is out of bounds for axis 0 with size {n}")
+        raise InvalidSliceIndex(f"Invalid index {i} for dimension 0 of size {n}")
     return i + n if i < 0 else i

@@ -159,7 +159,8 @@ def torch_specs(tensors: Dict[str, "torch.Tensor"], keep_alive: list) -> list:
                 " pack it before saving."
             )
         if t.device.type == "meta":  # NotImplementedError, as the reference (and torch) raise
-            raise NotImplementedError(f"tensor `{name}` is on the meta device and has no data to save")
+            # The reference's words, which callers match.
+            raise NotImplementedError(f"Cannot copy out of meta tensor `{name}`: it has no data to save")
         if t.device.type != "cpu":
             t = t.to("cpu")
         dtype_name = str(t.dtype).split(".")[-1]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ from ..errors import (
 )
 from ..checkpoint.commit import fsync_file, stale_pattern
 from .report import QuantizationReport, TensorReport
+from ..sources import is_url
+from ..sources.urls import stage
 from .kernels import GGML_SCHEMES, INT_SCHEMES, SCHEMES, QuantizedTensor, _aligned_f32, quality, quantize
 from ..checkpoint.sharding import MAX_SHARD_SIZE, Entry, SizeLike, companion_files, json_companion, plan_shards, write_planned
 
@@ -301,6 +304,7 @@ def quantize_model(
     overwrite: bool = False,
     progress: Optional[ProgressCallback] = None,
     durable: Optional[bool] = None,
+    storage_options: Optional[dict] = None,
 ) -> QuantizationReport:
     """Quantize the linear layers of the model at ``src`` into the directory
     ``dst`` and return a :class:`QuantizationReport`.
@@ -318,7 +322,20 @@ def quantize_model(
     writes the report as .json, .html or .png. A shape the scheme cannot
     take is an error, or with ``skip_unsupported`` a warning and a dense
     tensor. ``progress(done_bytes, total_bytes)`` is called as source tensors
-    are done. ``durable=False`` skips fsync; the commit stays atomic."""
+    are done. ``durable=False`` skips fsync; the commit stays atomic.
+
+    ``src`` may be a URL (docs/remote.md; ``storage_options`` go to fsspec):
+    every byte is read, so the model's files (and its config.json) are first
+    copied by parallel range requests into a temporary folder."""
+    if is_url(src):
+        kwargs = dict(scheme=scheme, group_size=group_size, symmetric=symmetric, profile=profile, format=format,
+                      ignore=ignore, only=only, max_shard_size=max_shard_size, validate=validate,
+                      min_cosine=min_cosine, report=report, skip_unsupported=skip_unsupported, overwrite=overwrite,
+                      progress=progress, durable=durable)
+        with tempfile.TemporaryDirectory(prefix=".fastensors-stage-") as tmp:
+            out = quantize_model(stage(src, tmp, storage_options), dst, **kwargs)
+            out.src = src
+            return out
     started = time.perf_counter()
     if format not in FORMATS:
         raise InvalidArgument(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")

@@ -167,12 +167,16 @@ def detect_modality(metadata: Optional[Dict[str, str]], model_dir: Optional[str]
     return "unknown", "none"
 
 
-def summary(path) -> Summary:
+def summary(path, **safe_open_kwargs) -> Summary:
     """What the checkpoint at ``path`` (a file, a model directory, an index
-    JSON, a sharded directory) holds; only headers are read."""
+    JSON, a sharded directory, or any of these at a URL) holds; only headers
+    are read (for a URL: the index and one range request per shard header,
+    fetched concurrently). ``safe_open_kwargs`` (``storage_options``,
+    ``remote``) go to each shard's ``safe_open``. A URL's config.json is not
+    fetched: the modality then comes from the metadata alone."""
     from ..checkpoint import open_checkpoint
 
-    with open_checkpoint(path, backend="pread", lazy=False) as ckpt:
+    with open_checkpoint(path, backend="pread", lazy=False, **safe_open_kwargs) as ckpt:
         rows = []
         by_dtype: Dict[str, Dict[str, int]] = {}
         per_file: Dict[str, Dict[str, int]] = {f: {"tensors": 0, "bytes": 0} for f in ckpt.files}
@@ -187,9 +191,9 @@ def summary(path) -> Summary:
             per_file[t.file]["tensors"] += 1
             per_file[t.file]["bytes"] += nbytes
         files = [{"name": f, "tensors": v["tensors"], "tensor_bytes": v["bytes"],
-                  "file_bytes": os.path.getsize(os.path.join(ckpt.directory, f))} for f, v in per_file.items()]
+                  "file_bytes": ckpt._shard(f)._file.file_size} for f, v in per_file.items()]
         meta = dict(ckpt.metadata() or {})
-        modality, source = detect_modality(meta, ckpt.directory)
+        modality, source = detect_modality(meta, None if ckpt._remote else ckpt.directory)
         return Summary(
             path=os.fspath(path), sharded=ckpt.is_sharded, files=files, tensors=rows, metadata=meta,
             index_metadata=dict(ckpt.index_metadata) if ckpt.is_sharded else None,
