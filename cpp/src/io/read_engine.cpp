@@ -76,7 +76,7 @@ struct Cachestat {
 };
 std::atomic<bool> g_cachestat_works{true};
 
-bool all_cached(int fd, const std::uint8_t* map, std::uint64_t begin, std::uint64_t end) {
+bool pages_cached(int fd, const std::uint8_t* map, std::uint64_t begin, std::uint64_t end) {
   const std::uint64_t page = page_size();
   const std::uint64_t pages = (end - begin + page - 1) / page;
   if (g_cachestat_works.load(std::memory_order_relaxed)) {
@@ -90,6 +90,28 @@ bool all_cached(int fd, const std::uint8_t* map, std::uint64_t begin, std::uint6
   if (::mincore(const_cast<std::uint8_t*>(map) + begin, end - begin, vec.data()) != 0) return false;
   for (unsigned char v : vec) {
     if ((v & 1) == 0) return false;
+  }
+  return true;
+}
+
+// Whether a request's pages are cached, by probes: both checks cost time in
+// proportion to the pages (a 2 GiB warm load spent 16 ms counting), so a long
+// request is judged by kProbes runs of kProbePages pages spread over it,
+// its first and last pages included. A request judged cached that is not
+// quite is read by the consumer's own page faults: slower, never wrong.
+constexpr std::uint64_t kProbes = 8;
+constexpr std::uint64_t kProbePages = 4;
+
+bool all_cached(int fd, const std::uint8_t* map, std::uint64_t begin, std::uint64_t end) {
+  const std::uint64_t page = page_size();
+  const std::uint64_t pages = (end - begin + page - 1) / page;
+  if (pages <= kProbes * kProbePages * 2) return pages_cached(fd, map, begin, end);
+  const std::uint64_t first = begin / page, last = (end - 1) / page;
+  for (std::uint64_t k = 0; k < kProbes; ++k) {
+    const std::uint64_t at_page = first + (last - kProbePages + 1 - first) * k / (kProbes - 1);
+    const std::uint64_t b = std::max(begin, at_page * page);
+    const std::uint64_t e = std::min(end, (at_page + kProbePages) * page);
+    if (!pages_cached(fd, map, b, e)) return false;
   }
   return true;
 }
