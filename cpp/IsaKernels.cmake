@@ -26,9 +26,11 @@ if(_fst_x86 AND CMAKE_CXX_COMPILER_ID MATCHES "GNU|Clang")
   # The files of each level. Quantization kernels reproduce the scalar
   # arithmetic operation by operation, so they never contract into FMA.
   set(_fst_avx2_convert src/convert/x86/avx2.cpp)
-  set(_fst_avx2_quant src/quant/x86/ggml_avx2.cpp src/quant/x86/int_avx2.cpp src/quant/x86/nf4_avx2.cpp)
+  set(_fst_avx2_quant src/quant/x86/ggml_avx2.cpp src/quant/x86/int_avx2.cpp src/quant/x86/nf4_avx2.cpp
+                     src/quant/x86/kquant_avx2.cpp)
   set(_fst_avx512_convert src/convert/x86/avx512.cpp)
-  set(_fst_avx512_quant src/quant/x86/ggml_avx512.cpp src/quant/x86/int_avx512.cpp src/quant/x86/nf4_avx512.cpp)
+  set(_fst_avx512_quant src/quant/x86/ggml_avx512.cpp src/quant/x86/int_avx512.cpp src/quant/x86/nf4_avx512.cpp
+                       src/quant/x86/kquant_avx512.cpp)
   # AVX512-BF16 only adds conversions; quantization at that level runs the
   # AVX-512 kernels (src/quant/quant_dispatch.cpp).
   set(_fst_avx512bf16_convert src/convert/x86/avx512bf16.cpp)

@@ -384,7 +384,11 @@ static void test_quant(void) {
   OK(fst_ggml_row_bytes(FST_GGML_Q8_0, C, &row));
   CHECK(row == 68);
   CHECK_STATUS(fst_ggml_row_bytes(FST_GGML_Q8_0, 33, &row), FST_ERR_INVALID_ARGUMENT);
-  CHECK_STATUS(fst_ggml_row_bytes(9, C, &row), FST_ERR_INVALID_ARGUMENT);
+  OK(fst_ggml_row_bytes(FST_GGML_Q4_K, 512, &row));
+  CHECK(row == 288);
+  CHECK_STATUS(fst_ggml_row_bytes(FST_GGML_Q6_K, 32, &row), FST_ERR_INVALID_ARGUMENT);
+  CHECK_STATUS(fst_ggml_row_bytes(FST_GGML_Q6_K + 1, 256, &row), FST_ERR_INVALID_ARGUMENT);
+  CHECK_STATUS(fst_ggml_row_bytes(99, C, &row), FST_ERR_INVALID_ARGUMENT);
   OK(fst_ggml_quantize(FST_GGML_Q8_0, x, sizeof x, FST_F32, R, C, q, sizeof q));
   OK(fst_ggml_dequantize(FST_GGML_Q8_0, q, R * 68, R, C, back, R * C));
   for (i = 0; i < R * C; ++i) {

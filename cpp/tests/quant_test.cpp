@@ -89,6 +89,42 @@ TEST(QuantGgml, RejectsBadRowsAndNonFinite) {
   }
 }
 
+// The K-quants' bytes are checked against ggml itself in tests/test_kquants.py;
+// here: sizes, error bounds, half inputs and rejections from C++.
+TEST(QuantGgml, KQuantsRoundTrip) {
+  const q::GgmlType types[] = {q::GgmlType::Q2_K, q::GgmlType::Q3_K, q::GgmlType::Q4_K, q::GgmlType::Q5_K,
+                               q::GgmlType::Q6_K};
+  const std::size_t bytes[] = {84, 110, 144, 176, 210};
+  const float max_rmse[] = {0.45f, 0.25f, 0.12f, 0.06f, 0.03f};  // of unit-variance input
+  auto x = random_values(16 * 512, 3);
+  std::vector<std::uint16_t> half(x.size());
+  for (std::size_t i = 0; i < x.size(); ++i) half[i] = d::f32_to_f16_bits(x[i]);
+  std::vector<float> widened(x.size());
+  for (std::size_t i = 0; i < x.size(); ++i) widened[i] = d::f16_bits_to_f32(half[i]);
+  for (int t = 0; t < 5; ++t) {
+    EXPECT_EQ(q::ggml_block_size(types[t]), 256u);
+    EXPECT_EQ(q::ggml_block_bytes(types[t]), bytes[t]);
+    ASSERT_EQ(q::ggml_row_bytes(types[t], 512), 2 * bytes[t]);
+    EXPECT_THROW(q::ggml_row_bytes(types[t], 480), fastensors::Error);
+    std::vector<std::uint8_t> out(16 * 2 * bytes[t]);
+    q::ggml_quantize(types[t], {x.data(), fastensors::Dtype::F32, 16, 512}, out.data());
+    std::vector<float> back(x.size());
+    q::ggml_dequantize(types[t], out.data(), 16, 512, back.data());
+    double se = 0;
+    for (std::size_t i = 0; i < x.size(); ++i) se += (back[i] - x[i]) * (back[i] - x[i]);
+    EXPECT_LT(std::sqrt(se / static_cast<double>(x.size())), max_rmse[t]) << "type " << t;
+    // F16 input quantizes as its exact F32 widening.
+    std::vector<std::uint8_t> from_half(out.size()), from_widened(out.size());
+    q::ggml_quantize(types[t], {half.data(), fastensors::Dtype::F16, 16, 512}, from_half.data());
+    q::ggml_quantize(types[t], {widened.data(), fastensors::Dtype::F32, 16, 512}, from_widened.data());
+    EXPECT_EQ(from_half, from_widened);
+    std::vector<float> bad(x.begin(), x.begin() + 512);
+    bad[300] = INFINITY;
+    EXPECT_THROW(q::ggml_quantize(types[t], {bad.data(), fastensors::Dtype::F32, 1, 512}, out.data()),
+                 fastensors::Error);
+  }
+}
+
 TEST(QuantInt, SymmetricInt8AndPacking) {
   auto x = random_values(4 * 64, 2);
   q::Matrix m{x.data(), fastensors::Dtype::F32, 4, 64};

@@ -35,6 +35,11 @@ const char* ggml_name(q::GgmlType t) {
     case q::GgmlType::Q4_1: return "q4_1";
     case q::GgmlType::Q5_0: return "q5_0";
     case q::GgmlType::Q5_1: return "q5_1";
+    case q::GgmlType::Q2_K: return "q2_k";
+    case q::GgmlType::Q3_K: return "q3_k";
+    case q::GgmlType::Q4_K: return "q4_k";
+    case q::GgmlType::Q5_K: return "q5_k";
+    case q::GgmlType::Q6_K: return "q6_k";
   }
   return "?";
 }
@@ -117,7 +122,12 @@ void init_quant(nb::module_& m) {
       .value("q4_0", q::GgmlType::Q4_0)
       .value("q4_1", q::GgmlType::Q4_1)
       .value("q5_0", q::GgmlType::Q5_0)
-      .value("q5_1", q::GgmlType::Q5_1);
+      .value("q5_1", q::GgmlType::Q5_1)
+      .value("q2_k", q::GgmlType::Q2_K)
+      .value("q3_k", q::GgmlType::Q3_K)
+      .value("q4_k", q::GgmlType::Q4_K)
+      .value("q5_k", q::GgmlType::Q5_K)
+      .value("q6_k", q::GgmlType::Q6_K);
   nb::enum_<q::Fp8Granularity>(m, "Fp8Granularity", "What one FP8 scale covers.")
       .value("tensor", q::Fp8Granularity::Tensor)
       .value("channel", q::Fp8Granularity::Channel)

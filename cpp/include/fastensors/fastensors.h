@@ -260,10 +260,17 @@ typedef enum fst_ggml_type {
   FST_GGML_Q4_0 = 1,
   FST_GGML_Q4_1 = 2,
   FST_GGML_Q5_0 = 3,
-  FST_GGML_Q5_1 = 4
+  FST_GGML_Q5_1 = 4,
+  /* K-quants: super-blocks of 256 values, byte-identical with ggml. */
+  FST_GGML_Q2_K = 5,
+  FST_GGML_Q3_K = 6,
+  FST_GGML_Q4_K = 7,
+  FST_GGML_Q5_K = 8,
+  FST_GGML_Q6_K = 9
 } fst_ggml_type;
 
-/* Bytes of one quantized row (cols a multiple of 32). */
+/* Bytes of one quantized row (cols a multiple of 32, or of 256 for the
+ * K-quants). */
 FST_API fst_status fst_ggml_row_bytes(int type, size_t cols, size_t* out);
 FST_API fst_status fst_ggml_quantize(int type, const void* src, size_t src_size, int src_dtype, size_t rows,
                                      size_t cols, void* dst, size_t dst_size);

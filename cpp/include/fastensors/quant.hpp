@@ -34,16 +34,25 @@ struct Matrix {
 // UnsupportedIsa when FASTENSORS_ISA is unknown or cannot run here.
 const char* kernel_isa();
 
-// ---- GGML block formats (bit-exact with the gguf Python package) ----------
+// ---- GGML block formats ---------------------------------------------------
+// Q8_0, Q4_0, Q4_1, Q5_0, Q5_1: blocks of 32, bit-exact with the gguf Python
+// package. Q2_K..Q6_K: super-blocks of 256, byte-identical with ggml's
+// reference quantizers (quantize_row_q*_K_ref) and bit-identical with its
+// dequantizers.
 
-enum class GgmlType { Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 };
+enum class GgmlType { Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K };
 
 inline constexpr std::size_t kGgmlBlock = 32;
+inline constexpr std::size_t kGgmlSuperBlock = 256;
 
-// Bytes per 32-element block: 34, 18, 20, 22, 24.
+// Values per block: 32, or 256 for the K-quants.
+std::size_t ggml_block_size(GgmlType type) noexcept;
+
+// Bytes per block: 34, 18, 20, 22, 24; K-quants 84, 110, 144, 176, 210.
 std::size_t ggml_block_bytes(GgmlType type) noexcept;
 
-// Bytes of one quantized row; InvalidArgument when cols % 32 != 0.
+// Bytes of one quantized row; InvalidArgument when cols is not a multiple of
+// the block size.
 std::size_t ggml_row_bytes(GgmlType type, std::size_t cols);
 
 // out: rows * ggml_row_bytes(type, cols) bytes.

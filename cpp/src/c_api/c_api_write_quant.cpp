@@ -57,7 +57,7 @@ fst::WriteOptions options_arg(unsigned flags) {
 }
 
 q::GgmlType ggml_arg(int type) {
-  if (type < FST_GGML_Q8_0 || type > FST_GGML_Q5_1) {
+  if (type < FST_GGML_Q8_0 || type > FST_GGML_Q6_K) {
     fail(FST_ERR_INVALID_ARGUMENT, std::to_string(type) + " is not an fst_ggml_type");
   }
   return static_cast<q::GgmlType>(type);

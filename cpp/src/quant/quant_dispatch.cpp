@@ -46,6 +46,7 @@ const Table& by_level(Isa isa, const Table& scalar, const Table* avx2, const Tab
 const GgmlKernels& ggml_kernels(Isa isa) noexcept { return by_level(isa, FASTENSORS_QUANT_LEVELS(ggml_kernels)); }
 const IntKernels& int_kernels(Isa isa) noexcept { return by_level(isa, FASTENSORS_QUANT_LEVELS(int_kernels)); }
 const Nf4Kernels& nf4_kernels(Isa isa) noexcept { return by_level(isa, FASTENSORS_QUANT_LEVELS(nf4_kernels)); }
+const GgmlKernels& kquant_kernels(Isa isa) noexcept { return by_level(isa, FASTENSORS_QUANT_LEVELS(kquant_kernels)); }
 
 #undef FASTENSORS_QUANT_LEVELS
 #undef FASTENSORS_QUANT_AVX512

@@ -1,4 +1,5 @@
-// GGML block formats Q8_0, Q4_0, Q4_1, Q5_0, Q5_1. The arithmetic follows the
+// GGML block formats Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, and the driver of every
+// GGML format (the K-quants' kernels: quant_kquant.cpp). The arithmetic follows the
 // gguf Python package operation by operation in F32 (this file is compiled
 // without FMA contraction): multiply by the inverse scale, round half away
 // from zero (Q8_0) or add 8.5 / 16.5 / 0.5 and truncate, then numpy's
@@ -228,11 +229,41 @@ const char* type_name(GgmlType t) {
     case GgmlType::Q4_1: return "q4_1";
     case GgmlType::Q5_0: return "q5_0";
     case GgmlType::Q5_1: return "q5_1";
+    case GgmlType::Q2_K: return "q2_k";
+    case GgmlType::Q3_K: return "q3_k";
+    case GgmlType::Q4_K: return "q4_k";
+    case GgmlType::Q5_K: return "q5_k";
+    case GgmlType::Q6_K: return "q6_k";
   }
   return "?";
 }
 
+bool is_kquant(GgmlType t) { return static_cast<int>(t) >= static_cast<int>(GgmlType::Q2_K); }
+
+// The kernels of `type` at the active level.
+GgmlQuantizeFn quantize_kernel(GgmlType type) {
+  if (is_kquant(type)) {
+    return kquant_kernels(fastensors::active_isa()).quantize[static_cast<int>(type) - static_cast<int>(GgmlType::Q2_K)];
+  }
+  return ggml_kernels(fastensors::active_isa()).quantize[static_cast<int>(type)];
+}
+
+GgmlDequantizeFn dequantize_kernel(GgmlType type) {
+  if (is_kquant(type)) {
+    return kquant_kernels(fastensors::active_isa()).dequantize[static_cast<int>(type) - static_cast<int>(GgmlType::Q2_K)];
+  }
+  return ggml_kernels(fastensors::active_isa()).dequantize[static_cast<int>(type)];
+}
+
+void check_type(GgmlType type) {
+  if (static_cast<unsigned>(type) > static_cast<unsigned>(GgmlType::Q6_K)) {
+    throw Error(ErrorCode::InvalidArgument, "unknown GGML type " + std::to_string(static_cast<int>(type)));
+  }
+}
+
 }  // namespace
+
+std::size_t ggml_block_size(GgmlType type) noexcept { return is_kquant(type) ? kGgmlSuperBlock : QK; }
 
 std::size_t ggml_block_bytes(GgmlType type) noexcept {
   switch (type) {
@@ -241,23 +272,36 @@ std::size_t ggml_block_bytes(GgmlType type) noexcept {
     case GgmlType::Q4_1: return 20;
     case GgmlType::Q5_0: return 22;
     case GgmlType::Q5_1: return 24;
+    case GgmlType::Q2_K: return 84;
+    case GgmlType::Q3_K: return 110;
+    case GgmlType::Q4_K: return 144;
+    case GgmlType::Q5_K: return 176;
+    case GgmlType::Q6_K: return 210;
   }
   return 0;
 }
 
 std::size_t ggml_row_bytes(GgmlType type, std::size_t cols) {
-  if (cols % QK != 0) {
+  check_type(type);
+  const std::size_t block = ggml_block_size(type);
+  if (cols % block != 0) {
     throw Error(ErrorCode::InvalidArgument, std::string(type_name(type)) + ": row length " + std::to_string(cols) +
-                                                " is not a multiple of the block size 32");
+                                                " is not a multiple of the block size " + std::to_string(block));
   }
-  return cols / QK * ggml_block_bytes(type);
+  return cols / block * ggml_block_bytes(type);
 }
 
-// Work is split into chunks of whole blocks: small enough to stay in L1
-// between the finiteness check and the kernel, large enough per call.
-constexpr std::size_t kChunkBlocks = 64;
-// Below this many blocks (256 KiB of F32) one thread does it all.
-constexpr std::size_t kParallelBlocks = 2048;
+// Work is split into chunks of whole blocks, 2048 values: small enough to
+// stay in L1 between the finiteness check and the kernel, large enough per
+// call.
+constexpr std::size_t kChunkValues = 2048;
+// The K-quants take 32 super-blocks per call, so that the SIMD levels fill
+// their lanes (16 super-blocks at once with AVX-512).
+constexpr std::size_t kChunkValuesK = 8192;
+// Below this many values (256 KiB of F32) one thread does it all; the
+// K-quants' searches cost about 40x more per value, so they split sooner.
+constexpr std::size_t kParallelValues = 65536;
+constexpr std::size_t kParallelValuesK = 4096;
 // Threads take this many chunks (64 KiB of F32) at a time: dynamic
 // scheduling, because on a loaded machine a static split leaves every thread
 // waiting at the barrier for the one that was preempted.
@@ -266,20 +310,23 @@ constexpr int kChunksPerGrab = 8;
 void ggml_quantize(GgmlType type, const Matrix& in, std::uint8_t* out) {
   const detail::GuardedInputs guard{in.data};
   check_float_input(in, type_name(type));
-  ggml_row_bytes(type, in.cols);  // validates cols
-  const std::size_t nblocks = in.rows * (in.cols / QK);
+  ggml_row_bytes(type, in.cols);  // validates type and cols
+  const std::size_t block = ggml_block_size(type);
+  const std::size_t nblocks = in.rows * (in.cols / block);
   const std::size_t bb = ggml_block_bytes(type);
-  const GgmlQuantizeFn kernel = ggml_kernels(fastensors::active_isa()).quantize[static_cast<int>(type)];
-  const std::size_t nchunks = (nblocks + kChunkBlocks - 1) / kChunkBlocks;
+  const std::size_t chunk_blocks = (is_kquant(type) ? kChunkValuesK : kChunkValues) / block;
+  const GgmlQuantizeFn kernel = quantize_kernel(type);
+  const std::size_t nchunks = (nblocks + chunk_blocks - 1) / chunk_blocks;
+  const std::size_t parallel_values = is_kquant(type) ? kParallelValuesK : kParallelValues;
   NonFinite bad;
-#pragma omp parallel if (nblocks >= kParallelBlocks)
+#pragma omp parallel if (nblocks * block >= parallel_values)
   {
-    float buf[kChunkBlocks * QK];
+    float buf[kChunkValuesK];
 #pragma omp for schedule(dynamic, kChunksPerGrab)
     for (std::int64_t c = 0; c < to_i64(nchunks); ++c) {
-      const std::size_t b0 = static_cast<std::size_t>(c) * kChunkBlocks;
-      const std::size_t nb = std::min(kChunkBlocks, nblocks - b0);
-      const std::size_t off = b0 * QK, n = nb * QK;
+      const std::size_t b0 = static_cast<std::size_t>(c) * chunk_blocks;
+      const std::size_t nb = std::min(chunk_blocks, nblocks - b0);
+      const std::size_t off = b0 * block, n = nb * block;
       const float* x = buf;
       if (in.dtype == Dtype::F32) {
         x = static_cast<const float*>(in.data) + off;
@@ -295,14 +342,16 @@ void ggml_quantize(GgmlType type, const Matrix& in, std::uint8_t* out) {
 void ggml_dequantize(GgmlType type, const std::uint8_t* in, std::size_t rows, std::size_t cols, float* out) {
   const detail::GuardedInputs guard{in};
   ggml_row_bytes(type, cols);
-  const std::size_t nblocks = rows * (cols / QK);
+  const std::size_t block = ggml_block_size(type);
+  const std::size_t nblocks = rows * (cols / block);
   const std::size_t bb = ggml_block_bytes(type);
-  const GgmlDequantizeFn kernel = ggml_kernels(fastensors::active_isa()).dequantize[static_cast<int>(type)];
-  const std::size_t nchunks = (nblocks + kChunkBlocks - 1) / kChunkBlocks;
-#pragma omp parallel for schedule(dynamic, kChunksPerGrab) if (nblocks >= kParallelBlocks)
+  const std::size_t chunk_blocks = kChunkValues / block;
+  const GgmlDequantizeFn kernel = dequantize_kernel(type);
+  const std::size_t nchunks = (nblocks + chunk_blocks - 1) / chunk_blocks;
+#pragma omp parallel for schedule(dynamic, kChunksPerGrab) if (nblocks * block >= kParallelValues)
   for (std::int64_t c = 0; c < to_i64(nchunks); ++c) {
-    const std::size_t b0 = static_cast<std::size_t>(c) * kChunkBlocks;
-    kernel(in + b0 * bb, std::min(kChunkBlocks, nblocks - b0), out + b0 * QK);
+    const std::size_t b0 = static_cast<std::size_t>(c) * chunk_blocks;
+    kernel(in + b0 * bb, std::min(chunk_blocks, nblocks - b0), out + b0 * block);
   }
 }
 

@@ -19,7 +19,8 @@ namespace fastensors::quant_detail {
 // CPU cannot run, or this build has no kernels for, map to Scalar.
 Isa kernel_level(Isa isa) noexcept;
 
-// Kernels over `nblocks` consecutive 32-value blocks, indexed by GgmlType.
+// Kernels over `nblocks` consecutive blocks (32 values; 256 for the
+// K-quants), indexed by GgmlType (K-quants: GgmlType - Q2_K).
 // Quantizing returns false, with the output unspecified, when the input holds
 // a NaN or an infinity (the SIMD kernels check that in the same pass).
 using GgmlQuantizeFn = bool (*)(const float* x, std::size_t nblocks, std::uint8_t* out);
@@ -34,6 +35,34 @@ struct GgmlKernels {
 const GgmlKernels& ggml_kernels(Isa isa) noexcept;
 
 const GgmlKernels& ggml_kernels_scalar() noexcept;
+// The K-quants (quant_kquant.cpp): Q2_K..Q6_K, byte-identical with ggml's
+// reference quantizers.
+const GgmlKernels& kquant_kernels_scalar() noexcept;
+#if defined(FASTENSORS_HAVE_AVX2_KERNELS)
+const GgmlKernels& kquant_kernels_avx2() noexcept;
+#endif
+#if defined(FASTENSORS_HAVE_AVX512_KERNELS)
+const GgmlKernels& kquant_kernels_avx512() noexcept;
+#endif
+const GgmlKernels& kquant_kernels(Isa isa) noexcept;
+
+// A K-quant super-block of 256 values in two steps. The search (the costly
+// part, which the SIMD levels run on several super-blocks at once) gives
+// each sub-block's scale, min (Q2_K, Q4_K, Q5_K) and levels; the finisher,
+// shared by every level, quantizes the scales, recomputes the levels with
+// them and writes the block.
+void q2_k_search(const float* x, float* scales, float* mins, std::uint8_t* L);
+void q3_k_search(const float* x, float* scales, std::int8_t* L);
+void q4_k_search(const float* x, float* scales, float* mins, std::uint8_t* L);
+void q5_k_search(const float* x, float* scales, float* mins, std::uint8_t* L);
+void q6_k_search(const float* x, float* scales, std::int8_t* L);
+void q2_k_finish(const float* x, const float* scales, const float* mins, std::uint8_t* L, std::uint8_t* y);
+void q3_k_finish(const float* x, const float* scales, std::int8_t* L, std::uint8_t* y);
+void q4_k_finish(const float* x, const float* scales, const float* mins, std::uint8_t* L, std::uint8_t* y);
+void q5_k_finish(const float* x, const float* scales, const float* mins, std::uint8_t* L, std::uint8_t* y);
+void q6_k_finish(const float* x, const float* scales, std::int8_t* L, std::uint8_t* y);
+// True when none of the n values is NaN or infinite.
+bool all_finite(const float* x, std::size_t n) noexcept;
 #if defined(FASTENSORS_HAVE_AVX2_KERNELS)
 const GgmlKernels& ggml_kernels_avx2() noexcept;
 #endif

@@ -1,4 +1,5 @@
-"""Quantization: GGML block formats, int8/int4/int2, NF4 and FP8 E4M3.
+"""Quantization: GGML block formats (with the K-quants), int8/int4/int2, NF4
+and FP8 E4M3.
 
 ``quantize`` turns an F32, F16 or BF16 numpy array into a
 :class:`QuantizedTensor`; the kernels run in C++ (OpenMP, GIL released).
@@ -21,8 +22,10 @@ from ..format.cast import convert as _copy
 __all__ = ["QuantizedTensor", "quantize", "dequantize", "quality", "kernel_isa", "SCHEMES"]
 
 GGML_SCHEMES = ("q8_0", "q4_0", "q4_1", "q5_0", "q5_1")
+# ggml's K-quants: super-blocks of 256 values, byte-identical with ggml.
+KQUANT_SCHEMES = ("q2_k", "q3_k", "q4_k", "q5_k", "q6_k")
 INT_SCHEMES = {"int8": 8, "int4": 4, "int2": 2}
-SCHEMES = (*GGML_SCHEMES, *INT_SCHEMES, "nf4", "fp8_e4m3")
+SCHEMES = (*GGML_SCHEMES, *KQUANT_SCHEMES, *INT_SCHEMES, "nf4", "fp8_e4m3")
 
 _INPUT_CODES = {
     np.dtype(np.float32): "F32",
@@ -33,7 +36,9 @@ _QUALITY_CODES = {**_INPUT_CODES, np.dtype(np.float64): "F64"}
 _NUMPY_BY_CODE = {code: dt for dt, code in _QUALITY_CODES.items()}
 _DEFAULT_GROUP = {"int4": 128, "int2": 64}
 _DEFAULT_SYMMETRIC = {"int8": True, "int4": True, "int2": False}
-_GGML_BLOCK_BYTES = {"q8_0": 34, "q4_0": 18, "q4_1": 20, "q5_0": 22, "q5_1": 24}
+_GGML_BLOCK_BYTES = {"q8_0": 34, "q4_0": 18, "q4_1": 20, "q5_0": 22, "q5_1": 24,
+                     "q2_k": 84, "q3_k": 110, "q4_k": 144, "q5_k": 176, "q6_k": 210}
+_GGML_BLOCK = {**{s: 32 for s in GGML_SCHEMES}, **{s: 256 for s in KQUANT_SCHEMES}}
 _FP8_TILE = 128
 GRANULARITIES = ("tensor", "channel", "block")
 # Unsigned views of float values: the kernels take bit patterns of the dtype named.
@@ -111,16 +116,17 @@ def _validate(scheme, shape, dtype, data, scales, zero_points, group_size, granu
     if granularity is not None and scheme != "fp8_e4m3":
         raise InvalidArgument(f"granularity: applies to fp8_e4m3 only, got {granularity!r} for {scheme}")
 
-    if scheme in GGML_SCHEMES:
-        if not _fixed_group(group_size, 32):
-            raise InvalidArgument(f"group_size: {scheme} blocks are 32 values, got {group_size!r}")
-        if cols % 32:
-            raise InvalidArgument(f"shape: {scheme} needs a row length that is a multiple of 32, got {shape}")
-        _check_array("data", data, (np.uint8,), rows * (cols // 32) * _GGML_BLOCK_BYTES[scheme], "bytes",
-                     where + " (group 32)")
+    if scheme in _GGML_BLOCK:
+        block = _GGML_BLOCK[scheme]
+        if not _fixed_group(group_size, block):
+            raise InvalidArgument(f"group_size: {scheme} blocks are {block} values, got {group_size!r}")
+        if cols % block:
+            raise InvalidArgument(f"shape: {scheme} needs a row length that is a multiple of {block}, got {shape}")
+        _check_array("data", data, (np.uint8,), rows * (cols // block) * _GGML_BLOCK_BYTES[scheme], "bytes",
+                     where + f" (group {block})")
         _check_none("scales", scales, scheme)
         _check_none("zero_points", zero_points, scheme)
-        return shape, dtype, 32, None
+        return shape, dtype, block, None
 
     if scheme in INT_SCHEMES:
         bits = INT_SCHEMES[scheme]
@@ -243,6 +249,9 @@ class QuantizedTensor:
             nib[0::2] = self.data >> 4
             nib[1::2] = self.data & 0x0F
             return nib[:n].reshape(self.shape)
+        if s in KQUANT_SCHEMES:
+            raise InvalidArgument(f"values(): {s} keeps its levels relative to per-sub-block scales and mins; "
+                                  "use dequantize() for its values")
         return _ggml_codes(s, self.data, rows, cols).reshape(self.shape)
 
     def dequantize(self, dtype="F32", *, out: Optional[np.ndarray] = None) -> np.ndarray:
@@ -292,7 +301,8 @@ def quantize(array, scheme: str, *, group_size: Optional[int] = None, symmetric:
     """Quantize an F32/F16/BF16 array; the last axis is quantized.
 
     schemes: "q8_0", "q4_0", "q4_1", "q5_0", "q5_1" (GGML, bit-exact with the
-    gguf package), "int8" (per channel, symmetric), "int4"/"int2" (group-wise;
+    gguf package), "q2_k", "q3_k", "q4_k", "q5_k", "q6_k" (GGML K-quants, rows
+    a multiple of 256, byte-identical with ggml's reference quantizers), "int8" (per channel, symmetric), "int4"/"int2" (group-wise;
     ``group_size`` 128/64, ``symmetric`` True/False by default), "nf4"
     (bitsandbytes blocks of 64), "fp8_e4m3" (``granularity`` "tensor",
     "channel" or "block")."""
@@ -303,19 +313,19 @@ def quantize(array, scheme: str, *, group_size: Optional[int] = None, symmetric:
     if not isinstance(scheme, str) or scheme not in SCHEMES:
         raise InvalidArgument(f"unknown scheme {scheme!r}; expected one of {', '.join(SCHEMES)}")
     if scheme not in INT_SCHEMES and (group_size is not None or symmetric is not None):
-        if not (scheme in ("nf4",) + GGML_SCHEMES and _fixed_group(group_size, 64 if scheme == "nf4" else 32)
-                and symmetric is None):
+        if not (scheme in ("nf4",) + GGML_SCHEMES + KQUANT_SCHEMES
+                and _fixed_group(group_size, 64 if scheme == "nf4" else _GGML_BLOCK[scheme]) and symmetric is None):
             raise InvalidArgument(f"{scheme}: group_size and symmetric are fixed by the format")
     if scheme != "fp8_e4m3" and granularity is not None:
         raise InvalidArgument(f"{scheme}: granularity applies to fp8_e4m3 only")
 
-    if scheme in GGML_SCHEMES:
+    if scheme in _GGML_BLOCK:
         a, rows, cols = _as_rows(array, scheme, allow_1d=True)
         ggml = getattr(_core.GgmlType, scheme)
         row_bytes = _core.ggml_row_bytes(ggml, cols)
         out = np.empty((rows, row_bytes), dtype=np.uint8)
         _core.ggml_quantize(ggml, _raw(a.reshape(rows, cols)), code, out)
-        return QuantizedTensor(scheme, array.shape, array.dtype, out, None, None, 32)
+        return QuantizedTensor(scheme, array.shape, array.dtype, out, None, None, _GGML_BLOCK[scheme])
 
     if scheme in INT_SCHEMES:
         bits = INT_SCHEMES[scheme]
@@ -415,7 +425,7 @@ def dequantize(qt: QuantizedTensor, dtype="F32", *, out: Optional[np.ndarray] = 
     else:
         res = _aligned_f32(rows, cols)
     s = qt.scheme
-    if s in GGML_SCHEMES:
+    if s in _GGML_BLOCK:
         _core.ggml_dequantize(getattr(_core.GgmlType, s), qt.data, res)
     elif s in INT_SCHEMES:
         sd = _INPUT_CODES[np.dtype(qt.scales.dtype)]

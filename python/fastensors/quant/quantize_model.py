@@ -36,7 +36,7 @@ from ..checkpoint.commit import fsync_file, stale_pattern
 from .report import QuantizationReport, TensorReport
 from ..sources import is_url
 from ..sources.urls import stage
-from .kernels import GGML_SCHEMES, INT_SCHEMES, SCHEMES, QuantizedTensor, _aligned_f32, quality, quantize
+from .kernels import GGML_SCHEMES, INT_SCHEMES, KQUANT_SCHEMES, SCHEMES, QuantizedTensor, _aligned_f32, quality, quantize
 from ..checkpoint.sharding import MAX_SHARD_SIZE, Entry, SizeLike, companion_files, json_companion, plan_shards, write_planned
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -113,6 +113,8 @@ def shape_problem(scheme: str, shape: Tuple[int, ...], group_size: Optional[int]
     rows, cols = shape
     if scheme in GGML_SCHEMES and cols % 32:
         return f"{scheme} packs blocks of 32 along the rows, and the row length {cols} is not a multiple of 32"
+    if scheme in KQUANT_SCHEMES and cols % 256:
+        return f"{scheme} packs super-blocks of 256 along the rows, and the row length {cols} is not a multiple of 256"
     if scheme in ("int4", "int2") and group_size and cols % group_size:
         return f"the row length {cols} is not a multiple of the group size {group_size}"
     return None
@@ -139,8 +141,11 @@ def _resolve_scheme(scheme: str, group_size: Optional[int], symmetric: Optional[
     if fmt == "safetensors" and scheme not in _ct_layout.SAFETENSORS_SCHEMES:
         raise InvalidArgument(f"scheme {scheme!r} is a GGML block format: write it with format='gguf' "
                               f"(safetensors output takes {', '.join(_ct_layout.SAFETENSORS_SCHEMES)})")
-    if fmt == "gguf" and scheme not in GGML_SCHEMES:
-        raise InvalidArgument(f"format 'gguf' takes the GGML schemes {', '.join(GGML_SCHEMES)}, not {scheme!r}")
+    if fmt == "gguf" and scheme not in GGML_SCHEMES + KQUANT_SCHEMES:
+        raise InvalidArgument(f"format 'gguf' takes the GGML schemes {', '.join(GGML_SCHEMES + KQUANT_SCHEMES)}, "
+                              f"not {scheme!r}")
+    if fmt != "gguf" and scheme in KQUANT_SCHEMES:
+        raise InvalidArgument(f"scheme {scheme!r} is a GGML K-quant: write it with format='gguf'")
     if scheme in ("int4", "int2"):
         group_size = {"int4": 128, "int2": 64}[scheme] if group_size is None else int(group_size)
         if group_size <= 0:

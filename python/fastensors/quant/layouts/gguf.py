@@ -1,7 +1,7 @@
 """Writing and reading back ``model.gguf`` with the ``gguf`` package.
 
-Quantized weights are GGML blocks (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1) whose bytes
-are our kernels' output, bit-exact with ``gguf.quants``; other tensors keep
+Quantized weights are GGML blocks (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, bit-exact
+with ``gguf.quants``; Q2_K..Q6_K, byte-identical with ggml) of our kernels; other tensors keep
 their dtype (F32, F16, BF16, F64, I8-I64). Tensor names are the source's.
 Metadata: ``general.architecture`` (config.json's ``model_type``), each
 scalar or list config key as ``hf.config.<key>``, the whole config.json as
@@ -18,7 +18,8 @@ import numpy as np
 
 from ...errors import InvalidArgument, NotAQuantizedModel
 
-_GGML_TYPES = {"q8_0": "Q8_0", "q4_0": "Q4_0", "q4_1": "Q4_1", "q5_0": "Q5_0", "q5_1": "Q5_1"}
+_GGML_TYPES = {"q8_0": "Q8_0", "q4_0": "Q4_0", "q4_1": "Q4_1", "q5_0": "Q5_0", "q5_1": "Q5_1",
+               "q2_k": "Q2_K", "q3_k": "Q3_K", "q4_k": "Q4_K", "q5_k": "Q5_K", "q6_k": "Q6_K"}
 _DENSE_TYPES = {"F32": "F32", "F16": "F16", "BF16": "BF16", "F64": "F64", "I8": "I8", "I16": "I16",
                 "I32": "I32", "I64": "I64"}
 
@@ -131,7 +132,8 @@ def read_gguf(path: str):
         raw = np.ascontiguousarray(t.data)
         if scheme is not None:
             rows = int(np.prod(shape[:-1], dtype=np.int64)) if len(shape) > 1 else 1
-            qt = QuantizedTensor(scheme, shape, np.float32, raw.view(np.uint8).reshape(rows, -1), None, None, 32)
+            qt = QuantizedTensor(scheme, shape, np.float32, raw.view(np.uint8).reshape(rows, -1), None, None,
+                                 256 if scheme.endswith("_k") else 32)
             return dequantize(qt)
         code = codes[t.tensor_type]
         from ...format.dtypes import NUMPY
