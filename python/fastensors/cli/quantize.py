@@ -97,12 +97,34 @@ def _quantize(args) -> int:
     return 0
 
 
+def _gguf_export_in(src: str):
+    """The GGUF file at (or in) ``src`` if the llama.cpp exporter wrote it."""
+    import os
+
+    from ..gguf import is_export
+
+    path = src
+    if os.path.isdir(src):
+        found = [f for f in sorted(os.listdir(src)) if f.endswith(".gguf")]
+        if len(found) != 1:
+            return None
+        path = os.path.join(src, found[0])
+    return path if path.endswith(".gguf") and os.path.isfile(path) and is_export(path) else None
+
+
 def _dequantize(args) -> int:
     from ..quant.dequantize_model import dequantize_model
 
     t0 = time.perf_counter()
-    files = dequantize_model(args.src, args.dst, dtype=args.dtype, max_shard_size=args.max_shard_size,
-                             overwrite=args.overwrite, durable=False if args.no_fsync else None)
+    exported = _gguf_export_in(args.src)
+    if exported is not None:  # llama.cpp names inside: the exporter's reader restores the checkpoint's
+        from ..gguf import dequantize_gguf
+
+        files = dequantize_gguf(exported, args.dst, dtype=args.dtype, max_shard_size=args.max_shard_size,
+                                overwrite=args.overwrite, durable=False if args.no_fsync else None)
+    else:
+        files = dequantize_model(args.src, args.dst, dtype=args.dtype, max_shard_size=args.max_shard_size,
+                                 overwrite=args.overwrite, durable=False if args.no_fsync else None)
     for f in files:
         print(f)
     print(f"wrote {len(files)} file(s) to {args.dst} in {time.perf_counter() - t0:.2f}s", file=sys.stderr)

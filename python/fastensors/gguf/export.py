@@ -22,9 +22,7 @@ from .tokenizer import load_vocab
 PathLike = Union[str, "os.PathLike[str]"]
 TypeChoice = Union[Mapping[str, str], Callable[[str, Tuple[int, ...]], Optional[str]], None]
 
-FORMAT_KEY = "fastensors.gguf_export"  # JSON: how to read the file back to the checkpoint's names
-CONFIG_KEY = "hf.config_json"  # the source config.json, as the older HF-names writer stores it
-FORMAT_VERSION = 1
+from .types import CONFIG_KEY, FORMAT_KEY, FORMAT_VERSION
 
 
 class ConfigNotFound(InvalidArgument, FileNotFoundError):
@@ -69,7 +67,7 @@ class ExportReport:
         return out
 
 
-def recipes() -> Tuple[str, ...]:
+def recipe_names() -> Tuple[str, ...]:
     """Recipe names :func:`export_gguf` takes: the uniform ones (every
     weight matrix one type) and, where available, llama-quantize's mixes."""
     names = tuple(r for r in _types.UNIFORM_FILE_TYPES if r in _types.available_types())
@@ -78,11 +76,15 @@ def recipes() -> Tuple[str, ...]:
 
 
 def _mixes():
-    try:
-        from . import recipes as mixes  # per-tensor type rules, when that module is present
-    except ImportError:
+    """The per-tensor type rules (gguf/recipes.py), or None where this
+    build has none: an optional module, looked up by name."""
+    import importlib
+    import importlib.util
+
+    name = __name__.rsplit(".", 1)[0] + ".recipes"
+    if importlib.util.find_spec(name) is None:
         return None
-    return mixes
+    return importlib.import_module(name)
 
 
 def _forced_f32(name: str, ndim: int) -> bool:
@@ -114,7 +116,7 @@ def plan_types(recipe: str, plans: List[_archs.TensorPlan], arch: _archs.Arch,
     else:
         mixes = _mixes()
         if mixes is None or recipe not in mixes.RECIPES:
-            raise InvalidArgument(f"unknown recipe {recipe!r}; expected one of {', '.join(recipes())}")
+            raise InvalidArgument(f"unknown recipe {recipe!r}; expected one of {', '.join(recipe_names())}")
         facts = mixes.ModelFacts(arch=arch.name, n_layer=arch.n_layer, n_head=arch.n_head,
                                  n_head_kv=arch.n_head_kv, n_expert=0)
         chosen = dict(mixes.plan_types(recipe, [(p.gguf_name, p.shape) for p in plans], facts))
@@ -157,7 +159,7 @@ def export_gguf(model_dir: PathLike, out_path: PathLike, *, recipe: str = "q8_0"
 
     ``recipe``: "f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1"
     (every weight matrix that type; norms, biases and 1-D tensors F32), or a
-    llama-quantize mix such as "q4_k_m" where :func:`recipes` lists it.
+    llama-quantize mix such as "q4_k_m" where :func:`recipe_names` lists it.
     ``types``: per-tensor overrides, a mapping of GGUF tensor name -> GGUF
     type or a callable ``(name, numpy shape) -> type or None``. ``name``:
     general.name (default: from the model card / directory). ``overwrite``:

@@ -15,6 +15,12 @@ import numpy as np
 from .. import _core
 from ..errors import InvalidArgument
 
+# Keys only our files carry: how to read a file back to the checkpoint's names
+# (JSON), and the source config.json (as the older HF-names writer stores it).
+FORMAT_KEY = "fastensors.gguf_export"
+CONFIG_KEY = "hf.config_json"
+FORMAT_VERSION = 1
+
 # GGUF type name -> numpy dtype (dense) or None (block format, kernel in _core).
 _DENSE = {"f32": np.dtype(np.float32), "f16": np.dtype(np.float16), "bf16": np.dtype(ml_dtypes.bfloat16)}
 _BLOCK = ("q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k")
