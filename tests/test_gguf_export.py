@@ -381,3 +381,24 @@ def test_output_in_missing_directory_and_failure_midway(llama_dir, tmp_path, mon
     assert os.listdir(out) == ["x.gguf"] and (out / "x.gguf").read_bytes() == b"old"
     with pytest.raises(fastensors.InvalidArgument, match="unknown recipe"):
         fg.export_gguf(llama_dir, str(out / "y.gguf"), recipe="q3_fancy")
+
+
+def test_cli_quantize_format_gguf(llama_dir, llama_files, tmp_path, capsys):
+    from fastensors.cli import main
+
+    dst = tmp_path / "q"
+    assert main(["quantize", str(llama_dir), str(dst), "--format", "gguf", "--recipe", "q8_0", "--no-progress"]) == 0
+    assert "LlamaForCausalLM -> llama GGUF (q8_0)" in capsys.readouterr().out
+    ours, ref = fields(str(dst / "model.gguf")), fields(llama_files["q8_0"].path)
+    assert ours[1] == ref[1]
+    assert main(["quantize", str(llama_dir), str(tmp_path / "x.gguf"), "--format", "gguf", "--scheme", "q4_0",
+                 "--no-progress"]) == 0
+    assert {t for t, _ in fields(str(tmp_path / "x.gguf"))[1].values()} == {"F32", "Q4_0"}
+    # the older layout stays available, by name
+    old = tmp_path / "old"
+    assert main(["quantize", str(llama_dir), str(old), "--format", "gguf", "--hf-names", "--scheme", "q4_0",
+                 "--no-progress"]) == 0
+    assert "model.layers.0.mlp.up_proj.weight" in fields(str(old / "model.gguf"))[1]
+    assert main(["quantize", str(llama_dir), str(tmp_path / "y.gguf"), "--format", "gguf", "--group-size", "64",
+                 "--no-progress"]) == 1
+    assert "do not apply" in capsys.readouterr().err
