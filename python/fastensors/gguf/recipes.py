@@ -55,8 +55,9 @@ class ModelFacts:
     """The hyperparameters the rules look at, as the GGUF metadata states them.
 
     ``arch`` is the GGUF architecture name ("llama", "qwen2", "gpt2", ...);
-    ``n_layer`` the block count; ``n_head``/``n_head_kv`` the attention heads
-    of the first layer (0: unknown, so no grouped-query rule applies);
+    ``n_layer`` the block count; ``n_head``/``n_head_kv`` the attention and
+    key/value heads of the first layer (``n_head_kv`` 0: as many as
+    ``n_head``, which is llama.cpp's default when the key is absent);
     ``n_expert`` the expert count (0 for a dense model).
 
     Raises InvalidArgument for a non-str or empty arch and for counts that are
@@ -78,13 +79,14 @@ class ModelFacts:
 
     @property
     def n_gqa(self) -> int:
-        # heads per kv head, 0 when the kv head count is unknown (as llama.cpp)
-        return self.n_head // self.n_head_kv if self.n_head_kv else 0
+        # query heads per kv head (0 when the head count is unknown)
+        kv = self.n_head_kv or self.n_head
+        return self.n_head // kv if kv else 0
 
     @property
     def is_70b(self) -> bool:
         if self.arch == "llama":
-            return self.n_expert != 8 and self.n_layer == 80 and self.n_head != self.n_head_kv
+            return self.n_expert != 8 and self.n_layer == 80 and self.n_head != (self.n_head_kv or self.n_head)
         return _LAYERS_70B.get(self.arch) == self.n_layer
 
 
