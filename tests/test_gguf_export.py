@@ -402,3 +402,34 @@ def test_cli_quantize_format_gguf(llama_dir, llama_files, tmp_path, capsys):
     assert main(["quantize", str(llama_dir), str(tmp_path / "y.gguf"), "--format", "gguf", "--group-size", "64",
                  "--no-progress"]) == 1
     assert "do not apply" in capsys.readouterr().err
+
+
+@pytest.mark.skipif("q4_k_m" not in fg.recipe_names(), reason="this build has no K-quant kernels")
+def test_k_quant_mix_loads_and_reads_back(llama_dir, tmp_path):
+    from transformers import LlamaForCausalLM
+
+    rep = fg.export_gguf(llama_dir, str(tmp_path / "k.gguf"), recipe="q4_k_m")
+    assert rep.file_type == int(gguf.LlamaFileType.MOSTLY_Q4_K_M)
+    assert set(rep.types()) == {"f32", "q4_k", "q6_k"}  # the mix: attn_v / ffn_down / output get q6_k
+    ids = [1, 5, 9, 40, 200, 17, 3, 99]
+    (got,) = run_llama(tmp_path, [{"model": rep.path, "logits": ids}])
+    ref = _hf_logits(llama_dir, LlamaForCausalLM, ids)
+    err = np.abs(np.asarray(got) - ref).max() / np.abs(ref).max()
+    print("llama q4_k_m logits max rel error", err)
+    assert err < 0.6
+    src = open_checkpoint(str(llama_dir))
+    back = fg.read_gguf(rep.path)
+    for t in rep.tensors:
+        if t.type in ("q4_k", "q6_k"):
+            orig = src.get_tensor(t.source)
+            info = back.tensors[t.source]
+            want = fg.types.decode(fg.types.encode(fg.archs.apply(
+                fg.archs.plan_tensors(fg.archs.detect(back.config), [(t.source, "F32", orig.shape)])[0][0], orig),
+                t.type), t.type, t.shape)
+            got_w = back.get(t.source)
+            np.testing.assert_array_equal(fg.archs.apply(
+                fg.archs.plan_tensors(fg.archs.detect(back.config), [(t.source, "F32", orig.shape)])[0][0], got_w),
+                want)
+            assert info.type == t.type
+            cos = float((got_w * orig).sum() / np.linalg.norm(got_w) / np.linalg.norm(orig))
+            assert cos > 0.99, (t.source, cos)

@@ -118,11 +118,9 @@ def plan_types(recipe: str, plans: List[_archs.TensorPlan], arch: _archs.Arch,
         if mixes is None or recipe not in mixes.RECIPES:
             raise InvalidArgument(f"unknown recipe {recipe!r}; expected one of {', '.join(recipe_names())}")
         facts = mixes.ModelFacts(arch=arch.name, n_layer=arch.n_layer, n_head=arch.n_head,
-                                 n_head_kv=arch.n_head_kv, n_expert=0)
+                                 n_head_kv=int(arch.find(("num_key_value_heads", "n_kv_heads"), 0)), n_expert=0)
+        # llama-quantize's rules applied to the converter's f16 file (gguf/recipes.py)
         chosen = dict(mixes.plan_types(recipe, [(p.gguf_name, p.shape) for p in plans], facts))
-        for p in plans:
-            if _forced_f32(p.gguf_name, len(p.shape)):
-                chosen[p.gguf_name] = "f32"
     for p in plans:
         if types is not None:
             t = types.get(p.gguf_name) if isinstance(types, Mapping) else types(p.gguf_name, p.shape)
