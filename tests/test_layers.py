@@ -187,7 +187,8 @@ def test_the_checker_finds_upward_imports_and_cycles(tmp_path):
 def test_subpackages_match_the_documented_layout():
     packages = sorted(d for d in os.listdir(ROOT)
                       if os.path.isfile(os.path.join(ROOT, d, "__init__.py")))
-    assert packages == ["_util", "checkpoint", "cli", "distributed", "format", "hf", "quant", "sources", "surgery"]
+    assert packages == ["_util", "checkpoint", "cli", "distributed", "format", "gguf", "hf", "quant", "sources",
+                        "surgery"]
     for name in packages:
         doc = importlib.import_module(f"fastensors.{name}").__doc__
         assert doc and doc.strip(), f"fastensors.{name} has no docstring saying what it is for"

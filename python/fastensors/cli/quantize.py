@@ -24,7 +24,14 @@ def register(sub) -> None:
     sym = p.add_mutually_exclusive_group()
     sym.add_argument("--symmetric", dest="symmetric", action="store_true", default=None)
     sym.add_argument("--asymmetric", dest="symmetric", action="store_false")
-    p.add_argument("--format", default="safetensors", choices=("safetensors", "gguf", "parquet"))
+    p.add_argument("--format", default="safetensors", choices=("safetensors", "gguf", "parquet"),
+                   help="gguf: a file llama.cpp loads (DST: a .gguf path, or a directory that gets model.gguf; "
+                   "docs/gguf.md)")
+    p.add_argument("--recipe", help="gguf: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, or a llama-quantize mix "
+                   "(q4_k_m, ...) where available; default: --scheme, else q8_0")
+    p.add_argument("--hf-names", action="store_true",
+                   help="gguf: the older layout with Hugging Face tensor names, read back by fastensors only "
+                   "(llama.cpp cannot load it); takes the quantize options above")
     p.add_argument("--ignore", metavar="REGEX", action="append", default=[],
                    help="keep tensors whose name matches dense (repeatable)")
     p.add_argument("--only", metavar="REGEX", help="quantize only the 2-D weights whose name matches")
@@ -58,6 +65,10 @@ def _quantize(args) -> int:
     from .._util.progress import Progress, format_bytes
     from ..quant.quantize_model import quantize_model
 
+    if args.format == "gguf" and not args.hf_names:
+        return _export_gguf(args)
+    if args.recipe is not None:
+        raise ValueError("--recipe applies to --format gguf (without --hf-names)")
     if args.scheme is None and args.profile is None:
         raise ValueError("give --scheme or --profile")
     bar = None
@@ -97,12 +108,77 @@ def _quantize(args) -> int:
     return 0
 
 
+def _export_gguf(args) -> int:
+    """quantize --format gguf: llama.cpp's layout through fastensors.gguf."""
+    import os
+
+    from .._util.progress import Progress, format_bytes
+    from ..gguf import export_gguf
+    from ..quant.quantize_model import GGUF_FILE, GGUF_PROFILES
+
+    ignored = [f"--{n.replace('_', '-')}" for n in ("group_size", "symmetric", "only", "min_cosine", "report")
+               if getattr(args, n) not in (None, False)] + (["--ignore"] if args.ignore else [])
+    if ignored or args.validate or args.skip_unsupported:
+        raise ValueError(f"{', '.join(ignored + (['--validate'] if args.validate else []))} do not apply to the "
+                         "llama.cpp GGUF export (see --recipe, or --hf-names for the older layout)")
+    if args.recipe and args.scheme and args.recipe != args.scheme:
+        raise ValueError("give --recipe or --scheme, not both")
+    recipe = args.recipe or args.scheme or (GGUF_PROFILES[args.profile] if args.profile else "q8_0")
+    dst = args.dst
+    if not dst.endswith(".gguf"):
+        os.makedirs(dst, exist_ok=True)
+        dst = os.path.join(dst, GGUF_FILE)
+    if os.path.exists(dst) and not args.overwrite:
+        raise ValueError(f"{dst!r} exists; pass --overwrite to replace it")
+    bar = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = Progress(total, "gguf")
+        bar.update_to(done)
+
+    try:
+        rep = export_gguf(args.src, dst, recipe=recipe, progress=None if args.no_progress else progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    counts = ", ".join(f"{n} {t}" for t, n in sorted(rep.types().items()))
+    print(f"{rep.hf_class} -> {rep.architecture} GGUF ({recipe}): {len(rep.tensors)} tensors ({counts}), "
+          f"{rep.n_tokens} tokens ({rep.tokenizer}/{rep.pre_tokenizer}); {format_bytes(rep.bytes_in)} -> "
+          f"{format_bytes(rep.bytes_out)} in {rep.seconds:.2f} s")
+    print(rep.path)
+    return 0
+
+
+def _gguf_export_in(src: str):
+    """The GGUF file at (or in) ``src`` if the llama.cpp exporter wrote it."""
+    import os
+
+    from ..gguf import is_export
+
+    path = src
+    if os.path.isdir(src):
+        found = [f for f in sorted(os.listdir(src)) if f.endswith(".gguf")]
+        if len(found) != 1:
+            return None
+        path = os.path.join(src, found[0])
+    return path if path.endswith(".gguf") and os.path.isfile(path) and is_export(path) else None
+
+
 def _dequantize(args) -> int:
     from ..quant.dequantize_model import dequantize_model
 
     t0 = time.perf_counter()
-    files = dequantize_model(args.src, args.dst, dtype=args.dtype, max_shard_size=args.max_shard_size,
-                             overwrite=args.overwrite, durable=False if args.no_fsync else None)
+    exported = _gguf_export_in(args.src)
+    if exported is not None:  # llama.cpp names inside: the exporter's reader restores the checkpoint's
+        from ..gguf import dequantize_gguf
+
+        files = dequantize_gguf(exported, args.dst, dtype=args.dtype, max_shard_size=args.max_shard_size,
+                                overwrite=args.overwrite, durable=False if args.no_fsync else None)
+    else:
+        files = dequantize_model(args.src, args.dst, dtype=args.dtype, max_shard_size=args.max_shard_size,
+                                 overwrite=args.overwrite, durable=False if args.no_fsync else None)
     for f in files:
         print(f)
     print(f"wrote {len(files)} file(s) to {args.dst} in {time.perf_counter() - t0:.2f}s", file=sys.stderr)

@@ -1,0 +1,277 @@
+"""Export of a Hugging Face model directory to a GGUF file llama.cpp loads.
+
+The file is written streamed (header, metadata and tensor infos first, then
+one tensor at a time) into a temporary file beside the target, renamed into
+place only when complete: on any error nothing is left at ``out_path``."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Mapping, Optional, Tuple, Union
+
+import numpy as np
+
+from ..errors import InvalidArgument
+from . import archs as _archs
+from . import types as _types
+from .tokenizer import load_vocab
+
+PathLike = Union[str, "os.PathLike[str]"]
+TypeChoice = Union[Mapping[str, str], Callable[[str, Tuple[int, ...]], Optional[str]], None]
+
+from .types import CONFIG_KEY, FORMAT_KEY, FORMAT_VERSION
+
+
+class ConfigNotFound(InvalidArgument, FileNotFoundError):
+    """The model directory has no config.json."""
+
+
+@dataclass
+class TensorReport:
+    """One GGUF tensor written: its name, the checkpoint tensor, the type and
+    numpy-order shape, and the bytes it takes."""
+
+    name: str
+    source: str
+    type: str
+    shape: Tuple[int, ...]
+    nbytes: int
+
+
+@dataclass
+class ExportReport:
+    """What :func:`export_gguf` wrote."""
+
+    path: str
+    architecture: str  # GGUF architecture name
+    hf_class: str
+    recipe: str
+    file_type: int
+    tokenizer: str  # tokenizer.ggml.model
+    pre_tokenizer: str
+    n_tokens: int
+    tensors: List[TensorReport] = field(default_factory=list)
+    dropped: List[str] = field(default_factory=list)
+    bytes_in: int = 0
+    bytes_out: int = 0
+    seconds: float = 0.0
+
+    def types(self) -> Dict[str, int]:
+        """GGUF type -> number of tensors of that type."""
+        out: Dict[str, int] = {}
+        for t in self.tensors:
+            out[t.type] = out.get(t.type, 0) + 1
+        return out
+
+
+def recipe_names() -> Tuple[str, ...]:
+    """Recipe names :func:`export_gguf` takes: the uniform ones (every
+    weight matrix one type) and, where available, llama-quantize's mixes."""
+    names = tuple(r for r in _types.UNIFORM_FILE_TYPES if r in _types.available_types())
+    mixes = _mixes()
+    return names + tuple(r for r in (mixes.RECIPES if mixes else ()) if r not in names)
+
+
+def _mixes():
+    """The per-tensor type rules (gguf/recipes.py), or None where this
+    build has none: an optional module, looked up by name."""
+    import importlib
+    import importlib.util
+
+    name = __name__.rsplit(".", 1)[0] + ".recipes"
+    if importlib.util.find_spec(name) is None:
+        return None
+    return importlib.import_module(name)
+
+
+def _forced_f32(name: str, ndim: int) -> bool:
+    """Tensors llama.cpp wants in F32 whatever the file type (as its converter)."""
+    return (ndim <= 1 or name.endswith("_norm.weight") or not name.endswith(".weight")
+            or name in ("position_embd.weight", "token_types.weight") or ".ffn_gate_inp" in name)
+
+
+def _file_type(recipe: str) -> int:
+    import gguf
+
+    member = _types.UNIFORM_FILE_TYPES.get(recipe) or f"MOSTLY_{recipe.upper()}"
+    if not hasattr(gguf.LlamaFileType, member):
+        raise InvalidArgument(f"recipe {recipe!r} has no llama.cpp file type")
+    return int(getattr(gguf.LlamaFileType, member))
+
+
+def plan_types(recipe: str, plans: List[_archs.TensorPlan], arch: _archs.Arch,
+               types: TypeChoice = None) -> Dict[str, str]:
+    """GGUF tensor name -> GGUF type for ``recipe``; ``types`` (a mapping or
+    ``f(name, shape) -> type or None``) overrides it per tensor. Tensors
+    llama.cpp keeps in F32 stay F32; a block type that does not divide a
+    row falls back to F16, as llama.cpp's converter does."""
+    available = _types.available_types()
+    if recipe in _types.UNIFORM_FILE_TYPES:
+        if recipe not in available:
+            raise InvalidArgument(f"recipe {recipe!r} needs the {recipe} kernel, which this build lacks")
+        chosen = {p.gguf_name: ("f32" if _forced_f32(p.gguf_name, len(p.shape)) else recipe) for p in plans}
+    else:
+        mixes = _mixes()
+        if mixes is None or recipe not in mixes.RECIPES:
+            raise InvalidArgument(f"unknown recipe {recipe!r}; expected one of {', '.join(recipe_names())}")
+        facts = mixes.ModelFacts(arch=arch.name, n_layer=arch.n_layer, n_head=arch.n_head,
+                                 n_head_kv=int(arch.find(("num_key_value_heads", "n_kv_heads"), 0)), n_expert=0)
+        # llama-quantize's rules applied to the converter's f16 file (gguf/recipes.py)
+        chosen = dict(mixes.plan_types(recipe, [(p.gguf_name, p.shape) for p in plans], facts))
+    for p in plans:
+        if types is not None:
+            t = types.get(p.gguf_name) if isinstance(types, Mapping) else types(p.gguf_name, p.shape)
+            if t is not None:
+                chosen[p.gguf_name] = str(t).lower()
+        t = chosen.get(p.gguf_name)
+        if t not in available:
+            raise InvalidArgument(f"tensor {p.gguf_name!r}: type {t!r} is not one of {', '.join(available)}")
+        if not _types.can_hold(t, p.shape):
+            chosen[p.gguf_name] = "f16"
+    return chosen
+
+
+def _read_config(model_dir: str) -> dict:
+    path = os.path.join(model_dir, "config.json")
+    if not os.path.isfile(path):
+        raise ConfigNotFound(f"{model_dir!r} has no config.json: the GGUF exporter needs the model's "
+                             "configuration")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            cfg = json.load(fh)
+    except (OSError, ValueError) as e:
+        raise InvalidArgument(f"{path!r} is not readable JSON: {e}") from None
+    if not isinstance(cfg, dict):
+        raise InvalidArgument(f"{path!r} does not hold a JSON object")
+    return cfg
+
+
+def export_gguf(model_dir: PathLike, out_path: PathLike, *, recipe: str = "q8_0", types: TypeChoice = None,
+                name: Optional[str] = None, overwrite: bool = True, progress=None) -> ExportReport:
+    """Convert the Hugging Face model in ``model_dir`` (config.json,
+    safetensors single or sharded, tokenizer files) into the GGUF file
+    ``out_path`` that llama.cpp loads.
+
+    ``recipe``: "f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1"
+    (every weight matrix that type; norms, biases and 1-D tensors F32), or a
+    llama-quantize mix such as "q4_k_m" where :func:`recipe_names` lists it.
+    ``types``: per-tensor overrides, a mapping of GGUF tensor name -> GGUF
+    type or a callable ``(name, numpy shape) -> type or None``. ``name``:
+    general.name (default: from the model card / directory). ``overwrite``:
+    replace an existing ``out_path`` (else InvalidArgument). ``progress``:
+    called ``progress(done_bytes, total_bytes)`` as tensors are written.
+
+    Returns an :class:`ExportReport`. Raises ConfigNotFound (no
+    config.json), UnsupportedArchitecture (listing the supported classes),
+    TokenizerNotFound, UnknownTensor (a tensor the architecture has no GGUF
+    name for), CheckpointNotFound (no safetensors), InvalidArgument (bad
+    recipe or type, missing output directory). Nothing is left at
+    ``out_path`` (nor a temporary file) when it raises."""
+    import gguf
+
+    from ..checkpoint import open_checkpoint
+
+    t0 = time.perf_counter()
+    model_dir, out_path = os.fspath(model_dir), os.fspath(out_path)
+    if not os.path.isdir(model_dir):
+        raise InvalidArgument(f"{model_dir!r} is not a model directory")
+    cfg = _read_config(model_dir)
+    arch = _archs.detect(cfg)
+    out_dir = os.path.dirname(os.path.abspath(out_path))
+    if not os.path.isdir(out_dir):
+        raise InvalidArgument(f"cannot write {out_path!r}: directory {out_dir!r} does not exist")
+    if os.path.isdir(out_path):
+        raise InvalidArgument(f"{out_path!r} is a directory; give the .gguf file's path")
+    if os.path.exists(out_path) and not overwrite:
+        raise InvalidArgument(f"{out_path!r} exists (pass overwrite=True to replace it)")
+    ckpt = open_checkpoint(model_dir, framework="np")
+    try:
+        infos = [(n, *(lambda i: (i.dtype, tuple(i.shape)))(ckpt.tensor_info(n))) for n in ckpt.keys()]
+        plans, dropped = _archs.plan_tensors(arch, infos)
+        chosen = plan_types(recipe, plans, arch, types)
+        for p in plans:
+            if p.dtype not in ("F32", "F16", "BF16", "F64"):
+                raise InvalidArgument(f"tensor {p.hf_name!r} is {p.dtype}; the exporter converts float tensors only")
+        vocab = load_vocab(model_dir, arch.config, arch.tokenizer_kind)
+        file_type = _file_type(recipe)
+        report = ExportReport(out_path, arch.name, arch.hf_class, recipe, file_type, vocab.model, vocab.pre,
+                              len(vocab.tokens), dropped=dropped)
+        tmp = os.path.join(out_dir, f".{os.path.basename(out_path)}.{os.getpid()}.tmp")
+        try:
+            _write(tmp, ckpt, arch, plans, chosen, vocab, file_type, model_dir, cfg, name, report, progress)
+            os.replace(tmp, out_path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+    finally:
+        ckpt.close()
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _write(tmp, ckpt, arch, plans, chosen, vocab, file_type, model_dir, cfg, name, report, progress) -> None:
+    import gguf
+    from pathlib import Path
+
+    writer = gguf.GGUFWriter(tmp, arch=arch.name)
+    try:
+        total = 0
+        for p in plans:
+            t = chosen[p.gguf_name]
+            nb = _types.nbytes(t, p.shape)
+            qtype = _types.gguf_type(t)
+            if t in ("f32", "f16", "bf16"):
+                dtype = {"f32": np.float32, "f16": np.float16}.get(t, np.uint8)
+                byte_shape = p.shape if t != "bf16" else (*p.shape[:-1], p.shape[-1] * 2)
+                writer.add_tensor_info(p.gguf_name, byte_shape, np.dtype(dtype), nb, raw_dtype=qtype)
+            else:
+                rows = int(np.prod(p.shape[:-1], dtype=np.int64)) if len(p.shape) > 1 else 1
+                writer.add_tensor_info(p.gguf_name, (*p.shape[:-1], nb // max(rows, 1)), np.dtype(np.uint8), nb,
+                                       raw_dtype=qtype)
+            report.tensors.append(TensorReport(p.gguf_name, p.hf_name, t, p.shape, nb))
+            total += nb
+        # general.* as the converter derives it (model card, config, parameter count)
+        n_params = writer.get_total_parameter_count()
+        meta = gguf.Metadata.load(None, Path(model_dir), name, n_params[0])
+        if meta.name is None:
+            meta.name = os.path.basename(os.path.normpath(model_dir))
+        if meta.size_label is None and n_params[0] > 0:
+            meta.size_label = gguf.size_label(*n_params)
+        writer.add_type(gguf.GGUFType.MODEL)
+        meta.set_gguf_meta_model(writer)
+        _archs.write_hparams(writer, arch, model_dir, file_type)
+        writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+        vocab.write(writer)
+        writer.add_string(CONFIG_KEY, json.dumps(cfg, sort_keys=True))
+        writer.add_string(FORMAT_KEY, json.dumps({
+            "version": FORMAT_VERSION, "hf_class": arch.hf_class,
+            "tensors": {p.gguf_name: {"name": p.hf_name, "dtype": p.dtype, "shape": list(p.hf_shape),
+                                      "transform": p.transform, "heads": p.heads} for p in plans},
+            "dropped": report.dropped}, sort_keys=True))
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_ti_data_to_file()
+        done = 0
+        for p in plans:
+            src = ckpt.get_tensor(p.hf_name)
+            report.bytes_in += src.nbytes
+            if src.dtype == np.float64:
+                src = src.astype(np.float32)
+            data = _types.encode(_archs.apply(p, src), chosen[p.gguf_name])
+            del src
+            writer.write_tensor_data(data.reshape(-1).view(np.uint8))
+            done += data.nbytes
+            if progress is not None:
+                progress(done, total)
+        report.bytes_out = total
+        for f in writer.fout or ():
+            f.flush()
+            os.fsync(f.fileno())
+    finally:
+        writer.close()
