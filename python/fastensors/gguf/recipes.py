@@ -183,7 +183,9 @@ def _check_tensors(tensors) -> List[Tuple[str, Tuple[int, ...]]]:
 # ----------------------------------------------------------------------------
 # which tensors are quantized at all
 
-_LAYER = re.compile(r"blk\.\s*([+-]?\d+)\.")
+# llama.cpp reads a layer as sscanf("blk.%d.") does: the number counts even
+# when no dot follows it.
+_LAYER = re.compile(r"blk\.\s*([+-]?\d+)")
 
 
 def _layer_of(name: str) -> int:
@@ -313,7 +315,7 @@ class _State:
         n = self.facts.n_layer
         if self.facts.n_expert <= 1:
             return self.i_ffn[cat], n
-        m = re.match(r"blk\.\s*([+-]?\d+)", name)
+        m = _LAYER.match(name)
         if not m:
             raise InvalidArgument(f"cannot find the layer of expert-model tensor {name!r}")
         i = int(m.group(1))
