@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import InvalidArgument
 from . import archs as _archs
+from . import recipes as _recipes
 from . import types as _types
 from .tokenizer import load_vocab
 
@@ -69,22 +70,9 @@ class ExportReport:
 
 def recipe_names() -> Tuple[str, ...]:
     """Recipe names :func:`export_gguf` takes: the uniform ones (every
-    weight matrix one type) and, where available, llama-quantize's mixes."""
+    weight matrix one type) and llama-quantize's mixes (gguf/recipes.py)."""
     names = tuple(r for r in _types.UNIFORM_FILE_TYPES if r in _types.available_types())
-    mixes = _mixes()
-    return names + tuple(r for r in (mixes.RECIPES if mixes else ()) if r not in names)
-
-
-def _mixes():
-    """The per-tensor type rules (gguf/recipes.py), or None where this
-    build has none: an optional module, looked up by name."""
-    import importlib
-    import importlib.util
-
-    name = __name__.rsplit(".", 1)[0] + ".recipes"
-    if importlib.util.find_spec(name) is None:
-        return None
-    return importlib.import_module(name)
+    return names + tuple(r for r in _recipes.RECIPES if r not in names)
 
 
 def _forced_f32(name: str, ndim: int) -> bool:
@@ -114,13 +102,12 @@ def plan_types(recipe: str, plans: List[_archs.TensorPlan], arch: _archs.Arch,
             raise InvalidArgument(f"recipe {recipe!r} needs the {recipe} kernel, which this build lacks")
         chosen = {p.gguf_name: ("f32" if _forced_f32(p.gguf_name, len(p.shape)) else recipe) for p in plans}
     else:
-        mixes = _mixes()
-        if mixes is None or recipe not in mixes.RECIPES:
+        if recipe not in _recipes.RECIPES:
             raise InvalidArgument(f"unknown recipe {recipe!r}; expected one of {', '.join(recipe_names())}")
-        facts = mixes.ModelFacts(arch=arch.name, n_layer=arch.n_layer, n_head=arch.n_head,
+        facts = _recipes.ModelFacts(arch=arch.name, n_layer=arch.n_layer, n_head=arch.n_head,
                                  n_head_kv=int(arch.find(("num_key_value_heads", "n_kv_heads"), 0)), n_expert=0)
         # llama-quantize's rules applied to the converter's f16 file (gguf/recipes.py)
-        chosen = dict(mixes.plan_types(recipe, [(p.gguf_name, p.shape) for p in plans], facts))
+        chosen = dict(_recipes.plan_types(recipe, [(p.gguf_name, p.shape) for p in plans], facts))
     for p in plans:
         if types is not None:
             t = types.get(p.gguf_name) if isinstance(types, Mapping) else types(p.gguf_name, p.shape)
