@@ -293,7 +293,7 @@ def quantized_tensor(examples: int) -> None:
 def quantized_mutated(examples: int) -> None:
     """Valid tensors from quantize() with one attribute replaced afterwards."""
     rng = np.random.default_rng(0)
-    base = rng.standard_normal((8, 128)).astype(np.float32)
+    base = rng.standard_normal((8, 256)).astype(np.float32)  # 256: a K-quant super-block
     made = {s: fastensors.quantize(base, s, **({"group_size": 32} if s in ("int4", "int2") else {}))
             for s in SCHEMES}
     made["int4-asym"] = fastensors.quantize(base, "int4", group_size=32, symmetric=False)
