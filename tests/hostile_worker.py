@@ -1156,6 +1156,121 @@ def model_tools(examples: int) -> None:
     run()
 
 
+def _tiny_gpt2(d: str) -> None:
+    """A 2-layer GPT-2 with a byte-level BPE tokenizer, saved by transformers."""
+    import tokenizers
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
+
+    bpe = tokenizers.ByteLevelBPETokenizer()
+    bpe.train_from_iterator(["hello world gguf export of a tiny model"] * 20, vocab_size=300, min_frequency=1,
+                            special_tokens=["<|endoftext|>"], show_progress=False)
+    tok = GPT2TokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
+                            unk_token="<|endoftext|>")
+    tok.save_pretrained(d)
+    torch.manual_seed(0)
+    cfg = GPT2Config(n_embd=64, n_layer=2, n_head=2, n_positions=32, vocab_size=len(tok),
+                     bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    GPT2LMHeadModel(cfg).save_pretrained(d)
+
+
+@family
+def gguf_args(examples: int) -> None:
+    """export_gguf / read_gguf / dequantize_gguf / plan_types with hostile
+    paths, recipes, type overrides and files (garbage, truncated, bit-flipped
+    GGUF); a successful export must read back to the checkpoint's names."""
+    import fastensors.gguf as fg
+
+    tmp = tempfile.mkdtemp()
+    src = os.path.join(tmp, "gpt2")
+    os.mkdir(src)
+    _tiny_gpt2(src)
+    names = set(fastensors.open_checkpoint(src).keys())
+    good = os.path.join(tmp, "good.gguf")
+    fg.export_gguf(src, good, recipe="q8_0")
+    blob = open(good, "rb").read()
+    bad_dirs = {}
+    for name, files in {"empty": {}, "bad_json": {"config.json": "{not json"},
+                        "list_json": {"config.json": "[1, 2]"},
+                        "unknown_arch": {"config.json": json.dumps({"architectures": ["FooForBar"]})}}.items():
+        d = os.path.join(tmp, name)
+        os.mkdir(d)
+        for f, text in files.items():
+            with open(os.path.join(d, f), "w") as fh:
+                fh.write(text)
+        bad_dirs[name] = d
+    allowed = (SE, TypeError, ValueError, OSError)
+
+    def check_export(out):
+        def check(rep):
+            assert os.path.isfile(out), "no file after a successful export"
+            back = fg.read_gguf(out).state_dict()
+            assert set(back) <= names and back, sorted(back)[:5]
+        return check
+
+    @prop(examples, st.sampled_from([src] * 6 + [None, 5, os.path.join(tmp, "missing"), good] + list(bad_dirs.values())),
+          st.sampled_from(["out"] * 6 + [None, 3, "dir", "missing/x.gguf"]),
+          st.sampled_from(["q8_0"] * 3 + ["q4_k_m", "f16", "q2_k", "bogus", None, 5, "Q8_0", ""]),
+          st.sampled_from([None] * 6 + [{}, {"token_embd.weight": "bogus"}, {"token_embd.weight": "q4_k"},
+                                        {"nope": "f32"}, lambda n, shape: 5, lambda n, shape: None, "f16", [1]]))
+    def run(model_dir, out, recipe, types):
+        target = {"out": os.path.join(tempfile.mkdtemp(dir=tmp), "m.gguf"), "dir": tmp,
+                  "missing/x.gguf": os.path.join(tmp, "missing", "x.gguf")}.get(out, out)
+        label = (f"export_gguf({describe(model_dir)}, {describe(target)}, recipe={recipe!r}, "
+                 f"types={describe(types) if not callable(types) else 'callable'})")
+        attempt(label, lambda: fg.export_gguf(model_dir, target, recipe=recipe, types=types), allowed=allowed,
+                check=check_export(target) if isinstance(target, str) and target.endswith(".gguf") else None)
+        if isinstance(target, str) and os.path.isdir(os.path.dirname(target) or "."):
+            left = [f for f in os.listdir(os.path.dirname(target) or ".") if f.startswith(".") or f.endswith(".tmp")]
+            if left:
+                FAILURES.append({"case": label, "error": f"left temporary files {left}"})
+
+    run()
+
+    # GGUF files that are not what they claim: read_gguf must refuse them typed.
+    rng = np.random.default_rng(3)
+    files = {"random": rng.integers(0, 256, 4096, dtype=np.uint8).tobytes(), "empty": b"",
+             "magic_only": b"GGUF", "header": blob[:24]}
+    for cut in (64, 200, len(blob) // 3, len(blob) // 2, len(blob) - 1):
+        files[f"truncated_{cut}"] = blob[:cut]
+    for k in range(12):
+        b = bytearray(blob)
+        for pos in rng.integers(4, min(len(b), 4096), 3):
+            b[pos] ^= int(rng.integers(1, 256))
+        files[f"flipped_{k}"] = bytes(b)
+    for name, data in files.items():
+        path = os.path.join(tmp, name + ".gguf")
+        with open(path, "wb") as fh:
+            fh.write(data)
+
+        def read_all(path=path):
+            sd = fg.read_gguf(path).state_dict()
+            for v in sd.values():
+                np.asarray(v).sum()
+            return sd
+
+        attempt(f"read_gguf({name})", read_all, allowed=(SE, ValueError, OSError))
+        attempt(f"is_export({name})", lambda path=path: fg.is_export(path), allowed=())
+        dst = tempfile.mkdtemp(dir=tmp)
+        attempt(f"dequantize_gguf({name})", lambda path=path, dst=dst: fg.dequantize_gguf(path, dst, overwrite=True),
+                allowed=(SE, ValueError, OSError))
+    for bad in (None, 5, tmp, os.path.join(tmp, "missing.gguf"), b"\x00"):
+        attempt(f"read_gguf({describe(bad)})", lambda bad=bad: fg.read_gguf(bad), allowed=(SE, TypeError, ValueError, OSError))
+    # plan_types with hostile tensor lists and facts
+    facts = fg.ModelFacts(arch="llama", n_layer=2, n_head=4, n_head_kv=2)
+    for recipe, tensors, f in (("q4_k_m", [("blk.0.attn_v.weight", (256, 256))], facts),
+                               ("q4_k_m", None, facts), ("q4_k_m", [("x", "shape")], facts),
+                               ("q4_k_m", [(5, (256, 256))], facts), ("q4_k_m", [("a", (-1, 256))], facts),
+                               ("q4_k_m", [("a", (256, 256)), ("a", (256, 256))], facts),
+                               ("nope", [("a", (256, 256))], facts), ("q4_k_m", [("a", (256, 256))], None),
+                               (None, [], facts), ("q2_k", [("blk.0.ffn_down.weight", (2**40, 2**40))], facts)):
+        attempt(f"plan_types({recipe!r}, {describe(tensors)}, {describe(f)})",
+                lambda r=recipe, t=tensors, f=f: fg.plan_types(r, t, f), allowed=(SE, TypeError, ValueError))
+    for kw in ({"arch": "llama", "n_layer": -1}, {"arch": 5, "n_layer": 2}, {"arch": "llama", "n_layer": "2"},
+               {"arch": "llama", "n_layer": 2, "n_expert": -3}):
+        attempt(f"ModelFacts({kw})", lambda kw=kw: fg.ModelFacts(**kw), allowed=(SE, TypeError, ValueError))
+
+
 # -- the issue's cases, deterministic -----------------------------------------------------------
 
 @family

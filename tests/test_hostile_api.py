@@ -41,6 +41,7 @@ BATCHES = {
     "frameworks": [("framework_adapters", 120)],
     "paddle": [("paddle_adapter", 60)],
     "sources": [("file_objects_and_urls", 80)],
+    "gguf": [("gguf_args", 60)],
 }
 # Families that run only a few deterministic cases where their frameworks are
 # missing (each adapter must then raise FrameworkNotInstalled): their floor.
@@ -48,7 +49,7 @@ FEW_CASES = {"framework_adapters": 6, "paddle_adapter": 2}
 # Families whose successes have oracles that must have run at least once.
 MUST_SUCCEED = {"quantized_tensor", "quantized_mutated", "quantize_args", "quality_args", "convert_out",
                 "get_slice_indices", "serialize_specs", "numpy_save", "save_sharded_args", "model_tools",
-                "distributed_args", "read_plans", "file_objects_and_urls"}
+                "distributed_args", "read_plans", "file_objects_and_urls", "gguf_args"}
 
 
 def run_worker(argv, timeout):

@@ -4,11 +4,12 @@ per-tensor type recipes like ``llama-quantize``) and reading GGUF back.
 See docs/gguf.md."""
 
 from .archs import HF_ARCHITECTURES, UnknownTensor, UnsupportedArchitecture
-from .export import ConfigNotFound, ExportReport, TensorReport, export_gguf, plan_types, recipe_names
+from .export import ConfigNotFound, ExportReport, TensorReport, export_gguf, recipe_names
+from .read import GgufModel, GgufTensor, dequantize_gguf, is_export, read_gguf
+from .recipes import RECIPES, ModelFacts, plan_types
 from .tokenizer import TokenizerNotFound
 
-__all__ = ["export_gguf", "recipe_names", "plan_types", "ExportReport", "TensorReport", "HF_ARCHITECTURES",
-           "UnsupportedArchitecture", "UnknownTensor", "TokenizerNotFound", "ConfigNotFound"]
-from .read import GgufModel, GgufTensor, dequantize_gguf, is_export, read_gguf
-
-__all__ += ["read_gguf", "dequantize_gguf", "is_export", "GgufModel", "GgufTensor"]
+__all__ = ["export_gguf", "recipe_names", "ExportReport", "TensorReport", "HF_ARCHITECTURES",
+           "UnsupportedArchitecture", "UnknownTensor", "TokenizerNotFound", "ConfigNotFound",
+           "read_gguf", "dequantize_gguf", "is_export", "GgufModel", "GgufTensor",
+           "RECIPES", "ModelFacts", "plan_types"]

@@ -90,7 +90,7 @@ def _file_type(recipe: str) -> int:
     return int(getattr(gguf.LlamaFileType, member))
 
 
-def plan_types(recipe: str, plans: List[_archs.TensorPlan], arch: _archs.Arch,
+def _plan_types(recipe: str, plans: List[_archs.TensorPlan], arch: _archs.Arch,
                types: TypeChoice = None) -> Dict[str, str]:
     """GGUF tensor name -> GGUF type for ``recipe``; ``types`` (a mapping or
     ``f(name, shape) -> type or None``) overrides it per tensor. Tensors
@@ -178,7 +178,7 @@ def export_gguf(model_dir: PathLike, out_path: PathLike, *, recipe: str = "q8_0"
     try:
         infos = [(n, *(lambda i: (i.dtype, tuple(i.shape)))(ckpt.tensor_info(n))) for n in ckpt.keys()]
         plans, dropped = _archs.plan_tensors(arch, infos)
-        chosen = plan_types(recipe, plans, arch, types)
+        chosen = _plan_types(recipe, plans, arch, types)
         for p in plans:
             if p.dtype not in ("F32", "F16", "BF16", "F64"):
                 raise InvalidArgument(f"tensor {p.hf_name!r} is {p.dtype}; the exporter converts float tensors only")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 from typing import Dict, Iterator, List, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
@@ -46,7 +47,9 @@ class GgufModel:
         self.path = os.fspath(path)
         try:
             self._reader = gguf.GGUFReader(self.path)
-        except (ValueError, OSError) as e:
+        # gguf's reader indexes into the mapped bytes as the header says: a
+        # truncated or corrupted file surfaces as whichever lookup failed.
+        except (ValueError, OSError, IndexError, KeyError, OverflowError, struct.error) as e:
             raise NotAQuantizedModel(f"{self.path!r} is not a GGUF file gguf can read: {e}") from None
         self.metadata: Dict[str, object] = {}
         for key, f in self._reader.fields.items():

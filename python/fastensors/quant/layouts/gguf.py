@@ -12,6 +12,7 @@ written one at a time (header and tensor infos first)."""
 from __future__ import annotations
 
 import json
+import struct
 from typing import Dict, Optional
 
 import numpy as np
@@ -96,7 +97,8 @@ def read_gguf(path: str):
 
     try:
         reader = gguf.GGUFReader(path)
-    except (ValueError, OSError) as e:
+    # a truncated or corrupted file surfaces as whichever lookup failed
+    except (ValueError, OSError, IndexError, KeyError, OverflowError, struct.error) as e:
         raise NotAQuantizedModel(f"{path!r} is not a GGUF file gguf can read: {e}") from None
     fields = reader.fields
 
