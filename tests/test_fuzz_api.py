@@ -341,3 +341,75 @@ def _malicious_pickles(tmp_path_factory, case):
 
 
 test_convert_bin_refuses_malicious_pickles, test_convert_bin_refuses_malicious_pickles_many = _malicious_pickles
+
+
+# -- GGUF files: read_gguf and is_export on mutated files --------------------------------------
+
+def _gguf_file() -> bytes:
+    """A small GGUF file of several tensor types, written by the gguf package."""
+    gguf = pytest.importorskip("gguf")
+    import tempfile
+
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "f.gguf")
+        w = gguf.GGUFWriter(path, arch="llama")
+        w.add_block_count(1)
+        w.add_string("general.name", "fuzz")
+        w.add_array("tokenizer.ggml.tokens", ["a", "b", "c"])
+        x = rng.standard_normal((2, 256)).astype(np.float32)
+        w.add_tensor("token_embd.weight", x)
+        w.add_tensor("output_norm.weight", np.ones(256, np.float16))
+        q = fastensors.quantize(x, "q4_k").data
+        w.add_tensor("blk.0.attn_q.weight", q, raw_shape=q.shape, raw_dtype=gguf.GGMLQuantizationType.Q4_K)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        return open(path, "rb").read()
+
+
+GGUF_FILE = _gguf_file() if __import__("importlib").util.find_spec("gguf") else b""
+
+
+@st.composite
+def mutated_gguf(draw) -> bytes:
+    data = bytearray(GGUF_FILE)
+    for _ in range(draw(st.integers(1, 4))):
+        op = draw(st.sampled_from(["flip", "set", "truncate", "count"]))
+        i = draw(st.integers(0, max(len(data) - 1, 0)))
+        if not data:
+            break
+        if op == "flip":
+            data[i] ^= 1 << draw(st.integers(0, 7))
+        elif op == "set":
+            data[i] = draw(st.sampled_from([0, 1, 0x7F, 0x80, 0xFF]))
+        elif op == "truncate":
+            del data[i:]
+        else:  # the tensor or key count (bytes 8..24) made huge or small
+            at = draw(st.sampled_from([8, 16]))
+            if len(data) >= at + 8:
+                data[at:at + 8] = struct.pack("<Q", draw(st.sampled_from([0, 1, 2**31, 2**63, 2**64 - 1])))
+    return bytes(data)
+
+
+@both(content=mutated_gguf())
+def _read_gguf_mutated(tmp_path_factory, content):
+    import fastensors.gguf as fg
+
+    path = os.path.join(str(tmp_path_factory.mktemp("gguf")), "m.gguf")
+    with open(path, "wb") as fh:
+        fh.write(content)
+    assert fg.is_export(path) in (True, False)
+    try:
+        model = fg.read_gguf(path)
+    except ALLOWED + (OSError,):
+        return
+    for name in list(model.tensors):
+        try:
+            np.asarray(model.get(name)).sum()
+        except ALLOWED:
+            pass
+
+
+test_read_gguf_mutated_files, test_read_gguf_mutated_files_many = _read_gguf_mutated
