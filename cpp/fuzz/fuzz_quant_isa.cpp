@@ -1,5 +1,6 @@
 // Differential target: the same bytes through every quantization kernel at
 // every level this CPU runs (the GGML block quantizers and dequantizers, the
+// K-quant quantizers (super-blocks of 256, 8 or 16 at once in SIMD), the
 // integer schemes' range and code kernels, FP8 codes and values, NF4 blocks);
 // any difference from the scalar table aborts. Quantizers reject NaN/Inf input: every level must agree on
 // that too. Dequantized floats are compared bit for bit, except that when
@@ -58,6 +59,24 @@ void ggml_quantize(int t, const std::uint8_t* data, std::size_t size) {
     const bool ok_isa = qd::ggml_kernels(isa).quantize[t](x.data(), nb, got.data());
     if (ok_isa != ok) __builtin_trap();        // disagree on finiteness
     if (ok && got != want) __builtin_trap();   // different bytes
+  }
+}
+
+const std::size_t kKBlockBytes[5] = {84, 110, 144, 176, 210};
+
+// K-quants: several super-blocks, so the SIMD levels fill lanes and leave a
+// scalar tail.
+void kquant_quantize(int t, const std::uint8_t* data, std::size_t size) {
+  std::vector<float> x = floats(data, size);
+  const std::size_t nb = x.size() / 256;
+  if (nb == 0) return;
+  std::vector<std::uint8_t> want(nb * kKBlockBytes[t]), got(want.size());
+  const bool ok = qd::kquant_kernels_scalar().quantize[t](x.data(), nb, want.data());
+  for (Isa isa : levels()) {
+    std::fill(got.begin(), got.end(), 0x5A);
+    const bool ok_isa = qd::kquant_kernels(isa).quantize[t](x.data(), nb, got.data());
+    if (ok_isa != ok) __builtin_trap();
+    if (ok && got != want) __builtin_trap();
   }
 }
 
@@ -216,7 +235,7 @@ void int_codes(const std::uint8_t* data, std::size_t size) {
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   if (size < 1) return 0;
-  const unsigned pick = data[0] % 15u;
+  const unsigned pick = data[0] % 20u;
   const std::uint8_t* rest = data + 1;
   const std::size_t n = size - 1;
   if (pick < 5) {
@@ -231,8 +250,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     fp8_codes(rest, n);
   } else if (pick == 13) {
     fp8_values(rest, n);
-  } else {
+  } else if (pick == 14) {
     nf4(rest, n);
+  } else {
+    kquant_quantize(static_cast<int>(pick - 15), rest, n);
   }
   return 0;
 }

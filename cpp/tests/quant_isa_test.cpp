@@ -204,6 +204,40 @@ TEST(QuantIsa, WholeMatrixUsesActiveLevelAndMatchesScalar) {
   }
 }
 
+TEST(QuantIsa, KQuantSearchesMatchScalar) {
+  // 37 super-blocks: full groups of 8 and 16 lanes and a scalar tail; values
+  // that reach the searches' special cases (zero and constant sub-blocks,
+  // ties, one sign, tiny, huge).
+  std::mt19937 rng(11);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  const std::size_t nb = 37;
+  std::vector<float> x(nb * 256);
+  for (std::size_t b = 0; b < nb; ++b) {
+    for (std::size_t i = 0; i < 256; ++i) {
+      float v = normal(rng);
+      switch (b % 7) {
+        case 1: v = std::round(v * 4); break;
+        case 2: v = std::fabs(v); break;
+        case 3: v = i < 128 ? 0.0f : v; break;
+        case 4: v = 1.5f; break;
+        case 5: v *= 1e-30f; break;
+        case 6: v *= 1e20f; break;
+        default: break;
+      }
+      x[b * 256 + i] = v;
+    }
+  }
+  const std::size_t bytes[5] = {84, 110, 144, 176, 210};
+  for (Isa isa : simd_levels()) {
+    for (int t = 0; t < 5; ++t) {
+      std::vector<std::uint8_t> want(nb * bytes[t]), got(want.size(), 0x5A);
+      ASSERT_TRUE(qd::kquant_kernels_scalar().quantize[t](x.data(), nb, want.data()));
+      ASSERT_TRUE(qd::kquant_kernels(isa).quantize[t](x.data(), nb, got.data()));
+      EXPECT_EQ(got, want) << "K-quant " << t << " at level " << static_cast<int>(isa);
+    }
+  }
+}
+
 TEST(QuantIsa, IntRangeMatchesScalar) {
   const auto& ref = qd::int_kernels_scalar();
   std::mt19937 rng(5);
