@@ -12,6 +12,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 
+from .._util.jsonfile import read_json
 from ..errors import InvalidArgument
 
 
@@ -168,13 +169,12 @@ def _pooling(w, model_dir: str) -> None:
     mods_path = os.path.join(model_dir, "modules.json")
     if not os.path.isfile(mods_path):
         return
-    with open(mods_path, encoding="utf-8") as fh:
-        mods = json.load(fh)
-    path = next((m.get("path") for m in mods if str(m.get("type", "")).endswith("Pooling")), None)
-    if path is None:
+    mods = read_json(mods_path, kind=list)
+    path = next((m.get("path") for m in mods if isinstance(m, dict) and str(m.get("type", "")).endswith("Pooling")),
+                None)
+    if not isinstance(path, str):
         return
-    with open(os.path.join(model_dir, path, "config.json"), encoding="utf-8") as fh:
-        pooling = json.load(fh)
+    pooling = read_json(os.path.join(model_dir, path, "config.json"))
     modes = {"mean": gguf.PoolingType.MEAN, "cls": gguf.PoolingType.CLS, "lasttoken": gguf.PoolingType.LAST}
     if pooling.get("pooling_mode_mean_tokens"):
         kind = modes["mean"]

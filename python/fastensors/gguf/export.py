@@ -14,6 +14,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
+from .._util.jsonfile import read_json
 from ..errors import InvalidArgument
 from . import archs as _archs
 from . import recipes as _recipes
@@ -126,14 +127,7 @@ def _read_config(model_dir: str) -> dict:
     if not os.path.isfile(path):
         raise ConfigNotFound(f"{model_dir!r} has no config.json: the GGUF exporter needs the model's "
                              "configuration")
-    try:
-        with open(path, encoding="utf-8") as fh:
-            cfg = json.load(fh)
-    except (OSError, ValueError) as e:
-        raise InvalidArgument(f"{path!r} is not readable JSON: {e}") from None
-    if not isinstance(cfg, dict):
-        raise InvalidArgument(f"{path!r} does not hold a JSON object")
-    return cfg
+    return read_json(path)
 
 
 def export_gguf(model_dir: PathLike, out_path: PathLike, *, recipe: str = "q8_0", types: TypeChoice = None,

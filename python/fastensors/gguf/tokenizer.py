@@ -25,6 +25,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Union
 
+from .._util.jsonfile import read_json
 from ..errors import InvalidArgument
 
 # llama.cpp token types (llama_token_type)
@@ -113,13 +114,7 @@ class Vocab:
 
 
 def _json(path: str) -> Optional[dict]:
-    if not os.path.isfile(path):
-        return None
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
-    except (OSError, ValueError) as e:
-        raise InvalidArgument(f"{path!r} is not readable JSON: {e}") from None
+    return read_json(path, missing_ok=True)
 
 
 def _looks_special(text: str) -> bool:

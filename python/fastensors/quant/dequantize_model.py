@@ -21,6 +21,7 @@ from .layouts import compressed_tensors as _ct_layout
 from ..format import writer as _serialize
 from ..format.cast import dtype_code
 from ..format.dtypes import NUMPY
+from .._util.jsonfile import read_json
 from ..errors import InvalidArgument, NotAQuantizedModel
 from .kernels import INT_SCHEMES
 from .quantize_model import GGUF_FILE, PARQUET_FILE, _check_destination
@@ -105,8 +106,7 @@ def _from_safetensors(src: str, dtype: Optional[str]) -> Tuple[_Model, object]:
     cfg = None
     cfg_path = os.path.join(ckpt.directory, "config.json")
     if from_dir and os.path.isfile(cfg_path):
-        with open(cfg_path, encoding="utf-8") as fh:
-            cfg = json.load(fh)
+        cfg = read_json(cfg_path)
     meta = ckpt.metadata()
     bits = _bits_from(cfg, meta)
     recorded = json.loads(meta["fastensors.quantization"]).get("dtype") if meta and \

@@ -26,6 +26,7 @@ import numpy as np
 from .layouts import compressed_tensors as _ct_layout
 from ..format import writer as _serialize
 from .._util.patterns import compile_one
+from .._util.jsonfile import read_json
 from ..errors import (
     DestinationNotEmpty,
     InvalidArgument,
@@ -224,14 +225,7 @@ class _Source:
         path = os.path.join(self.ckpt.directory, "config.json")
         if not os.path.isfile(path):
             return None
-        try:
-            with open(path, encoding="utf-8") as fh:
-                cfg = json.load(fh)
-        except (OSError, ValueError) as e:
-            raise InvalidArgument(f"{path!r} is not readable JSON: {e}") from None
-        if not isinstance(cfg, dict):
-            raise InvalidArgument(f"{path!r} is not a JSON object")
-        return cfg
+        return read_json(path)
 
     def companions(self) -> Dict[str, Callable[[str], None]]:
         if not self.from_dir:
