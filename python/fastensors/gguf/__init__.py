@@ -9,6 +9,7 @@ from .tokenizer import TokenizerNotFound
 
 __all__ = ["export_gguf", "recipe_names", "plan_types", "ExportReport", "TensorReport", "HF_ARCHITECTURES",
            "UnsupportedArchitecture", "UnknownTensor", "TokenizerNotFound", "ConfigNotFound"]
+from .imatrix import ImatrixError, read_imatrix
 from .read import GgufModel, GgufTensor, dequantize_gguf, is_export, read_gguf
 
-__all__ += ["read_gguf", "dequantize_gguf", "is_export", "GgufModel", "GgufTensor"]
+__all__ += ["read_imatrix", "ImatrixError", "read_gguf", "dequantize_gguf", "is_export", "GgufModel", "GgufTensor"]
