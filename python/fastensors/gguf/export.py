@@ -320,7 +320,10 @@ def _write(tmp, ckpt, arch, plans, chosen, vocab, file_type, model_dir, cfg, nam
             report.bytes_in += src.nbytes
             if src.dtype == np.float64:
                 src = src.astype(np.float32)
-            data = _types.encode(_archs.apply(p, src), chosen[p.gguf_name], (weights or {}).get(p.gguf_name))
+            w = (weights or {}).get(p.gguf_name)
+            # weights only where there are some: encode keeps its two-argument form
+            data = (_types.encode(_archs.apply(p, src), chosen[p.gguf_name]) if w is None
+                    else _types.encode(_archs.apply(p, src), chosen[p.gguf_name], w))
             del src
             writer.write_tensor_data(data.reshape(-1).view(np.uint8))
             done += data.nbytes
