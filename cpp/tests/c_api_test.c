@@ -372,6 +372,51 @@ static void test_write_hostile(void) {
   OK(fst_write_file(path, &t, 1, NULL, NULL, 0, FST_WRITE_METADATA_ALWAYS));
 }
 
+/* Weighted (importance matrix) GGML quantization: the bytes differ from the
+ * unweighted ones, all-equal weights give the same bytes for any scale of
+ * them (the searches are invariant to it), and the arguments are checked. */
+static void test_quant_weighted(void) {
+  enum { R = 2, C = 256 };
+  static float x[R * C], imat[C], ones[C], twos[C];
+  static unsigned char a[R * 8 * 34], b[R * 144], c[R * 144]; /* a: room for Q8_0 */
+  size_t i;
+  for (i = 0; i < R * C; ++i) x[i] = (float)sin((double)i * 0.91) * (float)(1 + i % 7);
+  for (i = 0; i < C; ++i) {
+    imat[i] = (float)(i % 13) * 0.5f;
+    ones[i] = 1.0f;
+    twos[i] = 2.0f;
+  }
+  OK(fst_ggml_quantize_weighted(FST_GGML_Q4_K, x, sizeof x, FST_F32, R, C, imat, C, a, sizeof a));
+  OK(fst_ggml_quantize(FST_GGML_Q4_K, x, sizeof x, FST_F32, R, C, b, sizeof b));
+  CHECK(memcmp(a, b, sizeof b) != 0);
+  OK(fst_ggml_quantize_weighted(FST_GGML_Q4_K, x, sizeof x, FST_F32, R, C, ones, C, b, sizeof b));
+  OK(fst_ggml_quantize_weighted(FST_GGML_Q4_K, x, sizeof x, FST_F32, R, C, twos, C, c, sizeof c));
+  CHECK(memcmp(b, c, sizeof b) == 0);
+  OK(fst_ggml_quantize_weighted(FST_GGML_Q4_0, x, sizeof x, FST_F32, R, C, imat, C, a, R * 8 * 18));
+  CHECK_STATUS(fst_ggml_quantize_weighted(FST_GGML_Q8_0, x, sizeof x, FST_F32, R, C, imat, C, a, sizeof a),
+               FST_ERR_INVALID_ARGUMENT);
+  CHECK_STATUS(fst_ggml_quantize_weighted(FST_GGML_Q4_K, x, sizeof x, FST_F32, R, C, NULL, C, a, sizeof a),
+               FST_ERR_INVALID_ARGUMENT);
+  CHECK_STATUS(fst_ggml_quantize_weighted(FST_GGML_Q4_K, x, sizeof x, FST_F32, R, C, imat, C - 1, a, sizeof a),
+               FST_ERR_INVALID_ARGUMENT);
+  CHECK_STATUS(fst_ggml_quantize_weighted(FST_GGML_Q4_K, x, sizeof x, FST_F32, R, C, imat, C, a, R * 144 - 1),
+               FST_ERR_BUFFER_TOO_SMALL);
+  CHECK_STATUS(fst_ggml_quantize_weighted(FST_GGML_Q4_K, x, sizeof x - 1, FST_F32, R, C, imat, C, a, sizeof a),
+               FST_ERR_BUFFER_TOO_SMALL);
+  CHECK_STATUS(fst_ggml_quantize_weighted(99, x, sizeof x, FST_F32, R, C, imat, C, a, sizeof a),
+               FST_ERR_INVALID_ARGUMENT);
+  imat[9] = -1.0f;
+  CHECK_STATUS(fst_ggml_quantize_weighted(FST_GGML_Q4_K, x, sizeof x, FST_F32, R, C, imat, C, a, sizeof a),
+               FST_ERR_INVALID_ARGUMENT);
+  imat[9] = NAN;
+  CHECK_STATUS(fst_ggml_quantize_weighted(FST_GGML_Q4_K, x, sizeof x, FST_F32, R, C, imat, C, a, sizeof a),
+               FST_ERR_INVALID_ARGUMENT);
+  imat[9] = 1.0f;
+  x[300] = INFINITY;
+  CHECK_STATUS(fst_ggml_quantize_weighted(FST_GGML_Q4_K, x, sizeof x, FST_F32, R, C, imat, C, a, sizeof a),
+               FST_ERR_INVALID_ARGUMENT);
+}
+
 static void test_quant(void) {
   enum { R = 3, C = 64 };
   float x[R * C], back[R * C];
@@ -404,6 +449,7 @@ static void test_quant(void) {
   x[5] = NAN;
   CHECK_STATUS(fst_ggml_quantize(FST_GGML_Q8_0, x, sizeof x, FST_F32, R, C, q, R * 68), FST_ERR_INVALID_ARGUMENT);
   x[5] = 0.5f;
+  test_quant_weighted();
 
   /* int8, asymmetric, groups of 32: round trip within one step of each group. */
   OK(fst_int_quantize(x, sizeof x, FST_F32, R, C, 8, 32, 0, codes, R * C, scales, sizeof scales, zp, R * 2));

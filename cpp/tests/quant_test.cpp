@@ -125,6 +125,66 @@ TEST(QuantGgml, KQuantsRoundTrip) {
   }
 }
 
+// The importance-matrix entry: every type but Q8_0, weights checked, a null
+// imatrix the unweighted path, scaling all weights alike changes nothing
+// (ggml's searches compare weighted sums only), and zero weights on some
+// columns still give a valid block. Byte identity with ggml itself is in
+// tests/test_imatrix.py.
+TEST(QuantGgml, WeightedEntry) {
+  const q::GgmlType types[] = {q::GgmlType::Q4_0, q::GgmlType::Q4_1, q::GgmlType::Q5_0, q::GgmlType::Q5_1,
+                               q::GgmlType::Q2_K, q::GgmlType::Q3_K, q::GgmlType::Q4_K, q::GgmlType::Q5_K,
+                               q::GgmlType::Q6_K};
+  const std::size_t rows = 8, cols = 1024;
+  auto x = random_values(rows * cols, 11);
+  const q::Matrix m{x.data(), fastensors::Dtype::F32, rows, cols};
+  std::vector<float> w(cols), w4(cols);
+  for (std::size_t c = 0; c < cols; ++c) {
+    w[c] = static_cast<float>((c * 7) % 19) * 0.25f;
+    w4[c] = 4.0f * w[c];  // exact: a power of two
+  }
+  EXPECT_FALSE(q::ggml_has_weighted(q::GgmlType::Q8_0));
+  for (q::GgmlType t : types) {
+    EXPECT_TRUE(q::ggml_has_weighted(t));
+    const std::size_t n = rows * q::ggml_row_bytes(t, cols);
+    std::vector<std::uint8_t> plain(n), null_w(n), weighted(n), scaled(n);
+    q::ggml_quantize(t, m, plain.data());
+    q::ggml_quantize(t, m, null_w.data(), nullptr);
+    EXPECT_EQ(plain, null_w);
+    q::ggml_quantize(t, m, weighted.data(), w.data());
+    EXPECT_NE(plain, weighted);
+    std::vector<float> back(rows * cols);
+    q::ggml_dequantize(t, weighted.data(), rows, cols, back.data());
+    double se = 0;
+    for (std::size_t i = 0; i < back.size(); ++i) se += (back[i] - x[i]) * (back[i] - x[i]);
+    EXPECT_LT(std::sqrt(se / static_cast<double>(back.size())), 0.6) << static_cast<int>(t);
+    std::vector<float> bad = w;
+    bad[5] = -0.5f;
+    EXPECT_THROW(q::ggml_quantize(t, m, weighted.data(), bad.data()), fastensors::Error);
+    bad[5] = NAN;
+    EXPECT_THROW(q::ggml_quantize(t, m, weighted.data(), bad.data()), fastensors::Error);
+    bad[5] = INFINITY;
+    EXPECT_THROW(q::ggml_quantize(t, m, weighted.data(), bad.data()), fastensors::Error);
+  }
+  // Q6_K uses the weights as they are, so scaling them all keeps its bytes.
+  std::vector<std::uint8_t> a(rows * q::ggml_row_bytes(q::GgmlType::Q6_K, cols)), b(a.size());
+  q::ggml_quantize(q::GgmlType::Q6_K, m, a.data(), w.data());
+  q::ggml_quantize(q::GgmlType::Q6_K, m, b.data(), w4.data());
+  EXPECT_EQ(a, b);
+  std::vector<std::uint8_t> out(rows * 34 * cols / 32);
+  try {
+    q::ggml_quantize(q::GgmlType::Q8_0, m, out.data(), w.data());
+    ADD_FAILURE() << "Q8_0 took an importance matrix";
+  } catch (const fastensors::Error& e) {
+    EXPECT_EQ(e.code(), fastensors::ErrorCode::InvalidArgument);
+    EXPECT_NE(std::string(e.what()).find("no importance-matrix form"), std::string::npos);
+  }
+  std::vector<float> nan_row(x.begin(), x.begin() + static_cast<std::ptrdiff_t>(cols));
+  nan_row[700] = NAN;
+  EXPECT_THROW(q::ggml_quantize(q::GgmlType::Q4_K, {nan_row.data(), fastensors::Dtype::F32, 1, cols}, out.data(),
+                                w.data()),
+               fastensors::Error);
+}
+
 TEST(QuantInt, SymmetricInt8AndPacking) {
   auto x = random_values(4 * 64, 2);
   q::Matrix m{x.data(), fastensors::Dtype::F32, 4, 64};

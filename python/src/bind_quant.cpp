@@ -144,15 +144,22 @@ void init_quant(nb::module_& m) {
   // ---- GGML ----
   m.def("ggml_row_bytes", [](q::GgmlType t, std::uint64_t cols) { return q::ggml_row_bytes(t, cols); },
         "type"_a, "cols"_a);
-  m.def("ggml_quantize", [](q::GgmlType t, Matrix src, const std::string& dtype, Out<std::uint8_t> out) {
+  m.def("ggml_quantize", [](q::GgmlType t, Matrix src, const std::string& dtype, Out<std::uint8_t> out,
+                            std::optional<In<float, nb::ndim<1>>> imatrix) {
         const q::Matrix in = matrix(src, dtype);
         const std::uint64_t row_bytes = q::ggml_row_bytes(t, in.cols);
         const std::string ctx = std::string(ggml_name(t)) + " " + dims(in.rows, in.cols);
         expect_size(out, "out", mul(in.rows, row_bytes, "out"), "bytes", ctx, true);
+        if (imatrix) expect_size(*imatrix, "imatrix", in.cols, "weights (one per column)", ctx);
+        const float* w = imatrix ? imatrix->data() : nullptr;
         nb::gil_scoped_release release;
-        q::ggml_quantize(t, in, out.data());
+        q::ggml_quantize(t, in, out.data(), w);
       }, "type"_a, nb::arg("src").noconvert(), "dtype"_a, nb::arg("out").noconvert(),
-      "Quantize src (rows, cols) into out (rows * ggml_row_bytes bytes).");
+      nb::arg("imatrix").noconvert() = nb::none(),
+      "Quantize src (rows, cols) into out (rows * ggml_row_bytes bytes); imatrix: None or cols float32 "
+      "weights (ggml's weighted quantizers).");
+  m.def("ggml_has_weighted", [](q::GgmlType t) { return q::ggml_has_weighted(t); }, "type"_a,
+        "Whether the type has an importance-matrix (weighted) form: all but q8_0.");
   m.def("ggml_dequantize", [](q::GgmlType t, Bytes data, Out2<float> out) {
         const std::uint64_t rows = out.shape(0), cols = out.shape(1);
         const std::uint64_t row_bytes = q::ggml_row_bytes(t, cols);

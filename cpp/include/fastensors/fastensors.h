@@ -274,6 +274,15 @@ typedef enum fst_ggml_type {
 FST_API fst_status fst_ggml_row_bytes(int type, size_t cols, size_t* out);
 FST_API fst_status fst_ggml_quantize(int type, const void* src, size_t src_size, int src_dtype, size_t rows,
                                      size_t cols, void* dst, size_t dst_size);
+/* With an importance matrix (llama-quantize --imatrix): imatrix holds
+ * imatrix_count == cols weights (finite, >= 0), one per column, applied to
+ * every row; the bytes equal ggml's weighted quantizers'. Every type but
+ * FST_GGML_Q8_0 (whose weights ggml ignores: FST_ERR_INVALID_ARGUMENT).
+ * FST_ERR_INVALID_ARGUMENT also for a NULL imatrix, a count other than cols,
+ * or a negative or non-finite weight. */
+FST_API fst_status fst_ggml_quantize_weighted(int type, const void* src, size_t src_size, int src_dtype, size_t rows,
+                                              size_t cols, const float* imatrix, size_t imatrix_count, void* dst,
+                                              size_t dst_size);
 /* dst_count: floats in dst (at least rows * cols). */
 FST_API fst_status fst_ggml_dequantize(int type, const void* src, size_t src_size, size_t rows, size_t cols,
                                        float* dst, size_t dst_count);

@@ -58,6 +58,20 @@ std::size_t ggml_row_bytes(GgmlType type, std::size_t cols);
 // out: rows * ggml_row_bytes(type, cols) bytes.
 void ggml_quantize(GgmlType type, const Matrix& in, std::uint8_t* out);
 
+// Whether ggml quantizes `type` differently with an importance matrix: every
+// type but Q8_0, whose weights ggml ignores.
+bool ggml_has_weighted(GgmlType type) noexcept;
+
+// Quantization weighted by an importance matrix (what llama-quantize
+// --imatrix runs): imatrix holds in.cols weights, one per column, applied to
+// every row; the bytes equal ggml_quantize_chunk's with that imatrix (ggml's
+// quantize_row_*_impl with quant_weights). A null imatrix is the unweighted
+// ggml_quantize above. Throws InvalidArgument for a type without a weighted
+// form (Q8_0), a negative or non-finite weight, non-finite input, or a row
+// length that is not a whole number of blocks. The weighted searches run
+// scalar at every kernel level.
+void ggml_quantize(GgmlType type, const Matrix& in, std::uint8_t* out, const float* imatrix);
+
 // in: rows * ggml_row_bytes(type, cols) bytes; out: rows * cols floats.
 void ggml_dequantize(GgmlType type, const std::uint8_t* in, std::size_t rows, std::size_t cols, float* out);
 

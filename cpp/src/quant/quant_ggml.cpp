@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 #include "fastensors/error.hpp"
 #include "fastensors/quant.hpp"
@@ -306,6 +307,98 @@ constexpr std::size_t kParallelValuesK = 4096;
 // scheduling, because on a loaded machine a static split leaves every thread
 // waiting at the barrier for the one that was preempted.
 constexpr int kChunksPerGrab = 8;
+
+bool ggml_has_weighted(GgmlType type) noexcept { return ggml_weighted_block(static_cast<int>(type)) != nullptr; }
+
+namespace {
+
+// The importance matrix must hold cols finite weights >= 0: ggml's searches
+// divide by weighted sums, and llama-quantize refuses non-finite ones.
+void check_imatrix(const float* imatrix, std::size_t cols, const char* scheme) {
+  if (imatrix == nullptr && cols != 0) throw Error(ErrorCode::InvalidArgument, std::string(scheme) + ": null imatrix");
+  for (std::size_t c = 0; c < cols; ++c) {
+    const float w = imatrix[c];
+    if (!(w >= 0.0f) || is_nonfinite(w)) {
+      throw Error(ErrorCode::InvalidArgument, std::string(scheme) + ": imatrix[" + std::to_string(c) + "] is " +
+                                                  (w != w ? std::string("nan") : std::to_string(w)) +
+                                                  "; weights must be finite and >= 0");
+    }
+  }
+}
+
+// Each row's mean square as ggml's 32-value weighted quantizers take it: the
+// squares summed in order over the whole row, divided by the row length.
+std::vector<float> row_mean_squares(const Matrix& in) {
+  std::vector<float> out(in.rows);
+#pragma omp parallel if (in.rows * in.cols >= kParallelValues)
+  {
+    float buf[kChunkValues];
+#pragma omp for schedule(dynamic, kChunksPerGrab)
+    for (std::int64_t r = 0; r < to_i64(in.rows); ++r) {
+      float sum = 0;
+      const std::size_t row0 = static_cast<std::size_t>(r) * in.cols;
+      for (std::size_t c = 0; c < in.cols; c += kChunkValues) {
+        const std::size_t n = std::min(kChunkValues, in.cols - c);
+        const float* x = as_f32(in, row0 + c, n, buf);
+        for (std::size_t j = 0; j < n; ++j) sum += x[j] * x[j];
+      }
+      out[static_cast<std::size_t>(r)] = sum / static_cast<float>(in.cols);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+void ggml_quantize(GgmlType type, const Matrix& in, std::uint8_t* out, const float* imatrix) {
+  if (imatrix == nullptr) {
+    ggml_quantize(type, in, out);
+    return;
+  }
+  const detail::GuardedInputs guard{in.data};
+  check_float_input(in, type_name(type));
+  ggml_row_bytes(type, in.cols);  // validates type and cols
+  const GgmlWeightedBlockFn kernel = ggml_weighted_block(static_cast<int>(type));
+  if (kernel == nullptr) {
+    throw Error(ErrorCode::InvalidArgument, std::string(type_name(type)) +
+                                                " has no importance-matrix form (ggml quantizes it without weights)");
+  }
+  check_imatrix(imatrix, in.cols, type_name(type));
+  const std::size_t block = ggml_block_size(type);
+  const std::size_t blocks_per_row = in.cols / block;
+  const std::size_t nblocks = in.rows * blocks_per_row;
+  const std::size_t bb = ggml_block_bytes(type);
+  // The 32-value formats weigh by the whole row's mean square: a first pass.
+  const std::vector<float> sigma2 = is_kquant(type) ? std::vector<float>() : row_mean_squares(in);
+  const std::size_t chunk_blocks = (is_kquant(type) ? kChunkValuesK : kChunkValues) / block;
+  const std::size_t nchunks = (nblocks + chunk_blocks - 1) / chunk_blocks;
+  NonFinite bad;
+  // The weighted searches cost about as much as the unweighted scalar ones:
+  // split as early as the K-quants.
+#pragma omp parallel if (nblocks * block >= kParallelValuesK)
+  {
+    float buf[kChunkValuesK];
+#pragma omp for schedule(dynamic, kChunksPerGrab)
+    for (std::int64_t c = 0; c < to_i64(nchunks); ++c) {
+      const std::size_t b0 = static_cast<std::size_t>(c) * chunk_blocks;
+      const std::size_t nb = std::min(chunk_blocks, nblocks - b0);
+      const std::size_t off = b0 * block, n = nb * block;
+      const float* x = as_f32(in, off, n, buf);
+      const std::size_t first_bad = first_nonfinite(x, n);
+      if (first_bad != n) {
+        bad.report(off + first_bad);
+        continue;
+      }
+      for (std::size_t b = 0; b < nb; ++b) {
+        // A chunk starts at a whole block, not a whole row: each block finds
+        // its row (for sigma2) and its columns (for the weights).
+        const std::size_t g = b0 + b, row = g / blocks_per_row, col = g % blocks_per_row * block;
+        kernel(x + b * block, imatrix + col, sigma2.empty() ? 0.0f : sigma2[row], out + g * bb);
+      }
+    }
+  }
+  bad.throw_if_any(in, type_name(type));
+}
 
 void ggml_quantize(GgmlType type, const Matrix& in, std::uint8_t* out) {
   const detail::GuardedInputs guard{in.data};

@@ -61,6 +61,17 @@ void q3_k_finish(const float* x, const float* scales, std::int8_t* L, std::uint8
 void q4_k_finish(const float* x, const float* scales, const float* mins, std::uint8_t* L, std::uint8_t* y);
 void q5_k_finish(const float* x, const float* scales, const float* mins, std::uint8_t* L, std::uint8_t* y);
 void q6_k_finish(const float* x, const float* scales, std::int8_t* L, std::uint8_t* y);
+// One block quantized with an importance matrix: ggml's weighted quantizers
+// (quantize_row_*_impl with quant_weights), byte for byte. x: the block's 32
+// or 256 finite values; qw: its weights, one per value (the importance
+// matrix's entries for the block's columns); row_sigma2: the mean square of
+// the block's whole row in ggml's order (sum of x^2 element by element, over
+// the row length), which only the 32-value formats use. Scalar at every
+// level: the weighted searches have no SIMD lanes.
+using GgmlWeightedBlockFn = void (*)(const float* x, const float* qw, float row_sigma2, std::uint8_t* y);
+// The weighted quantizer of GgmlType `type` (as an int), or null for Q8_0
+// (ggml ignores the weights for it) and unknown types.
+GgmlWeightedBlockFn ggml_weighted_block(int type) noexcept;
 // True when none of the n values is NaN or infinite.
 bool all_finite(const float* x, std::size_t n) noexcept;
 #if defined(FASTENSORS_HAVE_AVX2_KERNELS)

@@ -54,8 +54,8 @@ inline float get_f16(const std::uint8_t* p) {
 
 // Signed levels in [-nmax, nmax) for a group scaled by its largest
 // magnitude, refined over 18 nearby scales by weighted least squares
-// (weights x^2): ggml's make_qx_quants, rmse_type 1.
-float make_qx_quants(int n, int nmax, const float* x, std::int8_t* L) {
+// (weights qw, or x^2 when qw is null): ggml's make_qx_quants, rmse_type 1.
+float make_qx_quants(int n, int nmax, const float* x, std::int8_t* L, const float* qw = nullptr) {
   float max = 0, amax = 0;
   for (int i = 0; i < n; ++i) {
     float ax = std::fabs(x[i]);
@@ -74,7 +74,7 @@ float make_qx_quants(int n, int nmax, const float* x, std::int8_t* L) {
     int l = nearest_int(iscale * x[i]);
     l = imax(-nmax, imin(nmax - 1, l));
     L[i] = static_cast<std::int8_t>(l + nmax);
-    float w = x[i] * x[i];
+    float w = qw ? qw[i] : x[i] * x[i];
     sumlx += w * x[i] * static_cast<float>(l);
     suml2 += w * static_cast<float>(l) * static_cast<float>(l);
   }
@@ -87,7 +87,7 @@ float make_qx_quants(int n, int nmax, const float* x, std::int8_t* L) {
     for (int i = 0; i < n; ++i) {
       int l = nearest_int(iscale * x[i]);
       l = imax(-nmax, imin(nmax - 1, l));
-      float w = x[i] * x[i];
+      float w = qw ? qw[i] : x[i] * x[i];
       sumlx += w * x[i] * static_cast<float>(l);
       suml2 += w * static_cast<float>(l) * static_cast<float>(l);
     }
@@ -226,6 +226,90 @@ float make_qkx2_quants(int n, int nmax, const float* x, const float* weights, st
   return scale;
 }
 
+// Levels [0, nmax] (at most; ggml keeps each int in a byte, so a negative
+// one wraps) for the non-negative sub-block scales or mins x under one
+// super-scale: the best of 9 candidate scales by weighted squared error, then
+// up to five passes moving single levels while the weighted fit improves.
+// ggml's make_qp_quants, the weighted K-quants' scale quantizer.
+float make_qp_quants(int n, int nmax, const float* x, std::uint8_t* L, const float* qw) {
+  float max = 0;
+  for (int i = 0; i < n; ++i) max = max > x[i] ? max : x[i];
+  if (max < kGroupMaxEps) {
+    for (int i = 0; i < n; ++i) L[i] = 0;
+    return 0.f;
+  }
+  float iscale = static_cast<float>(nmax) / max;
+  for (int i = 0; i < n; ++i) L[i] = static_cast<std::uint8_t>(nearest_int(iscale * x[i]));
+  float scale = 1 / iscale;
+  float best_mse = 0;
+  for (int i = 0; i < n; ++i) {
+    float diff = x[i] - scale * static_cast<float>(L[i]);
+    best_mse += qw[i] * diff * diff;
+  }
+  for (int is = -4; is <= 4; ++is) {
+    if (is == 0) continue;
+    float iscale_is = (0.1f * static_cast<float>(is) + static_cast<float>(nmax)) / max;
+    float scale_is = 1 / iscale_is;
+    float mse = 0;
+    for (int i = 0; i < n; ++i) {
+      int l = imin(nmax, nearest_int(iscale_is * x[i]));
+      float diff = x[i] - scale_is * static_cast<float>(l);
+      mse += qw[i] * diff * diff;
+    }
+    if (mse < best_mse) {
+      best_mse = mse;
+      iscale = iscale_is;
+    }
+  }
+  float sumlx = 0, suml2 = 0;
+  for (int i = 0; i < n; ++i) {
+    int l = imin(nmax, nearest_int(iscale * x[i]));
+    L[i] = static_cast<std::uint8_t>(l);
+    float w = qw[i];
+    sumlx += w * x[i] * static_cast<float>(l);
+    suml2 += w * static_cast<float>(l) * static_cast<float>(l);
+  }
+  for (int itry = 0; itry < 5; ++itry) {
+    int n_changed = 0;
+    for (int i = 0; i < n; ++i) {
+      float w = qw[i];
+      float slx = sumlx - w * x[i] * static_cast<float>(L[i]);
+      float sl2 = suml2 - w * static_cast<float>(L[i]) * static_cast<float>(L[i]);
+      if (slx > 0 && sl2 > 0) {
+        int new_l = imin(nmax, nearest_int(x[i] * sl2 / slx));
+        if (new_l != L[i]) {
+          slx += w * x[i] * static_cast<float>(new_l);
+          sl2 += w * static_cast<float>(new_l) * static_cast<float>(new_l);
+          if (slx * slx * suml2 > sumlx * sumlx * sl2) {
+            L[i] = static_cast<std::uint8_t>(new_l);
+            sumlx = slx;
+            suml2 = sl2;
+            ++n_changed;
+          }
+        }
+      }
+    }
+    if (!n_changed) break;
+  }
+  return suml2 > 0.0f ? sumlx / suml2 : 0.0f;
+}
+
+// The weights of an importance-matrix search: qw[l] * sqrt(sigma2 + x[l]^2)
+// for n values, and their sum (summed in order, as ggml does).
+inline float imatrix_weights(int n, const float* x, const float* qw, float sigma2, float* weights) {
+  float sumw = 0;
+  for (int l = 0; l < n; ++l) weights[l] = qw[l] * std::sqrt(sigma2 + x[l] * x[l]);
+  for (int l = 0; l < n; ++l) sumw += weights[l];
+  return sumw;
+}
+
+// Sum of squares of a super-block, in order.
+inline float sum_squares(const float* x) {
+  float s = 0;
+  for (int j = 0; j < QK_K; ++j) s += x[j] * x[j];
+  return s;
+}
+
 // The 6-bit scale and min of sub-block j of Q4_K / Q5_K's 12 packed bytes.
 inline void get_scale_min_k4(int j, const std::uint8_t* q, std::uint8_t* d, std::uint8_t* m) {
   if (j < 4) {
@@ -249,6 +333,23 @@ inline void pack_2bit(const std::uint8_t* L, std::uint8_t* qs) {
 }
 
 // ---- Q2_K ------------------------------------------------------------------
+
+// Q2_K's levels again under the stored scales (d, dmin and the 16 scale
+// bytes already written), then packed.
+void q2_k_levels(const float* x, std::uint8_t* L, std::uint8_t* y) {
+  const std::uint8_t* scales_out = y;
+  const float dall = get_f16(y + 80), mall = get_f16(y + 82);
+  for (int j = 0; j < QK_K / 16; ++j) {
+    const float d = dall * static_cast<float>(scales_out[j] & 0xF);
+    if (d == 0.0f) continue;
+    const float dm = mall * static_cast<float>(scales_out[j] >> 4);
+    for (int ii = 0; ii < 16; ++ii) {
+      int l = nearest_int((x[16 * j + ii] + dm) / d);
+      L[16 * j + ii] = static_cast<std::uint8_t>(imax(0, imin(3, l)));
+    }
+  }
+  pack_2bit(L, y + 16);
+}
 
 }  // namespace
 
@@ -287,17 +388,7 @@ void q2_k_finish(const float* x, const float* scales, const float* mins, std::ui
   } else {
     put_f16(y + 82, 0.f);
   }
-  const float dall = get_f16(y + 80), mall = get_f16(y + 82);
-  for (int j = 0; j < QK_K / 16; ++j) {
-    const float d = dall * static_cast<float>(scales_out[j] & 0xF);
-    if (d == 0.0f) continue;
-    const float dm = mall * static_cast<float>(scales_out[j] >> 4);
-    for (int ii = 0; ii < 16; ++ii) {
-      int l = nearest_int((x[16 * j + ii] + dm) / d);
-      L[16 * j + ii] = static_cast<std::uint8_t>(imax(0, imin(3, l)));
-    }
-  }
-  pack_2bit(L, y + 16);
+  q2_k_levels(x, L, y);
 }
 
 namespace {
@@ -371,6 +462,22 @@ inline void pack_q3(std::uint8_t* L, std::uint8_t* hmask, std::uint8_t* qs) {
   pack_2bit(L, qs);
 }
 
+// Q3_K's levels again under the stored scales (d and the 12 scale bytes
+// already written), then packed into hmask and qs.
+void q3_k_levels(const float* x, std::int8_t* L, std::uint8_t* y) {
+  const std::uint8_t* s = y + 96;
+  const float dall = get_f16(y + 108);
+  for (int j = 0; j < QK_K / 16; ++j) {
+    float d = dall * static_cast<float>(q3_scale(s, j));
+    if (d == 0.0f) continue;
+    for (int ii = 0; ii < 16; ++ii) {
+      int l = nearest_int(x[16 * j + ii] / d);
+      L[16 * j + ii] = static_cast<std::int8_t>(imax(-4, imin(3, l)) + 4);
+    }
+  }
+  pack_q3(reinterpret_cast<std::uint8_t*>(L), y, y + 32);
+}
+
 }  // namespace
 
 void q3_k_search(const float* x, float* scales, std::int8_t* L) {
@@ -378,8 +485,6 @@ void q3_k_search(const float* x, float* scales, std::int8_t* L) {
 }
 
 void q3_k_finish(const float* x, const float* scales, std::int8_t* L, std::uint8_t* y) {
-  std::uint8_t* hmask = y;
-  std::uint8_t* qs = y + 32;
   std::uint8_t* s = y + 96;
   float max_scale = 0, amax = 0;
   for (int j = 0; j < QK_K / 16; ++j) {
@@ -403,16 +508,7 @@ void q3_k_finish(const float* x, const float* scales, std::int8_t* L, std::uint8
     std::memset(s, 0, 12);
     put_f16(y + 108, 0.f);
   }
-  const float dall = get_f16(y + 108);
-  for (int j = 0; j < QK_K / 16; ++j) {
-    float d = dall * static_cast<float>(q3_scale(s, j));
-    if (d == 0.0f) continue;
-    for (int ii = 0; ii < 16; ++ii) {
-      int l = nearest_int(x[16 * j + ii] / d);
-      L[16 * j + ii] = static_cast<std::int8_t>(imax(-4, imin(3, l)) + 4);
-    }
-  }
-  pack_q3(reinterpret_cast<std::uint8_t*>(L), hmask, qs);
+  q3_k_levels(x, L, y);
 }
 
 namespace {
@@ -497,6 +593,61 @@ void q5_k_search(const float* x, float* scales, float* mins, std::uint8_t* L) {
 
 namespace {
 
+// Q4_K's (nmax 15) and Q5_K's (nmax 31) levels again under the stored
+// scales and mins (d, dmin and the 12 scale bytes already written).
+template <int kNmax>
+void k4_levels(const float* x, std::uint8_t* L, const std::uint8_t* y) {
+  const std::uint8_t* s = y + 4;
+  const float dall = get_f16(y), mall = get_f16(y + 2);
+  for (int j = 0; j < QK_K / 32; ++j) {
+    std::uint8_t sc, m;
+    get_scale_min_k4(j, s, &sc, &m);
+    const float d = dall * static_cast<float>(sc);
+    if (d == 0.0f) continue;
+    const float dmin = mall * static_cast<float>(m);
+    for (int ii = 0; ii < 32; ++ii) {
+      int l = nearest_int((x[32 * j + ii] + dmin) / d);
+      L[32 * j + ii] = static_cast<std::uint8_t>(imax(0, imin(kNmax, l)));
+    }
+  }
+}
+
+// Q4_K's 4-bit levels: byte l of each 32-byte run holds values l (low
+// nibble) and l + 32 (high) of its 64.
+void q4_k_pack(const std::uint8_t* L, std::uint8_t* y) {
+  std::uint8_t* q = y + 16;
+  for (int j = 0; j < QK_K; j += 64) {
+    for (int l = 0; l < 32; ++l) q[l] = static_cast<std::uint8_t>(L[j + l] | (L[j + l + 32] << 4));
+    q += 32;
+  }
+}
+
+// Q5_K's 5-bit levels: low nibbles as Q4_K's, bit 4 in qh.
+void q5_k_pack(const std::uint8_t* L, std::uint8_t* y) {
+  std::uint8_t* qh = y + 16;
+  std::uint8_t* ql = y + 48;
+  std::memset(qh, 0, QK_K / 8);
+  std::uint8_t m1 = 1, m2 = 2;
+  for (int n = 0; n < QK_K; n += 64) {
+    for (int j = 0; j < 32; ++j) {
+      int l1 = L[n + j];
+      if (l1 > 15) {
+        l1 -= 16;
+        qh[j] = static_cast<std::uint8_t>(qh[j] | m1);
+      }
+      int l2 = L[n + j + 32];
+      if (l2 > 15) {
+        l2 -= 16;
+        qh[j] = static_cast<std::uint8_t>(qh[j] | m2);
+      }
+      ql[j] = static_cast<std::uint8_t>(l1 | (l2 << 4));
+    }
+    m1 = static_cast<std::uint8_t>(m1 << 2);
+    m2 = static_cast<std::uint8_t>(m2 << 2);
+    ql += 32;
+  }
+}
+
 // The common end of Q4_K (nmax 15) and Q5_K (nmax 31): the eight
 // sub-blocks' scales and mins to 6 bits under F16 super-scales, then the
 // levels again with the stored scales. Writes d, dmin and the 12 scale bytes.
@@ -521,55 +672,19 @@ void k4_finish(const float* x, const float* scales, const float* mins, std::uint
   pack_k4_scales(ls, lm, s);
   put_f16(y, max_scale / 63.f);
   put_f16(y + 2, max_min / 63.f);
-  const float dall = get_f16(y), mall = get_f16(y + 2);
-  for (int j = 0; j < QK_K / 32; ++j) {
-    std::uint8_t sc, m;
-    get_scale_min_k4(j, s, &sc, &m);
-    const float d = dall * static_cast<float>(sc);
-    if (d == 0.0f) continue;
-    const float dmin = mall * static_cast<float>(m);
-    for (int ii = 0; ii < 32; ++ii) {
-      int l = nearest_int((x[32 * j + ii] + dmin) / d);
-      L[32 * j + ii] = static_cast<std::uint8_t>(imax(0, imin(kNmax, l)));
-    }
-  }
+  k4_levels<kNmax>(x, L, y);
 }
 
 }  // namespace
 
 void q4_k_finish(const float* x, const float* scales, const float* mins, std::uint8_t* L, std::uint8_t* y) {
   k4_finish<15>(x, scales, mins, L, y);
-  std::uint8_t* q = y + 16;
-  for (int j = 0; j < QK_K; j += 64) {
-    for (int l = 0; l < 32; ++l) q[l] = static_cast<std::uint8_t>(L[j + l] | (L[j + l + 32] << 4));
-    q += 32;
-  }
+  q4_k_pack(L, y);
 }
 
 void q5_k_finish(const float* x, const float* scales, const float* mins, std::uint8_t* L, std::uint8_t* y) {
   k4_finish<31>(x, scales, mins, L, y);
-  std::uint8_t* qh = y + 16;
-  std::uint8_t* ql = y + 48;
-  std::memset(qh, 0, QK_K / 8);
-  std::uint8_t m1 = 1, m2 = 2;
-  for (int n = 0; n < QK_K; n += 64) {
-    for (int j = 0; j < 32; ++j) {
-      int l1 = L[n + j];
-      if (l1 > 15) {
-        l1 -= 16;
-        qh[j] = static_cast<std::uint8_t>(qh[j] | m1);
-      }
-      int l2 = L[n + j + 32];
-      if (l2 > 15) {
-        l2 -= 16;
-        qh[j] = static_cast<std::uint8_t>(qh[j] | m2);
-      }
-      ql[j] = static_cast<std::uint8_t>(l1 | (l2 << 4));
-    }
-    m1 = static_cast<std::uint8_t>(m1 << 2);
-    m2 = static_cast<std::uint8_t>(m2 << 2);
-    ql += 32;
-  }
+  q5_k_pack(L, y);
 }
 
 namespace {
@@ -727,5 +842,147 @@ const GgmlKernels kScalar = {
 const GgmlKernels& kquant_kernels_scalar() noexcept { return kScalar; }
 
 bool all_finite(const float* x, std::size_t n) noexcept { return first_nonfinite(x, n) == n; }
+
+// ---- importance-matrix (weighted) quantizers --------------------------------
+// ggml's quantize_row_*_impl with quant_weights, one block at a time: qw
+// holds the block's weights (the importance matrix's entries for its
+// columns). The K-quants weigh each value by qw * sqrt(sigma2 + x^2) with
+// sigma2 the super-block's mean square (doubled for Q3_K..Q5_K); Q6_K takes
+// qw as it is; the 32-value formats use the mean square of the whole row,
+// which the driver computes (sigma2 argument). The weighted searches are
+// make_qkx3_quants (equal to make_qkx2_quants whenever weights are given:
+// its max <= min test only differs from max == min for NaN, which is refused),
+// make_qx_quants with weights, and make_qp_quants for the K-quants' scales.
+
+namespace {
+
+void q2_k_weighted(const float* x, const float* qw, float /*row_sigma2*/, std::uint8_t* y) {
+  std::uint8_t L[QK_K], Laux[16], Ls[QK_K / 16], Lm[QK_K / 16];
+  float mins[QK_K / 16], scales[QK_K / 16], sw[QK_K / 16], weight[16];
+  const float sigma2 = sum_squares(x) / static_cast<float>(QK_K);
+  for (int j = 0; j < QK_K / 16; ++j) {
+    sw[j] = imatrix_weights(16, x + 16 * j, qw + 16 * j, sigma2, weight);
+    scales[j] = make_qkx2_quants(16, 3, x + 16 * j, weight, L + 16 * j, &mins[j], Laux, -0.9f, 0.05f, 36, false);
+  }
+  const float dm = make_qp_quants(QK_K / 16, 15, scales, Ls, sw);
+  const float mm = make_qp_quants(QK_K / 16, 15, mins, Lm, sw);
+  put_f16(y + 80, dm);
+  put_f16(y + 82, mm);
+  for (int j = 0; j < QK_K / 16; ++j) y[j] = static_cast<std::uint8_t>(Ls[j] | (Lm[j] << 4));
+  q2_k_levels(x, L, y);
+}
+
+void q3_k_weighted(const float* x, const float* qw, float /*row_sigma2*/, std::uint8_t* y) {
+  std::int8_t L[QK_K], Ls[QK_K / 16];
+  float scales[QK_K / 16], sw[QK_K / 16], weight[16];
+  const float sigma2 = 2 * sum_squares(x) / static_cast<float>(QK_K);
+  for (int j = 0; j < QK_K / 16; ++j) {
+    sw[j] = imatrix_weights(16, x + 16 * j, qw + 16 * j, sigma2, weight);
+    scales[j] = make_qx_quants(16, 4, x + 16 * j, L + 16 * j, weight);
+  }
+  const float d_block = make_qx_quants(QK_K / 16, 32, scales, Ls, sw);
+  int l6[QK_K / 16];
+  for (int j = 0; j < QK_K / 16; ++j) l6[j] = Ls[j];
+  pack_q3_scales(l6, y + 96);
+  put_f16(y + 108, d_block);
+  q3_k_levels(x, L, y);
+}
+
+// Q4_K (kNmax 15) and Q5_K (kNmax 31); ggml clamps the 6-bit scale codes to
+// 63 for Q5_K only.
+template <int kNmax>
+void k4_weighted(const float* x, const float* qw, std::uint8_t* y) {
+  std::uint8_t L[QK_K], Laux[32], Ls[QK_K / 32], Lm[QK_K / 32];
+  float weights[32], sw[QK_K / 32], mins[QK_K / 32], scales[QK_K / 32];
+  const float sigma2 = 2 * sum_squares(x) / static_cast<float>(QK_K);
+  for (int j = 0; j < QK_K / 32; ++j) {
+    sw[j] = imatrix_weights(32, x + 32 * j, qw + 32 * j, sigma2, weights);
+    scales[j] = make_qkx2_quants(32, kNmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, -0.9f, 0.05f, 36, false);
+  }
+  const float d_block = make_qp_quants(QK_K / 32, 63, scales, Ls, sw);
+  const float m_block = make_qp_quants(QK_K / 32, 63, mins, Lm, sw);
+  if (kNmax == 31) {
+    for (int j = 0; j < QK_K / 32; ++j) {
+      Ls[j] = Ls[j] < 63 ? Ls[j] : 63;
+      Lm[j] = Lm[j] < 63 ? Lm[j] : 63;
+    }
+  }
+  pack_k4_scales(Ls, Lm, y + 4);
+  put_f16(y, d_block);
+  put_f16(y + 2, m_block);
+  k4_levels<kNmax>(x, L, y);
+  if (kNmax == 31) {
+    q5_k_pack(L, y);
+  } else {
+    q4_k_pack(L, y);
+  }
+}
+
+void q4_k_weighted(const float* x, const float* qw, float /*row_sigma2*/, std::uint8_t* y) { k4_weighted<15>(x, qw, y); }
+void q5_k_weighted(const float* x, const float* qw, float /*row_sigma2*/, std::uint8_t* y) { k4_weighted<31>(x, qw, y); }
+
+void q6_k_weighted(const float* x, const float* qw, float /*row_sigma2*/, std::uint8_t* y) {
+  std::int8_t L[QK_K];
+  float scales[QK_K / 16];
+  for (int ib = 0; ib < QK_K / 16; ++ib) scales[ib] = make_qx_quants(16, 32, x + 16 * ib, L + 16 * ib, qw + 16 * ib);
+  q6_k_finish(x, scales, L, y);
+}
+
+// The 32-value formats' nibbles: byte j holds values j (low) and j + 16.
+inline void pack_legacy_nibbles(const std::uint8_t* L, std::uint8_t* qs) {
+  for (int j = 0; j < 16; ++j) qs[j] = static_cast<std::uint8_t>((L[j] & 0x0F) | ((L[j + 16] & 0x0F) << 4));
+}
+
+// Bit 4 of each of the 32 levels, bit j of a little-endian uint32 for value j.
+inline void pack_legacy_high_bits(const std::uint8_t* L, std::uint8_t* qh) {
+  std::uint32_t h = 0;
+  for (int j = 0; j < 32; ++j) h |= static_cast<std::uint32_t>((L[j] & 0x10u) >> 4) << j;
+  for (int b = 0; b < 4; ++b) qh[b] = static_cast<std::uint8_t>(h >> (8 * b));
+}
+
+// Q4_0 (kNmax 8, 18 bytes) and Q5_0 (kNmax 16, 22 bytes): signed levels.
+template <int kNmax>
+void signed_weighted(const float* x, const float* qw, float row_sigma2, std::uint8_t* y) {
+  float weight[32];
+  std::int8_t L[32];
+  imatrix_weights(32, x, qw, row_sigma2, weight);
+  put_f16(y, make_qx_quants(32, kNmax, x, L, weight));
+  const std::uint8_t* u = reinterpret_cast<const std::uint8_t*>(L);
+  if (kNmax == 16) pack_legacy_high_bits(u, y + 2);
+  pack_legacy_nibbles(u, y + (kNmax == 16 ? 6 : 2));
+}
+
+// Q4_1 (kNmax 15, 20 bytes) and Q5_1 (kNmax 31, 24 bytes): scale and min.
+template <int kNmax>
+void affine_weighted(const float* x, const float* qw, float row_sigma2, std::uint8_t* y) {
+  float weight[32];
+  std::uint8_t L[32], Laux[32];
+  imatrix_weights(32, x, qw, row_sigma2, weight);
+  float min = 0;
+  const float d = make_qkx2_quants(32, kNmax, x, weight, L, &min, Laux, -0.9f, 0.05f, 36, false);
+  put_f16(y, d);
+  put_f16(y + 2, -min);
+  if (kNmax == 31) pack_legacy_high_bits(L, y + 4);
+  pack_legacy_nibbles(L, y + (kNmax == 31 ? 8 : 4));
+}
+
+}  // namespace
+
+GgmlWeightedBlockFn ggml_weighted_block(int type) noexcept {
+  // GgmlType order: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K.
+  static const GgmlWeightedBlockFn table[10] = {
+      nullptr,  // ggml quantizes Q8_0 without the weights
+      signed_weighted<8>,
+      affine_weighted<15>,
+      signed_weighted<16>,
+      affine_weighted<31>,
+      q2_k_weighted,
+      q3_k_weighted,
+      q4_k_weighted,
+      q5_k_weighted,
+      q6_k_weighted,
+  };
+  return type >= 0 && type < 10 ? table[type] : nullptr;
+}
 
 }  // namespace fastensors::quant_detail

@@ -29,6 +29,9 @@ def register(sub) -> None:
                    "docs/gguf.md)")
     p.add_argument("--recipe", help="gguf: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, or a llama-quantize mix "
                    "(q4_k_m, ...) where available; default: --scheme, else q8_0")
+    p.add_argument("--imatrix", metavar="FILE",
+                   help="gguf: a llama.cpp importance matrix (llama-imatrix's GGUF or legacy .dat file); the "
+                   "quantized tensors it names are quantized as llama-quantize --imatrix does")
     p.add_argument("--hf-names", action="store_true",
                    help="gguf: the older layout with Hugging Face tensor names, read back by fastensors only "
                    "(llama.cpp cannot load it); takes the quantize options above")
@@ -69,6 +72,8 @@ def _quantize(args) -> int:
         return _export_gguf(args)
     if args.recipe is not None:
         raise ValueError("--recipe applies to --format gguf (without --hf-names)")
+    if args.imatrix is not None:
+        raise ValueError("--imatrix applies to --format gguf (without --hf-names)")
     if args.scheme is None and args.profile is None:
         raise ValueError("give --scheme or --profile")
     bar = None
@@ -139,12 +144,14 @@ def _export_gguf(args) -> int:
         bar.update_to(done)
 
     try:
-        rep = export_gguf(args.src, dst, recipe=recipe, progress=None if args.no_progress else progress)
+        rep = export_gguf(args.src, dst, recipe=recipe, imatrix=args.imatrix,
+                          progress=None if args.no_progress else progress)
     finally:
         if bar is not None:
             bar.close()
     counts = ", ".join(f"{n} {t}" for t, n in sorted(rep.types().items()))
-    print(f"{rep.hf_class} -> {rep.architecture} GGUF ({recipe}): {len(rep.tensors)} tensors ({counts}), "
+    weighted = f", {rep.weighted} with the importance matrix" if args.imatrix else ""
+    print(f"{rep.hf_class} -> {rep.architecture} GGUF ({recipe}): {len(rep.tensors)} tensors ({counts}{weighted}), "
           f"{rep.n_tokens} tokens ({rep.tokenizer}/{rep.pre_tokenizer}); {format_bytes(rep.bytes_in)} -> "
           f"{format_bytes(rep.bytes_out)} in {rep.seconds:.2f} s")
     print(rep.path)

@@ -17,6 +17,7 @@ import numpy as np
 from .._util.jsonfile import read_json
 from ..errors import InvalidArgument
 from . import archs as _archs
+from . import imatrix as _imatrix
 from . import recipes as _recipes
 from . import types as _types
 from .tokenizer import load_vocab
@@ -57,6 +58,7 @@ class ExportReport:
     n_tokens: int
     tensors: List[TensorReport] = field(default_factory=list)
     dropped: List[str] = field(default_factory=list)
+    weighted: int = 0  # tensors quantized with the importance matrix
     bytes_in: int = 0
     bytes_out: int = 0
     seconds: float = 0.0
@@ -130,8 +132,35 @@ def _read_config(model_dir: str) -> dict:
     return read_json(path)
 
 
+# llama-quantize's token embeddings: an imatrix entry of the wrong size is
+# ignored for them (they are looked up, never multiplied), an error elsewhere.
+_TOKEN_EMBD = ("token_embd.weight", "per_layer_token_embd.weight")
+
+
+def _imatrix_weights(im, plans: List[_archs.TensorPlan], chosen: Dict[str, str]) -> Dict[str, np.ndarray]:
+    """GGUF tensor name -> the importance weights its quantization takes, by
+    llama-quantize's rules: a tensor quantized to a block type whose name the
+    imatrix has, if the entry holds ne0 * n_expert values (else an error,
+    but for the token embeddings, which go unweighted); tensors it lacks are
+    quantized without one. Q8_0 takes none (ggml ignores them)."""
+    out: Dict[str, np.ndarray] = {}
+    for p in plans:
+        t = chosen[p.gguf_name]
+        w = im.weights.get(p.gguf_name)
+        if w is None or t in ("f32", "f16", "bf16"):
+            continue
+        n = p.shape[-1] * (p.shape[-3] if len(p.shape) >= 3 else 1)
+        if w.size != n:
+            if p.gguf_name in _TOKEN_EMBD:
+                continue
+            raise InvalidArgument(f"imatrix size {w.size} is different from tensor size {n} for {p.gguf_name}")
+        if _types.has_weighted(t):
+            out[p.gguf_name] = w
+    return out
+
+
 def export_gguf(model_dir: PathLike, out_path: PathLike, *, recipe: str = "q8_0", types: TypeChoice = None,
-                name: Optional[str] = None, overwrite: bool = True, progress=None) -> ExportReport:
+                name: Optional[str] = None, overwrite: bool = True, progress=None, imatrix=None) -> ExportReport:
     """Convert the Hugging Face model in ``model_dir`` (config.json,
     safetensors single or sharded, tokenizer files) into the GGUF file
     ``out_path`` that llama.cpp loads.
@@ -144,12 +173,18 @@ def export_gguf(model_dir: PathLike, out_path: PathLike, *, recipe: str = "q8_0"
     general.name (default: from the model card / directory). ``overwrite``:
     replace an existing ``out_path`` (else InvalidArgument). ``progress``:
     called ``progress(done_bytes, total_bytes)`` as tensors are written.
+    ``imatrix``: an importance matrix, the path of a llama.cpp imatrix file
+    (:func:`read_imatrix`) or a mapping of GGUF tensor name -> float32
+    weights; each block-quantized tensor it names is then quantized with its
+    weights, byte-identical with llama-quantize --imatrix (rules:
+    docs/gguf.md), and the quantize.imatrix.* keys are written.
 
     Returns an :class:`ExportReport`. Raises ConfigNotFound (no
     config.json), UnsupportedArchitecture (listing the supported classes),
     TokenizerNotFound, UnknownTensor (a tensor the architecture has no GGUF
     name for), CheckpointNotFound (no safetensors), InvalidArgument (bad
-    recipe or type, missing output directory). Nothing is left at
+    recipe or type, missing output directory, an unreadable or malformed
+    imatrix, an imatrix entry whose size does not fit its tensor). Nothing is left at
     ``out_path`` (nor a temporary file) when it raises."""
     import gguf
 
@@ -168,21 +203,24 @@ def export_gguf(model_dir: PathLike, out_path: PathLike, *, recipe: str = "q8_0"
         raise InvalidArgument(f"{out_path!r} is a directory; give the .gguf file's path")
     if os.path.exists(out_path) and not overwrite:
         raise InvalidArgument(f"{out_path!r} exists (pass overwrite=True to replace it)")
+    im = None if imatrix is None else _imatrix.resolve(imatrix)
     ckpt = open_checkpoint(model_dir, framework="np")
     try:
         infos = [(n, *(lambda i: (i.dtype, tuple(i.shape)))(ckpt.tensor_info(n))) for n in ckpt.keys()]
         plans, dropped = _archs.plan_tensors(arch, infos)
         chosen = _plan_types(recipe, plans, arch, types)
+        weights = {} if im is None else _imatrix_weights(im, plans, chosen)
         for p in plans:
             if p.dtype not in ("F32", "F16", "BF16", "F64"):
                 raise InvalidArgument(f"tensor {p.hf_name!r} is {p.dtype}; the exporter converts float tensors only")
         vocab = load_vocab(model_dir, arch.config, arch.tokenizer_kind)
         file_type = _file_type(recipe)
         report = ExportReport(out_path, arch.name, arch.hf_class, recipe, file_type, vocab.model, vocab.pre,
-                              len(vocab.tokens), dropped=dropped)
+                              len(vocab.tokens), dropped=dropped, weighted=len(weights))
         tmp = os.path.join(out_dir, f".{os.path.basename(out_path)}.{os.getpid()}.tmp")
         try:
-            _write(tmp, ckpt, arch, plans, chosen, vocab, file_type, model_dir, cfg, name, report, progress)
+            _write(tmp, ckpt, arch, plans, chosen, vocab, file_type, model_dir, cfg, name, report, progress,
+                   im, imatrix, weights)
             os.replace(tmp, out_path)
         except BaseException:
             try:
@@ -196,7 +234,24 @@ def export_gguf(model_dir: PathLike, out_path: PathLike, *, recipe: str = "q8_0"
     return report
 
 
-def _write(tmp, ckpt, arch, plans, chosen, vocab, file_type, model_dir, cfg, name, report, progress) -> None:
+def _imatrix_keys(writer, im, source) -> None:
+    """The keys llama-quantize records for an importance matrix: the file
+    (and its first dataset, and chunk count when known) as it was given, and
+    how many entries it holds (u32, as llama-quantize stores them)."""
+    def clip(text: str) -> str:  # llama-quantize keeps 127 bytes
+        return text.encode("utf-8")[:127].decode("utf-8", "ignore")
+
+    if isinstance(source, (str, os.PathLike)):
+        writer.add_string("quantize.imatrix.file", clip(os.fspath(source)))
+        if im.datasets:
+            writer.add_string("quantize.imatrix.dataset", clip(im.datasets[0]))
+    writer.add_uint32("quantize.imatrix.entries_count", len(im.weights))
+    if im.chunk_count > 0:
+        writer.add_uint32("quantize.imatrix.chunks_count", im.chunk_count)
+
+
+def _write(tmp, ckpt, arch, plans, chosen, vocab, file_type, model_dir, cfg, name, report, progress,
+           im=None, imatrix_source=None, weights=None) -> None:
     import gguf
     from pathlib import Path
 
@@ -228,6 +283,8 @@ def _write(tmp, ckpt, arch, plans, chosen, vocab, file_type, model_dir, cfg, nam
         meta.set_gguf_meta_model(writer)
         _archs.write_hparams(writer, arch, model_dir, file_type)
         writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+        if im is not None:
+            _imatrix_keys(writer, im, imatrix_source)
         vocab.write(writer)
         writer.add_string(CONFIG_KEY, json.dumps(cfg, sort_keys=True))
         writer.add_string(FORMAT_KEY, json.dumps({
@@ -244,7 +301,10 @@ def _write(tmp, ckpt, arch, plans, chosen, vocab, file_type, model_dir, cfg, nam
             report.bytes_in += src.nbytes
             if src.dtype == np.float64:
                 src = src.astype(np.float32)
-            data = _types.encode(_archs.apply(p, src), chosen[p.gguf_name])
+            w = (weights or {}).get(p.gguf_name)
+            # weights only where there are some: encode keeps its two-argument form
+            data = (_types.encode(_archs.apply(p, src), chosen[p.gguf_name]) if w is None
+                    else _types.encode(_archs.apply(p, src), chosen[p.gguf_name], w))
             del src
             writer.write_tensor_data(data.reshape(-1).view(np.uint8))
             done += data.nbytes

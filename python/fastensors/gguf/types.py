@@ -79,11 +79,22 @@ def _check(name: str) -> None:
                               f"available: {', '.join(available_types())}")
 
 
-def encode(array: np.ndarray, name: str) -> np.ndarray:
+def has_weighted(name: str) -> bool:
+    """Whether block type ``name`` quantizes differently with an importance
+    matrix (all of them but q8_0, whose weights ggml ignores)."""
+    member = ggml_member(name)
+    return member is not None and bool(_core.ggml_has_weighted(member))
+
+
+def encode(array: np.ndarray, name: str, imatrix: Optional[np.ndarray] = None) -> np.ndarray:
     """``array`` (float32, float16 or bfloat16, numpy order) as the bytes of
     GGUF type ``name``: a dense array of the type, or uint8 blocks of shape
-    (rows, row bytes). Raises InvalidArgument for an unknown type or a row
-    length that is not a whole number of blocks."""
+    (rows, row bytes). ``imatrix``: float32 weights for a type with
+    :func:`has_weighted`, one per column, or ``n`` slices of one per column
+    for a tensor of shape (n, rows, cols) (stacked experts, each quantized
+    with its slice, as llama-quantize does). Raises InvalidArgument for an
+    unknown type, a row length that is not a whole number of blocks, or
+    weights that do not fit."""
     _check(name)
     if name in _DENSE:
         target = _DENSE[name]
@@ -99,7 +110,18 @@ def encode(array: np.ndarray, name: str) -> np.ndarray:
     member = ggml_member(name)
     out = np.empty((rows, _core.ggml_row_bytes(member, cols)), dtype=np.uint8)
     a = np.ascontiguousarray(array).reshape(rows, cols)
-    _core.ggml_quantize(member, a.view(_UINT[a.itemsize]), _KERNEL_INPUT[a.dtype], out)
+    if imatrix is None:
+        _core.ggml_quantize(member, a.view(_UINT[a.itemsize]), _KERNEL_INPUT[a.dtype], out)
+        return out
+    w = np.ascontiguousarray(imatrix, dtype=np.float32).reshape(-1)
+    slices = array.shape[-3] if array.ndim >= 3 else 1
+    if not has_weighted(name) or slices < 1 or w.size != slices * cols or rows % slices:
+        raise InvalidArgument(f"{name}: {w.size} importance weights do not fit a tensor of shape {array.shape}")
+    per = rows // slices
+    for e in range(slices):
+        part = a[e * per:(e + 1) * per]
+        _core.ggml_quantize(member, part.view(_UINT[a.itemsize]), _KERNEL_INPUT[a.dtype], out[e * per:(e + 1) * per],
+                            w[e * cols:(e + 1) * cols])
     return out
 
 

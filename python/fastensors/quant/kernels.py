@@ -296,8 +296,24 @@ def kernel_isa() -> str:
     return _core.kernel_isa()
 
 
+def _check_imatrix(imatrix, scheme: str, cols: int) -> np.ndarray:
+    """The importance matrix as the kernel takes it: a 1-D float32 array of
+    one weight per column, for a scheme with a weighted form."""
+    if scheme not in _GGML_BLOCK or not _core.ggml_has_weighted(getattr(_core.GgmlType, scheme)):
+        weighted = ", ".join(s for s in (*GGML_SCHEMES, *KQUANT_SCHEMES) if s != "q8_0")
+        raise InvalidArgument(f"{scheme}: has no importance-matrix form (imatrix applies to {weighted})")
+    if not isinstance(imatrix, np.ndarray):
+        raise InvalidArgument(f"{scheme}: imatrix must be a numpy float32 array, not {type(imatrix).__name__}")
+    if imatrix.dtype != np.float32:
+        raise InvalidArgument(f"{scheme}: imatrix must be float32, not {imatrix.dtype}")
+    if imatrix.ndim != 1 or imatrix.shape[0] != cols:
+        raise InvalidArgument(f"{scheme}: imatrix must hold one weight per column ({cols},), "
+                              f"got shape {imatrix.shape}")
+    return np.ascontiguousarray(imatrix)
+
+
 def quantize(array, scheme: str, *, group_size: Optional[int] = None, symmetric: Optional[bool] = None,
-             granularity: Optional[str] = None) -> QuantizedTensor:
+             granularity: Optional[str] = None, imatrix: Optional[np.ndarray] = None) -> QuantizedTensor:
     """Quantize an F32/F16/BF16 array; the last axis is quantized.
 
     schemes: "q8_0", "q4_0", "q4_1", "q5_0", "q5_1" (GGML, bit-exact with the
@@ -305,7 +321,14 @@ def quantize(array, scheme: str, *, group_size: Optional[int] = None, symmetric:
     a multiple of 256, byte-identical with ggml's reference quantizers), "int8" (per channel, symmetric), "int4"/"int2" (group-wise;
     ``group_size`` 128/64, ``symmetric`` True/False by default), "nf4"
     (bitsandbytes blocks of 64), "fp8_e4m3" (``granularity`` "tensor",
-    "channel" or "block")."""
+    "channel" or "block").
+
+    ``imatrix``: an importance matrix for the GGML schemes but q8_0, one
+    float32 weight >= 0 per column (last axis), applied to every row; the
+    bytes are then ggml's weighted quantizers' (llama-quantize --imatrix).
+    See :func:`fastensors.gguf.read_imatrix` for llama.cpp's imatrix files.
+    Raises InvalidArgument for a wrong length or dtype, negative or
+    non-finite weights, or a scheme without a weighted form."""
     array = np.asarray(array)
     code = _INPUT_CODES.get(array.dtype)
     if code is None:
@@ -318,13 +341,16 @@ def quantize(array, scheme: str, *, group_size: Optional[int] = None, symmetric:
             raise InvalidArgument(f"{scheme}: group_size and symmetric are fixed by the format")
     if scheme != "fp8_e4m3" and granularity is not None:
         raise InvalidArgument(f"{scheme}: granularity applies to fp8_e4m3 only")
+    if imatrix is not None and scheme not in _GGML_BLOCK:
+        _check_imatrix(imatrix, scheme, 0)
 
     if scheme in _GGML_BLOCK:
         a, rows, cols = _as_rows(array, scheme, allow_1d=True)
         ggml = getattr(_core.GgmlType, scheme)
         row_bytes = _core.ggml_row_bytes(ggml, cols)
+        w = None if imatrix is None else _check_imatrix(imatrix, scheme, cols)
         out = np.empty((rows, row_bytes), dtype=np.uint8)
-        _core.ggml_quantize(ggml, _raw(a.reshape(rows, cols)), code, out)
+        _core.ggml_quantize(ggml, _raw(a.reshape(rows, cols)), code, out, w)
         return QuantizedTensor(scheme, array.shape, array.dtype, out, None, None, _GGML_BLOCK[scheme])
 
     if scheme in INT_SCHEMES:
