@@ -34,8 +34,13 @@ def storage_options_arg(text: str) -> dict:
 
 
 def _inspect(args) -> int:
+    from ..gguf import inspect_gguf, looks_like_gguf
     from ..surgery.inspect import summary
 
+    if looks_like_gguf(args.path):  # llama.cpp's files: their own header
+        s = inspect_gguf(args.path)
+        print(json.dumps(s.as_dict(), indent=2, ensure_ascii=False) if args.json else s.table(max_rows=args.max_rows))
+        return 0
     kwargs = {}
     if args.storage_options is not None:
         kwargs["storage_options"] = storage_options_arg(args.storage_options)

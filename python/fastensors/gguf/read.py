@@ -178,3 +178,76 @@ def dequantize_gguf(src: PathLike, dst: PathLike, *, dtype: Optional[str] = None
                   total_parameters=None, durable=_serialize.resolve_durable(durable), companions=companions,
                   max_workers=1)
     return list(plan.filename_to_tensors) + ([plan.index_file] if plan.index_file else []) + sorted(companions)
+
+
+class GgufSummary:
+    """What ``fastensors inspect`` shows of a GGUF file, from its header and
+    metadata only: architecture, file type, tokenizer, the tensors (GGUF
+    name, type, numpy-order shape, bytes) and the scalar metadata."""
+
+    def __init__(self, path: str, model: GgufModel):
+        import gguf
+
+        self.path = path
+        self.architecture = model.metadata.get("general.architecture")
+        self.file_type = model.metadata.get("general.file_type")
+        self.exported = model.exported
+        tokens = model._reader.fields.get("tokenizer.ggml.tokens")
+        self.tokenizer = model.metadata.get("tokenizer.ggml.model")
+        self.n_tokens = len(tokens.data) if tokens is not None else 0
+        self.metadata = {k: v for k, v in model.metadata.items()
+                         if k not in (CONFIG_KEY, FORMAT_KEY) and not (isinstance(v, str) and len(v) > 200)}
+        self.tensors: List[Tuple[str, str, str, Tuple[int, ...], int]] = []
+        for name, info in model.tensors.items():
+            t = model._raw[name]
+            self.tensors.append((info.gguf_name, name, info.type, tuple(int(d) for d in reversed(t.shape.tolist())),
+                                 int(t.n_bytes)))
+        self.total_bytes = sum(t[4] for t in self.tensors)
+        self.types: Dict[str, int] = {}
+        for t in self.tensors:
+            self.types[t[2]] = self.types.get(t[2], 0) + 1
+        self.n_params = sum(int(np.prod(t[3], dtype=np.int64)) for t in self.tensors)
+        del gguf
+
+    def as_dict(self) -> dict:
+        """A JSON-ready document (the ``--json`` output)."""
+        return {"path": self.path, "format": "gguf", "architecture": self.architecture,
+                "file_type": self.file_type, "exported_by_fastensors": self.exported,
+                "tokenizer": {"model": self.tokenizer, "tokens": self.n_tokens},
+                "totals": {"tensors": len(self.tensors), "parameters": self.n_params, "bytes": self.total_bytes,
+                           "types": dict(sorted(self.types.items()))},
+                "tensors": [{"name": g, "source_name": n, "type": t, "shape": list(s), "bytes": b}
+                            for g, n, t, s, b in self.tensors],
+                "metadata": {k: v if isinstance(v, (str, int, float, bool)) else str(v)
+                             for k, v in sorted(self.metadata.items())}}
+
+    def table(self, max_rows: Optional[int] = None) -> str:
+        """A plain-text table: totals, then one line per tensor."""
+        lines = [f"{self.path}: GGUF, architecture {self.architecture}, file type {self.file_type}",
+                 f"{len(self.tensors)} tensors, {self.n_params:,} parameters, {self.total_bytes:,} bytes of tensor data"
+                 f" ({', '.join(f'{n} {t}' for t, n in sorted(self.types.items()))})",
+                 f"tokenizer: {self.tokenizer or 'none'}, {self.n_tokens} tokens"]
+        rows = self.tensors if max_rows is None else self.tensors[:max(max_rows, 0)]
+        width = max((len(r[0]) for r in rows), default=4)
+        lines.append(f"{'name':<{width}}  {'type':<5}  {'shape':<18}  bytes")
+        for g, _n, t, s, b in rows:
+            lines.append(f"{g:<{width}}  {t:<5}  {str(list(s)):<18}  {b:,}")
+        if len(rows) < len(self.tensors):
+            lines.append(f"... {len(self.tensors) - len(rows)} more")
+        return "\n".join(lines)
+
+
+def inspect_gguf(path: PathLike) -> GgufSummary:
+    """The header-only summary of a GGUF file (``fastensors inspect``).
+    Raises NotAQuantizedModel when the file is not GGUF fastensors reads."""
+    p = os.fspath(path)
+    return GgufSummary(p, GgufModel(p))
+
+
+def looks_like_gguf(path: PathLike) -> bool:
+    """Whether ``path`` is a local file that starts with GGUF's magic."""
+    try:
+        with open(os.fspath(path), "rb") as fh:
+            return fh.read(4) == b"GGUF"
+    except (OSError, TypeError, ValueError):
+        return False
