@@ -24,17 +24,6 @@ namespace {
 
 constexpr std::size_t QK = kGgmlBlock;
 
-inline void put_f16(std::uint8_t* p, float v) {
-  std::uint16_t h = f32_to_f16_bits(v);
-  std::memcpy(p, &h, 2);
-}
-
-inline float get_f16(const std::uint8_t* p) {
-  std::uint16_t h;
-  std::memcpy(&h, p, 2);
-  return f16_bits_to_f32(h);
-}
-
 // Largest magnitude of a block; eight partial maxima so that the loop
 // vectorizes (max of non-negative, non-NaN values does not depend on order).
 inline float amax_block(const float* x) {

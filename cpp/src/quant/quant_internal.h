@@ -107,6 +107,18 @@ inline float load_scale(Dtype dtype, const void* base, std::size_t i) {
   return dtype == Dtype::BF16 ? bf16_bits_to_f32(b) : f16_bits_to_f32(b);
 }
 
+// The F16 scales of the GGML blocks, stored and read little-endian.
+inline void put_f16(std::uint8_t* p, float v) {
+  std::uint16_t h = f32_to_f16_bits(v);
+  std::memcpy(p, &h, 2);
+}
+
+inline float get_f16(const std::uint8_t* p) {
+  std::uint16_t h;
+  std::memcpy(&h, p, 2);
+  return f16_bits_to_f32(h);
+}
+
 inline std::int64_t to_i64(std::size_t v) { return static_cast<std::int64_t>(v); }
 
 }  // namespace fastensors::quant_detail

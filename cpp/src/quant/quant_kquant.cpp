@@ -41,21 +41,13 @@ inline int nearest_int(float fval) {
 inline int imin(int a, int b) { return a < b ? a : b; }
 inline int imax(int a, int b) { return a > b ? a : b; }
 
-inline void put_f16(std::uint8_t* p, float v) {
-  std::uint16_t h = f32_to_f16_bits(v);
-  std::memcpy(p, &h, 2);
-}
-
-inline float get_f16(const std::uint8_t* p) {
-  std::uint16_t h;
-  std::memcpy(&h, p, 2);
-  return f16_bits_to_f32(h);
-}
-
-// Signed levels in [-nmax, nmax) for a group scaled by its largest
-// magnitude, refined over 18 nearby scales by weighted least squares
-// (weights qw, or x^2 when qw is null): ggml's make_qx_quants, rmse_type 1.
-float make_qx_quants(int n, int nmax, const float* x, std::int8_t* L, const float* qw = nullptr) {
+// The start both signed searches share: the value of largest magnitude
+// (the first of equal ones), then levels l in [-nmax, nmax) for the scale
+// -nmax / max, stored as l + offset, with their weighted sums (weights qw,
+// or x^2 when qw is null). False (levels all 0) for a group below ggml's
+// all-zero threshold.
+bool first_signed_levels(int n, int nmax, const float* x, const float* qw, int offset, std::int8_t* L, float* max_out,
+                         float* sumlx_out, float* suml2_out) {
   float max = 0, amax = 0;
   for (int i = 0; i < n; ++i) {
     float ax = std::fabs(x[i]);
@@ -66,23 +58,35 @@ float make_qx_quants(int n, int nmax, const float* x, std::int8_t* L, const floa
   }
   if (amax < kGroupMaxEps) {
     for (int i = 0; i < n; ++i) L[i] = 0;
-    return 0.f;
+    return false;
   }
-  float iscale = static_cast<float>(-nmax) / max;
+  const float iscale = static_cast<float>(-nmax) / max;
   float sumlx = 0, suml2 = 0;
   for (int i = 0; i < n; ++i) {
     int l = nearest_int(iscale * x[i]);
     l = imax(-nmax, imin(nmax - 1, l));
-    L[i] = static_cast<std::int8_t>(l + nmax);
+    L[i] = static_cast<std::int8_t>(l + offset);
     float w = qw ? qw[i] : x[i] * x[i];
     sumlx += w * x[i] * static_cast<float>(l);
     suml2 += w * static_cast<float>(l) * static_cast<float>(l);
   }
+  *max_out = max;
+  *sumlx_out = sumlx;
+  *suml2_out = suml2;
+  return true;
+}
+
+// Signed levels in [-nmax, nmax) for a group scaled by its largest
+// magnitude, refined over 18 nearby scales by weighted least squares
+// (weights qw, or x^2 when qw is null): ggml's make_qx_quants, rmse_type 1.
+float make_qx_quants(int n, int nmax, const float* x, std::int8_t* L, const float* qw = nullptr) {
+  float max, sumlx, suml2;
+  if (!first_signed_levels(n, nmax, x, qw, nmax, L, &max, &sumlx, &suml2)) return 0.f;
   float scale = suml2 != 0.0f ? sumlx / suml2 : 0.0f;
   float best = scale * sumlx;
   for (int is = -9; is <= 9; ++is) {
     if (is == 0) continue;
-    iscale = -(static_cast<float>(nmax) + 0.1f * static_cast<float>(is)) / max;
+    const float iscale = -(static_cast<float>(nmax) + 0.1f * static_cast<float>(is)) / max;
     sumlx = suml2 = 0;
     for (int i = 0; i < n; ++i) {
       int l = nearest_int(iscale * x[i]);
@@ -107,28 +111,8 @@ float make_qx_quants(int n, int nmax, const float* x, std::int8_t* L, const floa
 // move single levels while the weighted fit improves (ggml's make_q3_quants
 // with do_rmse). L ends offset by nmax.
 float make_q3_quants(int n, int nmax, const float* x, std::int8_t* L) {
-  float max = 0, amax = 0;
-  for (int i = 0; i < n; ++i) {
-    float ax = std::fabs(x[i]);
-    if (ax > amax) {
-      amax = ax;
-      max = x[i];
-    }
-  }
-  if (amax < kGroupMaxEps) {
-    for (int i = 0; i < n; ++i) L[i] = 0;
-    return 0.f;
-  }
-  float iscale = static_cast<float>(-nmax) / max;
-  float sumlx = 0, suml2 = 0;
-  for (int i = 0; i < n; ++i) {
-    int l = nearest_int(iscale * x[i]);
-    l = imax(-nmax, imin(nmax - 1, l));
-    L[i] = static_cast<std::int8_t>(l);
-    float w = x[i] * x[i];
-    sumlx += w * x[i] * static_cast<float>(l);
-    suml2 += w * static_cast<float>(l) * static_cast<float>(l);
-  }
+  float max, sumlx, suml2;
+  if (!first_signed_levels(n, nmax, x, nullptr, 0, L, &max, &sumlx, &suml2)) return 0.f;
   for (int itry = 0; itry < 5; ++itry) {
     int n_changed = 0;
     for (int i = 0; i < n; ++i) {
