@@ -347,26 +347,15 @@ test_convert_bin_refuses_malicious_pickles, test_convert_bin_refuses_malicious_p
 
 def _gguf_file() -> bytes:
     """A small GGUF file of several tensor types, written by the gguf package."""
-    gguf = pytest.importorskip("gguf")
     import tempfile
 
-    rng = np.random.default_rng(0)
+    from gguf_files import write_small_gguf
+
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "f.gguf")
-        w = gguf.GGUFWriter(path, arch="llama")
-        w.add_block_count(1)
-        w.add_string("general.name", "fuzz")
-        w.add_array("tokenizer.ggml.tokens", ["a", "b", "c"])
-        x = rng.standard_normal((2, 256)).astype(np.float32)
-        w.add_tensor("token_embd.weight", x)
-        w.add_tensor("output_norm.weight", np.ones(256, np.float16))
-        q = fastensors.quantize(x, "q4_k").data
-        w.add_tensor("blk.0.attn_q.weight", q, raw_shape=q.shape, raw_dtype=gguf.GGMLQuantizationType.Q4_K)
-        w.write_header_to_file()
-        w.write_kv_data_to_file()
-        w.write_tensors_to_file()
-        w.close()
-        return open(path, "rb").read()
+        write_small_gguf(path)
+        with open(path, "rb") as fh:
+            return fh.read()
 
 
 GGUF_FILE = _gguf_file() if __import__("importlib").util.find_spec("gguf") else b""

@@ -17,22 +17,7 @@ gguf = pytest.importorskip("gguf")
 import fastensors  # noqa: E402
 import fastensors.numpy  # noqa: E402
 from fastensors.gguf import inspect_gguf, looks_like_gguf  # noqa: E402
-
-
-def _third_party_file(path: str) -> None:
-    w = gguf.GGUFWriter(path, arch="llama")
-    w.add_block_count(1)
-    w.add_array("tokenizer.ggml.tokens", ["a", "b", "c", "d"])
-    w.add_string("tokenizer.ggml.model", "llama")
-    x = np.random.default_rng(0).standard_normal((4, 256)).astype(np.float32)
-    w.add_tensor("token_embd.weight", x)
-    w.add_tensor("output_norm.weight", np.ones(256, np.float16))
-    q = fastensors.quantize(x, "q6_k").data
-    w.add_tensor("blk.0.attn_q.weight", q, raw_shape=q.shape, raw_dtype=gguf.GGMLQuantizationType.Q6_K)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+from gguf_files import write_small_gguf  # noqa: E402
 
 
 def _oracle(path: str) -> dict:
@@ -48,7 +33,7 @@ def _cli(*args):
 
 def test_summary_of_a_third_party_file_matches_the_gguf_reader(tmp_path):
     path = str(tmp_path / "t.gguf")
-    _third_party_file(path)
+    write_small_gguf(path, "q6_k")
     assert looks_like_gguf(path)
     s = inspect_gguf(path)
     want = _oracle(path)
