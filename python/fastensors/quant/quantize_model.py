@@ -282,60 +282,28 @@ class _Progress:
             self.callback(self.done, self.total)
 
 
-# -- the public entry point ----------------------------------------------------------------
+# -- options -----------------------------------------------------------------------------
 
-def quantize_model(
-    src: PathLike,
-    dst: PathLike,
-    *,
-    scheme: Optional[str] = None,
-    group_size: Optional[int] = None,
-    symmetric: Optional[bool] = None,
-    profile: Optional[str] = None,
-    format: str = "safetensors",
-    ignore: Sequence[str] = (),
-    only: Optional[str] = None,
-    max_shard_size: SizeLike = MAX_SHARD_SIZE,
-    validate: bool = False,
-    min_cosine: Optional[float] = None,
-    report: Optional[PathLike] = None,
-    skip_unsupported: bool = False,
-    overwrite: bool = False,
-    progress: Optional[ProgressCallback] = None,
-    durable: Optional[bool] = None,
-    storage_options: Optional[dict] = None,
-) -> QuantizationReport:
-    """Quantize the linear layers of the model at ``src`` into the directory
-    ``dst`` and return a :class:`QuantizationReport`.
+@dataclass
+class _Options:
+    """The arguments of ``quantize_model`` checked and resolved."""
 
-    ``scheme`` (or a ``profile``: "cloud" int8 per channel, "local" int4
-    group 128, "edge" int4 group 32) picks the quantization; ``format``
-    "safetensors" writes the compressed-tensors layout transformers loads
-    (NF4 in fastensors' own layout), "gguf" a ``model.gguf`` with the GGML
-    schemes, "parquet" one row per tensor in ``model.parquet``. ``ignore``
-    (regexes) keeps matching tensors dense; ``only`` quantizes just the 2-D
-    weights it matches. ``validate`` measures every quantized tensor (cosine,
-    SQNR, RMSE, max abs error); ``min_cosine`` implies it and fails the run,
-    leaving ``dst`` untouched, when a tensor falls below it (with profile
-    "edge": picks the most aggressive scheme that meets it). ``report``
-    writes the report as .json, .html or .png. A shape the scheme cannot
-    take is an error, or with ``skip_unsupported`` a warning and a dense
-    tensor. ``progress(done_bytes, total_bytes)`` is called as source tensors
-    are done. ``durable=False`` skips fsync; the commit stays atomic.
+    chosen: _Scheme
+    profile: Optional[str]
+    format: str
+    symmetric: Optional[bool]
+    ignore_re: List[Pattern[str]]
+    only_re: Optional[Pattern[str]]
+    validate: bool
+    min_cosine: Optional[float]
 
-    ``src`` may be a URL (docs/remote.md; ``storage_options`` go to fsspec):
-    every byte is read, so the model's files (and its config.json) are first
-    copied by parallel range requests into a temporary folder."""
-    if is_url(src):
-        kwargs = dict(scheme=scheme, group_size=group_size, symmetric=symmetric, profile=profile, format=format,
-                      ignore=ignore, only=only, max_shard_size=max_shard_size, validate=validate,
-                      min_cosine=min_cosine, report=report, skip_unsupported=skip_unsupported, overwrite=overwrite,
-                      progress=progress, durable=durable)
-        with tempfile.TemporaryDirectory(prefix=".fastensors-stage-") as tmp:
-            out = quantize_model(stage(src, tmp, storage_options), dst, **kwargs)
-            out.src = src
-            return out
-    started = time.perf_counter()
+    @property
+    def edge_search(self) -> bool:
+        return self.profile == "edge" and self.min_cosine is not None
+
+
+def _resolve_options(scheme, group_size, symmetric, profile, format, ignore, only, validate, min_cosine,
+                     report) -> _Options:
     if format not in FORMATS:
         raise InvalidArgument(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")
     if (scheme is None) == (profile is None):
@@ -362,39 +330,141 @@ def quantize_model(
     if report is not None and os.path.splitext(os.fspath(report))[1].lower() not in (".json", ".html", ".htm",
                                                                                       ".png"):
         raise InvalidArgument(f"report {os.fspath(report)!r}: the name must end in .json, .html or .png")
+    return _Options(chosen, profile, format, symmetric, ignore_re, only_re, bool(validate), min_cosine)
+
+
+def _select_items(source: "_Source", src: str, dst: str, o: _Options, overwrite: bool
+                  ) -> Tuple[List[_Item], QuantizationReport]:
+    """The destination checked, the tensors selected, an empty report."""
+    _check_destination(src, dst, overwrite)
+    items = select(source.infos, o.ignore_re, o.only_re)
+    if not any(i.quantize for i in items):
+        raise InvalidArgument(f"no tensor of {src!r} is selected for quantization "
+                              "(2-D float *.weight tensors of linear layers; see ignore/only)")
+    out = QuantizationReport(src=src, dst=dst, format=o.format, scheme=o.chosen.scheme,
+                             group_size=o.chosen.group_size, symmetric=o.chosen.symmetric)
+    return items, out
+
+
+def _tensor_reports(items: List[_Item], chosen: _Scheme, skip_unsupported: bool,
+                    out: QuantizationReport) -> Dict[str, TensorReport]:
+    """Shapes checked (UnsupportedTensorShape, or dense with a warning),
+    and one TensorReport per source tensor in ``out.tensors``."""
+    _check_shapes(items, chosen, skip_unsupported, out)
+    reports: Dict[str, TensorReport] = {}
+    for it in items:
+        reports[it.name] = TensorReport(it.name, list(it.shape), it.code, chosen.scheme if it.quantize else "dense",
+                                        it.nbytes, it.nbytes, None if it.quantize else it.reason)
+    out.tensors = [reports[it.name] for it in items]
+    return reports
+
+
+def _check_quality(out: QuantizationReport, min_cosine: Optional[float], dst: str) -> None:
+    """QualityThresholdNotMet naming the worst tensors when any measured one
+    is below ``min_cosine``."""
+    if min_cosine is None:
+        return
+    bad = [t for t in out.quantized if t.cosine is not None and t.cosine < min_cosine]
+    if bad:
+        bad.sort(key=lambda t: t.cosine)
+        worst = ", ".join(f"{t.name} (cosine {t.cosine:.6f})" for t in bad[:5])
+        raise QualityThresholdNotMet(f"{len(bad)} tensor(s) below min_cosine {min_cosine}: {worst}; "
+                                     f"nothing was written to {dst!r}")
+
+
+# -- the public entry point ----------------------------------------------------------------
+
+def quantize_model(
+    src: PathLike,
+    dst: PathLike,
+    *,
+    scheme: Optional[str] = None,
+    group_size: Optional[int] = None,
+    symmetric: Optional[bool] = None,
+    profile: Optional[str] = None,
+    format: str = "safetensors",
+    ignore: Sequence[str] = (),
+    only: Optional[str] = None,
+    max_shard_size: SizeLike = MAX_SHARD_SIZE,
+    validate: bool = False,
+    min_cosine: Optional[float] = None,
+    report: Optional[PathLike] = None,
+    skip_unsupported: bool = False,
+    overwrite: bool = False,
+    progress: Optional[ProgressCallback] = None,
+    durable: Optional[bool] = None,
+    storage_options: Optional[dict] = None,
+    process_group=None,
+) -> QuantizationReport:
+    """Quantize the linear layers of the model at ``src`` into the directory
+    ``dst`` and return a :class:`QuantizationReport`.
+
+    ``scheme`` (or a ``profile``: "cloud" int8 per channel, "local" int4
+    group 128, "edge" int4 group 32) picks the quantization; ``format``
+    "safetensors" writes the compressed-tensors layout transformers loads
+    (NF4 in fastensors' own layout), "gguf" a ``model.gguf`` with the GGML
+    schemes, "parquet" one row per tensor in ``model.parquet``. ``ignore``
+    (regexes) keeps matching tensors dense; ``only`` quantizes just the 2-D
+    weights it matches. ``validate`` measures every quantized tensor (cosine,
+    SQNR, RMSE, max abs error); ``min_cosine`` implies it and fails the run,
+    leaving ``dst`` untouched, when a tensor falls below it (with profile
+    "edge": picks the most aggressive scheme that meets it). ``report``
+    writes the report as .json, .html or .png. A shape the scheme cannot
+    take is an error, or with ``skip_unsupported`` a warning and a dense
+    tensor. ``progress(done_bytes, total_bytes)`` is called as source tensors
+    are done. ``durable=False`` skips fsync; the commit stays atomic.
+
+    ``src`` may be a URL (docs/remote.md; ``storage_options`` go to fsspec):
+    every byte is read, so the model's files (and its config.json) are first
+    copied by parallel range requests into a temporary folder.
+
+    ``process_group``: None (the default) quantizes in this process. A
+    ``torch.distributed`` process group, or ``"default"`` for the default
+    group of an initialized ``torch.distributed``, shares the work out:
+    call it on every rank with the same arguments (under torchrun); each
+    rank quantizes the output shards assigned to it, rank 0 commits the
+    set once all succeeded, and every rank returns the same report. The
+    files are this function's without a group, byte for byte. safetensors
+    output from a local ``src`` only (InvalidArgument otherwise); ``dst``
+    must be on a filesystem every rank shares; ``progress`` counts this
+    rank's share. Errors: the failing rank's own error there, RankFailed on
+    the others (also when a rank dies or the group's timeout passes);
+    nothing is committed then. docs/distributed.md."""
+    if process_group is not None:
+        from .split import quantize_split
+
+        return quantize_split(
+            src, dst, process_group, scheme=scheme, group_size=group_size, symmetric=symmetric, profile=profile,
+            format=format, ignore=ignore, only=only, max_shard_size=max_shard_size, validate=validate,
+            min_cosine=min_cosine, report=report, skip_unsupported=skip_unsupported, overwrite=overwrite,
+            progress=progress, durable=durable)
+    if is_url(src):
+        kwargs = dict(scheme=scheme, group_size=group_size, symmetric=symmetric, profile=profile, format=format,
+                      ignore=ignore, only=only, max_shard_size=max_shard_size, validate=validate,
+                      min_cosine=min_cosine, report=report, skip_unsupported=skip_unsupported, overwrite=overwrite,
+                      progress=progress, durable=durable)
+        with tempfile.TemporaryDirectory(prefix=".fastensors-stage-") as tmp:
+            out = quantize_model(stage(src, tmp, storage_options), dst, **kwargs)
+            out.src = src
+            return out
+    started = time.perf_counter()
+    o = _resolve_options(scheme, group_size, symmetric, profile, format, ignore, only, validate, min_cosine, report)
+    chosen = o.chosen
 
     src, dst = os.fspath(src), os.fspath(dst)
     source = _Source(src)
     try:
-        _check_destination(src, dst, overwrite)
-        items = select(source.infos, ignore_re, only_re)
-        if not any(i.quantize for i in items):
-            raise InvalidArgument(f"no tensor of {src!r} is selected for quantization "
-                                  "(2-D float *.weight tensors of linear layers; see ignore/only)")
-        out = QuantizationReport(src=src, dst=dst, format=format, scheme=chosen.scheme, group_size=chosen.group_size,
-                                 symmetric=chosen.symmetric)
-        if profile == "edge" and min_cosine is not None:
+        items, out = _select_items(source, src, dst, o, overwrite)
+        if o.edge_search:
             ladder = GGUF_LADDER if format == "gguf" else EDGE_LADDER
-            chosen = _pick_edge_scheme(source, items, ladder, symmetric, min_cosine, format, out)
+            chosen = _pick_edge_scheme(source, items, ladder, symmetric, o.min_cosine, format, out)
             out.scheme, out.group_size, out.symmetric = chosen.scheme, chosen.group_size, chosen.symmetric
-        _check_shapes(items, chosen, skip_unsupported, out)
-        reports: Dict[str, TensorReport] = {}
-        for it in items:
-            reports[it.name] = TensorReport(it.name, list(it.shape), it.code, chosen.scheme if it.quantize else "dense",
-                                            it.nbytes, it.nbytes, None if it.quantize else it.reason)
-        out.tensors = [reports[it.name] for it in items]
-        quantizer = _Quantizer(source, chosen, reports, validate or format == "parquet")
+        reports = _tensor_reports(items, chosen, skip_unsupported, out)
+        quantizer = _Quantizer(source, chosen, reports, o.validate or format == "parquet")
         bar = _Progress(progress, sum(it.nbytes for it in items))
 
         def check_quality() -> None:
-            if min_cosine is None:
-                return
-            bad = [t for t in out.quantized if t.cosine is not None and t.cosine < min_cosine]
-            if bad:
-                bad.sort(key=lambda t: t.cosine)
-                worst = ", ".join(f"{t.name} (cosine {t.cosine:.6f})" for t in bad[:5])
-                raise QualityThresholdNotMet(f"{len(bad)} tensor(s) below min_cosine {min_cosine}: {worst}; "
-                                             f"nothing was written to {dst!r}")
+            _check_quality(out, o.min_cosine, dst)
 
         dur = _serialize.resolve_durable(durable)
         if format == "safetensors":
@@ -472,10 +542,26 @@ def _ignore_list(items: List[_Item], cfg: Optional[dict]) -> List[str]:
     return names
 
 
-def _write_safetensors(source: _Source, items: List[_Item], s: _Scheme, quantizer: _Quantizer, dst: str,
-                       max_shard_size: SizeLike, durable: bool, bar: _Progress, out: QuantizationReport,
-                       check_quality: Callable[[], None]) -> None:
-    outputs: Dict[str, tuple] = {}  # output name -> (code, shape, nbytes, source name, suffix or None, small)
+@dataclass
+class _SafetensorsPlan:
+    """The output of the compressed-tensors layout, planned from shapes alone."""
+
+    outputs: Dict[str, tuple]  # output name -> (code, shape, nbytes, source name, suffix or None, small)
+    plan: object  # checkpoint.sharding.ShardPlan, named by output tensors
+    file_meta: Dict[str, str]
+    companions: Dict[str, Callable[[str], None]]
+    source_bytes: Dict[str, int]  # shard file -> bytes of the source tensors it is made of
+
+
+FILENAME_PATTERN = "model{suffix}.safetensors"
+EXTRA_STALE = ["model{suffix}.gguf", "model{suffix}.parquet"]
+
+
+def _plan_safetensors(source: _Source, items: List[_Item], s: _Scheme, reports: Dict[str, TensorReport],
+                      max_shard_size: SizeLike) -> _SafetensorsPlan:
+    """Every output tensor, the shard split and the files beside the shards.
+    Sets each quantized tensor's ``bytes_out`` in ``reports``."""
+    outputs: Dict[str, tuple] = {}
     entries = []
     groups: Dict[str, List[str]] = {}
     for it in items:
@@ -488,8 +574,7 @@ def _write_safetensors(source: _Source, items: List[_Item], s: _Scheme, quantize
                 outputs[oname] = (p.code, p.shape, p.nbytes, it.name, p.suffix, p.small)
                 names.append(oname)
                 total += p.nbytes
-            out_report = quantizer.reports[it.name]
-            out_report.bytes_out = total
+            reports[it.name].bytes_out = total
         else:
             outputs[it.name] = (it.code, it.shape, it.nbytes, it.name, None, True)
             names, total = [it.name], it.nbytes
@@ -497,6 +582,8 @@ def _write_safetensors(source: _Source, items: List[_Item], s: _Scheme, quantize
         entries.append(Entry(it.name, total, None))
     # Plan by source tensor so a weight's parts share a shard, then name the parts.
     plan = plan_shards(entries, max_shard_size)
+    by_name = {it.name: it.nbytes for it in items}
+    source_bytes = {f: sum(by_name[n] for n in names) for f, names in plan.filename_to_tensors.items()}
     plan.filename_to_tensors = {f: [o for n in names for o in groups[n]] for f, names in
                                 plan.filename_to_tensors.items()}
     plan.tensor_to_filename = {o: f for f, names in plan.filename_to_tensors.items() for o in names}
@@ -505,6 +592,19 @@ def _write_safetensors(source: _Source, items: List[_Item], s: _Scheme, quantize
              "format": _ct_layout.NF4_FORMAT if s.scheme == "nf4" else _ct_layout.CT_FORMAT[s.scheme],
              "dtype": next(it.code for it in items if it.quantize)}
     file_meta = {"format": "pt", "fastensors.quantization": json.dumps(qmeta)}
+    cfg = source.config()
+    companions = source.companions()
+    if cfg is not None:
+        new_cfg = dict(cfg)
+        new_cfg["quantization_config"] = _ct_layout.quantization_config(s.scheme, s.group_size, s.symmetric,
+                                                                        _ignore_list(items, cfg))
+        companions["config.json"] = json_companion(new_cfg)
+    return _SafetensorsPlan(outputs, plan, file_meta, companions, source_bytes)
+
+
+def _shard_writer(source: _Source, outputs: Dict[str, tuple], quantizer: _Quantizer,
+                  bar: _Progress) -> Callable[[str, List[str], Dict[str, str]], None]:
+    """write(path, output names, file metadata): one shard, not synced."""
 
     def write_shard(path: str, names: List[str], meta: Dict[str, str]) -> None:
         # Written in the planned order, where the parts of each quantized
@@ -548,19 +648,19 @@ def _write_safetensors(source: _Source, items: List[_Item], s: _Scheme, quantize
         finally:
             done_with_copied()
 
-    cfg = source.config()
-    companions = source.companions()
-    if cfg is not None:
-        new_cfg = dict(cfg)
-        new_cfg["quantization_config"] = _ct_layout.quantization_config(s.scheme, s.group_size, s.symmetric,
-                                                                        _ignore_list(items, cfg))
-        companions["config.json"] = json_companion(new_cfg)
-    write_planned(dst, plan, write_shard, filename_pattern="model{suffix}.safetensors", metadata=None,
-                  total_parameters=None, durable=durable, file_metadata=file_meta, companions=companions,
-                  extra_stale=["model{suffix}.gguf", "model{suffix}.parquet"], max_workers=1,
-                  before_commit=check_quality)
-    out.files = list(plan.filename_to_tensors) + ([plan.index_file] if plan.index_file else [])
-    out.copied_files = sorted(companions)
+    return write_shard
+
+
+def _write_safetensors(source: _Source, items: List[_Item], s: _Scheme, quantizer: _Quantizer, dst: str,
+                       max_shard_size: SizeLike, durable: bool, bar: _Progress, out: QuantizationReport,
+                       check_quality: Callable[[], None]) -> None:
+    p = _plan_safetensors(source, items, s, quantizer.reports, max_shard_size)
+    write_shard = _shard_writer(source, p.outputs, quantizer, bar)
+    write_planned(dst, p.plan, write_shard, filename_pattern=FILENAME_PATTERN, metadata=None,
+                  total_parameters=None, durable=durable, file_metadata=p.file_meta, companions=p.companions,
+                  extra_stale=EXTRA_STALE, max_workers=1, before_commit=check_quality)
+    out.files = list(p.plan.filename_to_tensors) + ([p.plan.index_file] if p.plan.index_file else [])
+    out.copied_files = sorted(p.companions)
 
 
 # -- gguf and parquet: one file ------------------------------------------------------------
