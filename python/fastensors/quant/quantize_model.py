@@ -8,7 +8,11 @@ when the writer reaches it, so memory holds about one tensor and its output.
 The output (shards, index, config.json and the other files of the model
 directory) is committed as one set (``_fileset``): an error or a crash
 leaves no half-model at the destination. Layouts, profiles and selection
-rules: docs/model_quantization.md."""
+rules: docs/model_quantization.md.
+
+With a ``torch.distributed`` process group the output shards are shared out
+across its ranks and rank 0 commits (the last section; docs/distributed.md).
+torch is imported only then."""
 
 from __future__ import annotations
 
@@ -33,12 +37,14 @@ from ..errors import (
     QualityThresholdNotMet,
     UnsupportedTensorShape,
 )
-from ..checkpoint.commit import fsync_file, stale_pattern
+from .._util import ranks
+from ..checkpoint.commit import FileSet, fsync_file, naming, stale_pattern
 from .report import QuantizationReport, TensorReport
 from ..sources import is_url
 from ..sources.urls import stage
 from .kernels import GGML_SCHEMES, INT_SCHEMES, KQUANT_SCHEMES, SCHEMES, QuantizedTensor, _aligned_f32, quality, quantize
-from ..checkpoint.sharding import MAX_SHARD_SIZE, Entry, SizeLike, companion_files, json_companion, plan_shards, write_planned
+from ..checkpoint.sharding import (MAX_SHARD_SIZE, Entry, SizeLike, companion_files, json_companion, plan_shards,
+                                   shard_file_metadata, stage_index, write_planned)
 
 PathLike = Union[str, "os.PathLike[str]"]
 ProgressCallback = Callable[[int, int], None]
@@ -431,9 +437,7 @@ def quantize_model(
     the others (also when a rank dies or the group's timeout passes);
     nothing is committed then. docs/distributed.md."""
     if process_group is not None:
-        from .split import quantize_split
-
-        return quantize_split(
+        return _quantize_split(
             src, dst, process_group, scheme=scheme, group_size=group_size, symmetric=symmetric, profile=profile,
             format=format, ignore=ignore, only=only, max_shard_size=max_shard_size, validate=validate,
             min_cosine=min_cosine, report=report, skip_unsupported=skip_unsupported, overwrite=overwrite,
@@ -667,8 +671,6 @@ def _write_safetensors(source: _Source, items: List[_Item], s: _Scheme, quantize
 
 def _write_single(source: _Source, items: List[_Item], s: _Scheme, quantizer: _Quantizer, dst: str, fmt: str,
                   durable: bool, bar: _Progress, out: QuantizationReport, check_quality: Callable[[], None]) -> None:
-    from ..checkpoint.commit import FileSet
-
     cfg = source.config()
     companions = source.companions()
     fname = GGUF_FILE if fmt == "gguf" else PARQUET_FILE
@@ -693,3 +695,163 @@ def _write_single(source: _Source, items: List[_Item], s: _Scheme, quantizer: _Q
     out.files = [fname]
     out.copied_files = sorted(companions)
 
+
+# -- across the ranks of a process group ---------------------------------------------------
+# quantize_model(..., process_group=...): every rank reads the source's
+# headers and makes the one-process plan (selection, scheme, shard split,
+# headers from the shapes alone). The output shards are shared out by the
+# bytes of source tensors they hold; each rank reads, quantizes and writes
+# only its own shards, into the staging directory rank 0 opened. The
+# quality figures are gathered, and once every rank has succeeded rank 0
+# stages the index, config.json and the other files and commits the set.
+# Between the steps every rank learns whether any failed (ranks.agree), so
+# all raise together and nothing is committed then.
+
+# Any error of a rank's own work is shared with the others: an unexpected
+# one left to propagate would leave them waiting in the next collective.
+_EXPECTED = (Exception,)
+_METRICS = ("cosine", "sqnr_db", "rmse", "max_abs_err")
+
+
+def _group_of(process_group):
+    """(group, rank, world) for ``process_group``: "default" or a group."""
+    try:
+        import torch.distributed as dist
+    except ImportError as e:
+        raise InvalidArgument("quantize_model(process_group=...) needs torch.distributed") from e
+    if not (dist.is_available() and dist.is_initialized()):
+        raise InvalidArgument("quantize_model(process_group=...): torch.distributed is not initialized; call "
+                              "torch.distributed.init_process_group first (under torchrun), or leave "
+                              "process_group=None to quantize in this process")
+    if isinstance(process_group, str):
+        if process_group != "default":
+            raise InvalidArgument(f"process_group must be a torch.distributed process group or 'default', "
+                                  f"not {process_group!r}")
+        group = None
+    elif isinstance(process_group, dist.ProcessGroup):
+        group = process_group
+    else:
+        raise InvalidArgument(f"process_group must be a torch.distributed process group or 'default', "
+                              f"not {type(process_group).__name__}")
+    return group, dist.get_rank(group), dist.get_world_size(group)
+
+
+def _quantize_split(src, dst, process_group, *, scheme, group_size, symmetric, profile, format, ignore, only,
+                    max_shard_size, validate, min_cosine, report, skip_unsupported, overwrite, progress,
+                    durable) -> QuantizationReport:
+    """``quantize_model`` on every rank of ``process_group`` at once (see
+    its docstring for the arguments). Returns rank 0's report on every
+    rank. Raises, on every rank, the rank's own error or RankFailed; the
+    destination is untouched then."""
+    import torch.distributed as dist
+
+    group, rank, world = _group_of(process_group)
+    started = time.perf_counter()
+    error: Optional[BaseException] = None
+    source = fs = None
+    committed = False
+    try:
+        try:
+            o = _resolve_options(scheme, group_size, symmetric, profile, format, ignore, only, validate,
+                                 min_cosine, report)
+            if o.format != "safetensors":
+                raise InvalidArgument(f"quantize_model across ranks writes format='safetensors' only: a "
+                                      f"{o.format!r} model is one file, written by one process; call "
+                                      "quantize_model without process_group (on one rank)")
+            if is_url(src):
+                raise InvalidArgument("quantize_model across ranks reads a local model directory or file: copy "
+                                      "the URL's files first, or call quantize_model without process_group")
+            src, dst = os.fspath(src), os.fspath(dst)
+            source = _Source(src)
+            items, out = _select_items(source, src, dst, o, overwrite)
+        except _EXPECTED as e:
+            error = e
+        ranks.agree(error, group, "quantize_model")
+        chosen = o.chosen
+        if o.edge_search:
+            # The search is sequential (each tensor tried from the rung the
+            # previous ones reached): done once, on rank 0, for the same choice.
+            def search() -> Tuple[object, Dict[str, float]]:
+                picked = _pick_edge_scheme(source, items, EDGE_LADDER, o.symmetric, o.min_cosine, o.format, out)
+                return picked, out.candidates
+
+            chosen, out.candidates = ranks.on_rank0(rank, group, search, _EXPECTED, "quantize_model")
+            out.scheme, out.group_size, out.symmetric = chosen.scheme, chosen.group_size, chosen.symmetric
+
+        staging: List[object] = [None]
+        try:
+            reports = _tensor_reports(items, chosen, skip_unsupported, out)
+            plan = _plan_safetensors(source, items, chosen, reports, max_shard_size)
+            dur = _serialize.resolve_durable(durable)
+            if rank == 0:
+                fs = FileSet(dst, durable=dur)
+                staging[0] = fs.staging
+        except _EXPECTED as e:
+            error = e
+        ranks.agree(error, group, "quantize_model")
+        with ranks.lost_ranks("quantize_model"):
+            dist.broadcast_object_list(staging, src=0, group=group)
+
+        shards = list(plan.plan.filename_to_tensors)
+        owner = ranks.assign([plan.source_bytes[f] for f in shards], world)
+        mine = [f for f, r in zip(shards, owner) if r == rank]
+        # The source tensors this rank reads: those its shards are made of.
+        mine_items = {plan.outputs[name][3] for f in mine for name in plan.plan.filename_to_tensors[f]}
+        measured: Dict[str, Tuple] = {}
+        try:
+            quantizer = _Quantizer(source, chosen, reports, o.validate)
+            bar = _Progress(progress, sum(it.nbytes for it in items if it.name in mine_items))
+            write_shard = _shard_writer(source, plan.outputs, quantizer, bar)
+            base_meta = shard_file_metadata(plan.plan, {}, plan.file_meta)
+            for fname in mine:
+                path = os.path.join(staging[0], fname)
+                write_shard(path, plan.plan.filename_to_tensors[fname], dict(base_meta))
+                if dur:
+                    fsync_file(path)
+            measured = {n: tuple(getattr(reports[n], m) for m in _METRICS) for n in mine_items
+                        if reports[n].cosine is not None}
+        except _EXPECTED as e:
+            error = e
+        every: List[object] = [None] * world
+        with ranks.lost_ranks("quantize_model"):
+            dist.all_gather_object(every, None if error is not None else measured, group=group)
+        ranks.agree(error, group, "quantize_model")
+        for part in every:
+            for name, values in part.items():
+                for m, v in zip(_METRICS, values):
+                    setattr(reports[name], m, v)
+        try:
+            _check_quality(out, o.min_cosine, dst)  # the same figures everywhere: the same verdict
+        except _EXPECTED as e:
+            error = e
+        ranks.agree(error, group, "quantize_model")
+
+        def commit() -> QuantizationReport:
+            nonlocal committed
+            # Shards staged by every rank: rank 0 adds what write_planned
+            # would, in its order, then commits.
+            for fname in shards:
+                fs.add_weight(fname)
+            stage_index(fs, plan.plan, filename_pattern=FILENAME_PATTERN, metadata={}, total_parameters=None,
+                        extra_stale=EXTRA_STALE)
+            for name, write in plan.companions.items():
+                path = fs.add_companion(name)
+                with naming("write", path):
+                    write(path)
+            fs.commit()
+            committed = True
+            out.files = shards + ([plan.plan.index_file] if plan.plan.index_file else [])
+            out.copied_files = sorted(plan.companions)
+            out.seconds = time.perf_counter() - started
+            if report is not None:
+                out.write(report)
+            return out
+
+        return ranks.on_rank0(rank, group, commit, _EXPECTED, "quantize_model")
+    except BaseException:
+        if fs is not None and not committed:
+            fs.abort()
+        raise
+    finally:
+        if source is not None:
+            source.close()
