@@ -4,6 +4,7 @@ run, on the same float-only workload (torch's consolidation refuses ints).
 
     python bench/bench_distributed.py                  # 128 MiB, 2 ranks, 3 rounds
     python bench/bench_distributed.py --size-mib 512 --nproc 2 --runs 5
+    python bench/bench_distributed.py --only quantize --quant-mib 256
 
 It launches itself under torchrun (gloo, loopback). The state dict is BF16
 DTensors on a 1-D mesh of all ranks: half the tensors row-sharded
@@ -19,6 +20,12 @@ DTensors on a 1-D mesh of all ranks: half the tensors row-sharded
   cold load  the same after evicting the files from the page cache
              (fsync, posix_fadvise DONTNEED): ours vs torch vs plain pread
              of the same bytes by the same ranks (the device's limit)
+
+  quantize   fastensors.quantize_model (int4 group 128, validate=True) of a
+             sharded BF16 llama-like model of --quant-mib: one process
+             (rank 0 alone, the others idle) vs quantize_model(...,
+             process_group="default") on every rank; the output files are
+             compared byte for byte once
 
 Per variant and rank: wall seconds from a barrier to the call's return, and
 peak RSS growth during the call (VmHWM reset through /proc/self/clear_refs
@@ -58,7 +65,8 @@ def launch(args) -> int:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(args.nproc), "--nnodes", "1",
            "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), os.path.abspath(__file__), "--worker",
-           "--size-mib", str(args.size_mib), "--runs", str(args.runs), "--dir", work]
+           "--size-mib", str(args.size_mib), "--runs", str(args.runs), "--dir", work, "--only", args.only,
+           "--quant-mib", str(args.quant_mib)]
     try:
         return subprocess.run(cmd, env=env, timeout=1800).returncode
     finally:
@@ -155,6 +163,76 @@ def plain_pread(ckpt: str, sd) -> None:
             os.close(fd)
 
 
+QUANT_HIDDEN, QUANT_INTER = 1024, 2816
+
+
+def llama_like(path: str, size_mib: int) -> None:
+    """A BF16 llama-like checkpoint of about ``size_mib`` MiB in 4 shards, with config.json."""
+    import json
+
+    import numpy as np
+
+    import fastensors
+    import fastensors.numpy  # noqa: F401
+    from ml_dtypes import bfloat16
+
+    rng = np.random.default_rng(0)
+    h, i = QUANT_HIDDEN, QUANT_INTER
+    per_layer = (4 * h * h + 3 * h * i) * 2
+    layers = max(1, size_mib * MiB // per_layer)
+    sd = {"model.embed_tokens.weight": (rng.standard_normal((4096, h), np.float32) * 0.02).astype(bfloat16)}
+    for n in range(layers):
+        p = f"model.layers.{n}."
+        for name, shape in (("self_attn.q_proj", (h, h)), ("self_attn.k_proj", (h, h)), ("self_attn.v_proj", (h, h)),
+                            ("self_attn.o_proj", (h, h)), ("mlp.gate_proj", (i, h)), ("mlp.up_proj", (i, h)),
+                            ("mlp.down_proj", (h, i))):
+            sd[p + name + ".weight"] = (rng.standard_normal(shape, np.float32) * 0.02).astype(bfloat16)
+        sd[p + "input_layernorm.weight"] = np.ones(h, bfloat16)
+    sd["model.norm.weight"] = np.ones(h, bfloat16)
+    total = sum(a.nbytes for a in sd.values())
+    fastensors.save_sharded(sd, path, max_shard_size=total // 4 + 1)
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump({"model_type": "llama", "hidden_size": h, "intermediate_size": i, "num_hidden_layers": layers}, f)
+
+
+def bench_quantize(args, rank: int, world: int) -> dict:
+    """One process vs every rank on the same model; the files compared once."""
+    import filecmp
+
+    import torch.distributed as dist
+
+    import fastensors
+
+    src = os.path.join(args.dir, "quant_src")
+    if rank == 0:
+        llama_like(src, args.quant_mib)
+    dist.barrier()
+    total = sum(os.path.getsize(os.path.join(src, n)) for n in os.listdir(src) if n.endswith(".safetensors"))
+    kwargs = dict(scheme="int4", group_size=128, validate=True, max_shard_size=total // 4 // (4 * world) + 1,
+                  overwrite=True)
+    one, split = os.path.join(args.dir, "quant_one"), os.path.join(args.dir, "quant_split")
+
+    def one_process():
+        if rank == 0:
+            fastensors.quantize_model(src, one, **kwargs)
+
+    variants = {"one process (rank 0)": one_process,
+                f"{world} ranks": lambda: fastensors.quantize_model(src, split, process_group="default", **kwargs)}
+    results = {("quantize", k): [] for k in variants}
+    for r in range(args.runs):
+        names = list(variants)
+        names = names[r % len(names):] + names[:r % len(names)]
+        for name in names:
+            results[("quantize", name)].append(measure(variants[name]))
+    if rank == 0:
+        names = sorted(os.listdir(one))
+        assert sorted(os.listdir(split)) == names, "the split output has other files"
+        for n in names:
+            assert filecmp.cmp(os.path.join(one, n), os.path.join(split, n), shallow=False), f"{n} differs"
+        print(f"quantize: {len(names)} files, byte-identical between one process and {world} ranks")
+    return results, total
+
+
 def worker(args) -> int:
     import torch
     import torch.distributed as dist
@@ -167,6 +245,14 @@ def worker(args) -> int:
 
     dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=600))
     rank, world = dist.get_rank(), dist.get_world_size()
+    if args.only == "quantize":
+        results, total = bench_quantize(args, rank, world)
+        every = [None] * world
+        dist.all_gather_object(every, {f"{g}|{n}": v for (g, n), v in results.items()})
+        if rank == 0:
+            report(args, every, {"quantize": total}, world)
+        dist.destroy_process_group()
+        return 0
     mesh = init_device_mesh("cpu", (world,))
     sd = state_dict(args.size_mib, mesh)
     total = sum(v.numel() * v.element_size() for v in sd.values())
@@ -210,15 +296,20 @@ def worker(args) -> int:
                         evict(ours)
                     dist.barrier()
                 results[(group, name)].append(measure(variants[name]))
+    totals = {"save": total, "load": total, "cold load": total}
+    if args.only == "all":
+        quant, totals["quantize"] = bench_quantize(args, rank, world)
+        results.update(quant)
     every = [None] * world
     dist.all_gather_object(every, {f"{g}|{n}": v for (g, n), v in results.items()})
     if rank == 0:
-        report(args, every, total, world)
+        report(args, every, totals, world)
     dist.destroy_process_group()
     return 0
 
 
-def report(args, every, total, world) -> None:
+def report(args, every, totals, world) -> None:
+    """``totals``: the bytes of each step's workload, for GB/s."""
     rows, record = [], {}
     groups = {}
     for key in every[0]:
@@ -229,20 +320,27 @@ def report(args, every, total, world) -> None:
         record[key] = {"seconds_per_rank": secs, "rss_growth_mib_per_rank": rss,
                        "runs": [every[r][key] for r in range(world)]}
     for group, variants in groups.items():
-        base = variants.get("torch HF")
+        base = variants.get("torch HF") or variants.get("one process (rank 0)")
         for name, (slowest, secs, rss) in variants.items():
             ratio = base[0] / slowest if base else None
             rss_ratio = (max(rss) / max(base[2])) if base and max(base[2]) > 0 else None
-            rows.append([group, name, slowest, " / ".join(f"{s:.3f}" for s in secs), total / slowest / 1e9,
+            rows.append([group, name, slowest, " / ".join(f"{s:.3f}" for s in secs), totals[group] / slowest / 1e9,
                          " / ".join(f"{m:.0f}" for m in rss), f"{ratio:.2f}x" if ratio else "—",
                          f"{rss_ratio:.2f}x" if rss_ratio is not None else "—"])
-    print(f"\n{args.size_mib} MiB BF16, {N_TENSORS} DTensors (half Shard(0), half Shard(1)), {world} gloo ranks,"
-          f" median of {args.runs} rounds\n")
+    if args.only != "quantize":
+        print(f"\n{args.size_mib} MiB BF16, {N_TENSORS} DTensors (half Shard(0), half Shard(1)), {world} gloo ranks,"
+              f" median of {args.runs} rounds")
+    if "quantize" in totals:
+        print(f"\nquantize: {totals['quantize'] / MiB:.0f} MiB BF16 llama-like model, int4 g128, validate=True,"
+              f" {world} gloo ranks, median of {args.runs} rounds")
+    print()
     print(markdown_table(["step", "variant", "s (slowest rank)", "s per rank", "GB/s", "RSS growth MiB per rank",
-                          "speed vs torch", "RSS vs torch"], rows))
+                          "speed vs base", "RSS vs base"], rows))
+    print("\nbase: torch HF for save/load; the one-process run for quantize (GB/s: source bytes). The idle"
+          " ranks of the one-process quantize show ~0 s and ~0 MiB.")
     info = machine_info(args.dir)
     path = write_json(f"bench_distributed-{time.strftime('%Y%m%d-%H%M%S')}.json",
-                      {"size_mib": args.size_mib, "world": world, "runs": args.runs, "machine": info,
+                      {"size_mib": args.size_mib, "quant_mib": args.quant_mib, "only": args.only, "world": world, "runs": args.runs, "machine": info,
                        "results": record})
     print(f"\nJSON: {path}")
 
@@ -252,6 +350,9 @@ def main() -> int:
     p.add_argument("--size-mib", type=int, default=128)
     p.add_argument("--nproc", type=int, default=2)
     p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--only", choices=("all", "dcp", "quantize"), default="all",
+                   help="dcp: save/load only; quantize: the quantize_model case only")
+    p.add_argument("--quant-mib", type=int, default=128, help="size of the model quantized (BF16 MiB)")
     p.add_argument("--dir", default=None, help="where to write the checkpoints (default: a temporary directory)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()

@@ -20,33 +20,17 @@ from ..checkpoint.convert_file import (
     open_directory_set,
     plan_directory,
 )
+from .._util import ranks
 from .._util.patterns import compile_one
-from ..errors import RankFailed, SafetensorError, UnsupportedConversion
+from ..errors import SafetensorError, UnsupportedConversion
 from ..format.cast import FLOAT_CODES, dtype_code
 
 _EXPECTED = (SafetensorError, OSError, ValueError, TypeError)
 
 
-def _assign(sizes: List[int], world: int) -> List[int]:
-    """The rank converting each shard: largest first, to the least loaded rank."""
-    load = [0] * world
-    owner = [0] * len(sizes)
-    for i in sorted(range(len(sizes)), key=lambda i: (-sizes[i], i)):
-        r = min(range(world), key=lambda r: (load[r], r))
-        owner[i] = r
-        load[r] += sizes[i]
-    return owner
-
-
-def _agree(error: Optional[BaseException], group) -> None:
-    """Every rank learns whether any failed: its own error there, RankFailed elsewhere."""
-    every: List[object] = [None] * dist.get_world_size(group)
-    dist.all_gather_object(every, None if error is None else f"{type(error).__name__}: {error}", group=group)
-    if error is not None:
-        raise error
-    failed = [(r, e) for r, e in enumerate(every) if e is not None]
-    if failed:
-        raise RankFailed("; ".join(f"rank {r}: {e}" for r, e in failed))
+# Shared with quant's multi-process quantize_model (_util/ranks.py).
+_assign = ranks.assign
+_agree = ranks.agree
 
 
 def convert_file(src, dst, dtype, *, only=None, keep=None, durable: Optional[bool] = None,
@@ -131,16 +115,7 @@ def convert_file(src, dst, dtype, *, only=None, keep=None, durable: Optional[boo
 def _on_rank0(rank: int, group, work):
     """``work()`` on rank 0; every rank then raises its error (RankFailed on
     the others) or returns its result."""
-    error, result = None, None
-    if rank == 0:
-        try:
-            result = work()
-        except _EXPECTED as e:
-            error = e
-    _agree(error, group)
-    box = [result]
-    dist.broadcast_object_list(box, src=0, group=group)
-    return box[0]
+    return ranks.on_rank0(rank, group, work, _EXPECTED)
 
 
 __all__ = ["convert_file"]

@@ -8,7 +8,11 @@ when the writer reaches it, so memory holds about one tensor and its output.
 The output (shards, index, config.json and the other files of the model
 directory) is committed as one set (``_fileset``): an error or a crash
 leaves no half-model at the destination. Layouts, profiles and selection
-rules: docs/model_quantization.md."""
+rules: docs/model_quantization.md.
+
+With a ``torch.distributed`` process group the output shards are shared out
+across its ranks and rank 0 commits (the last section; docs/distributed.md).
+torch is imported only then."""
 
 from __future__ import annotations
 
@@ -33,12 +37,14 @@ from ..errors import (
     QualityThresholdNotMet,
     UnsupportedTensorShape,
 )
-from ..checkpoint.commit import fsync_file, stale_pattern
+from .._util import ranks
+from ..checkpoint.commit import FileSet, fsync_file, naming, stale_pattern
 from .report import QuantizationReport, TensorReport
 from ..sources import is_url
 from ..sources.urls import stage
 from .kernels import GGML_SCHEMES, INT_SCHEMES, KQUANT_SCHEMES, SCHEMES, QuantizedTensor, _aligned_f32, quality, quantize
-from ..checkpoint.sharding import MAX_SHARD_SIZE, Entry, SizeLike, companion_files, json_companion, plan_shards, write_planned
+from ..checkpoint.sharding import (MAX_SHARD_SIZE, Entry, SizeLike, companion_files, json_companion, plan_shards,
+                                   shard_file_metadata, stage_index, write_planned)
 
 PathLike = Union[str, "os.PathLike[str]"]
 ProgressCallback = Callable[[int, int], None]
@@ -282,60 +288,28 @@ class _Progress:
             self.callback(self.done, self.total)
 
 
-# -- the public entry point ----------------------------------------------------------------
+# -- options -----------------------------------------------------------------------------
 
-def quantize_model(
-    src: PathLike,
-    dst: PathLike,
-    *,
-    scheme: Optional[str] = None,
-    group_size: Optional[int] = None,
-    symmetric: Optional[bool] = None,
-    profile: Optional[str] = None,
-    format: str = "safetensors",
-    ignore: Sequence[str] = (),
-    only: Optional[str] = None,
-    max_shard_size: SizeLike = MAX_SHARD_SIZE,
-    validate: bool = False,
-    min_cosine: Optional[float] = None,
-    report: Optional[PathLike] = None,
-    skip_unsupported: bool = False,
-    overwrite: bool = False,
-    progress: Optional[ProgressCallback] = None,
-    durable: Optional[bool] = None,
-    storage_options: Optional[dict] = None,
-) -> QuantizationReport:
-    """Quantize the linear layers of the model at ``src`` into the directory
-    ``dst`` and return a :class:`QuantizationReport`.
+@dataclass
+class _Options:
+    """The arguments of ``quantize_model`` checked and resolved."""
 
-    ``scheme`` (or a ``profile``: "cloud" int8 per channel, "local" int4
-    group 128, "edge" int4 group 32) picks the quantization; ``format``
-    "safetensors" writes the compressed-tensors layout transformers loads
-    (NF4 in fastensors' own layout), "gguf" a ``model.gguf`` with the GGML
-    schemes, "parquet" one row per tensor in ``model.parquet``. ``ignore``
-    (regexes) keeps matching tensors dense; ``only`` quantizes just the 2-D
-    weights it matches. ``validate`` measures every quantized tensor (cosine,
-    SQNR, RMSE, max abs error); ``min_cosine`` implies it and fails the run,
-    leaving ``dst`` untouched, when a tensor falls below it (with profile
-    "edge": picks the most aggressive scheme that meets it). ``report``
-    writes the report as .json, .html or .png. A shape the scheme cannot
-    take is an error, or with ``skip_unsupported`` a warning and a dense
-    tensor. ``progress(done_bytes, total_bytes)`` is called as source tensors
-    are done. ``durable=False`` skips fsync; the commit stays atomic.
+    chosen: _Scheme
+    profile: Optional[str]
+    format: str
+    symmetric: Optional[bool]
+    ignore_re: List[Pattern[str]]
+    only_re: Optional[Pattern[str]]
+    validate: bool
+    min_cosine: Optional[float]
 
-    ``src`` may be a URL (docs/remote.md; ``storage_options`` go to fsspec):
-    every byte is read, so the model's files (and its config.json) are first
-    copied by parallel range requests into a temporary folder."""
-    if is_url(src):
-        kwargs = dict(scheme=scheme, group_size=group_size, symmetric=symmetric, profile=profile, format=format,
-                      ignore=ignore, only=only, max_shard_size=max_shard_size, validate=validate,
-                      min_cosine=min_cosine, report=report, skip_unsupported=skip_unsupported, overwrite=overwrite,
-                      progress=progress, durable=durable)
-        with tempfile.TemporaryDirectory(prefix=".fastensors-stage-") as tmp:
-            out = quantize_model(stage(src, tmp, storage_options), dst, **kwargs)
-            out.src = src
-            return out
-    started = time.perf_counter()
+    @property
+    def edge_search(self) -> bool:
+        return self.profile == "edge" and self.min_cosine is not None
+
+
+def _resolve_options(scheme, group_size, symmetric, profile, format, ignore, only, validate, min_cosine,
+                     report) -> _Options:
     if format not in FORMATS:
         raise InvalidArgument(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")
     if (scheme is None) == (profile is None):
@@ -362,39 +336,139 @@ def quantize_model(
     if report is not None and os.path.splitext(os.fspath(report))[1].lower() not in (".json", ".html", ".htm",
                                                                                       ".png"):
         raise InvalidArgument(f"report {os.fspath(report)!r}: the name must end in .json, .html or .png")
+    return _Options(chosen, profile, format, symmetric, ignore_re, only_re, bool(validate), min_cosine)
+
+
+def _select_items(source: "_Source", src: str, dst: str, o: _Options, overwrite: bool
+                  ) -> Tuple[List[_Item], QuantizationReport]:
+    """The destination checked, the tensors selected, an empty report."""
+    _check_destination(src, dst, overwrite)
+    items = select(source.infos, o.ignore_re, o.only_re)
+    if not any(i.quantize for i in items):
+        raise InvalidArgument(f"no tensor of {src!r} is selected for quantization "
+                              "(2-D float *.weight tensors of linear layers; see ignore/only)")
+    out = QuantizationReport(src=src, dst=dst, format=o.format, scheme=o.chosen.scheme,
+                             group_size=o.chosen.group_size, symmetric=o.chosen.symmetric)
+    return items, out
+
+
+def _tensor_reports(items: List[_Item], chosen: _Scheme, skip_unsupported: bool,
+                    out: QuantizationReport) -> Dict[str, TensorReport]:
+    """Shapes checked (UnsupportedTensorShape, or dense with a warning),
+    and one TensorReport per source tensor in ``out.tensors``."""
+    _check_shapes(items, chosen, skip_unsupported, out)
+    reports: Dict[str, TensorReport] = {}
+    for it in items:
+        reports[it.name] = TensorReport(it.name, list(it.shape), it.code, chosen.scheme if it.quantize else "dense",
+                                        it.nbytes, it.nbytes, None if it.quantize else it.reason)
+    out.tensors = [reports[it.name] for it in items]
+    return reports
+
+
+def _check_quality(out: QuantizationReport, min_cosine: Optional[float], dst: str) -> None:
+    """QualityThresholdNotMet naming the worst tensors when any measured one
+    is below ``min_cosine``."""
+    if min_cosine is None:
+        return
+    bad = [t for t in out.quantized if t.cosine is not None and t.cosine < min_cosine]
+    if bad:
+        bad.sort(key=lambda t: t.cosine)
+        worst = ", ".join(f"{t.name} (cosine {t.cosine:.6f})" for t in bad[:5])
+        raise QualityThresholdNotMet(f"{len(bad)} tensor(s) below min_cosine {min_cosine}: {worst}; "
+                                     f"nothing was written to {dst!r}")
+
+
+# -- the public entry point ----------------------------------------------------------------
+
+def quantize_model(
+    src: PathLike,
+    dst: PathLike,
+    *,
+    scheme: Optional[str] = None,
+    group_size: Optional[int] = None,
+    symmetric: Optional[bool] = None,
+    profile: Optional[str] = None,
+    format: str = "safetensors",
+    ignore: Sequence[str] = (),
+    only: Optional[str] = None,
+    max_shard_size: SizeLike = MAX_SHARD_SIZE,
+    validate: bool = False,
+    min_cosine: Optional[float] = None,
+    report: Optional[PathLike] = None,
+    skip_unsupported: bool = False,
+    overwrite: bool = False,
+    progress: Optional[ProgressCallback] = None,
+    durable: Optional[bool] = None,
+    storage_options: Optional[dict] = None,
+    process_group=None,
+) -> QuantizationReport:
+    """Quantize the linear layers of the model at ``src`` into the directory
+    ``dst`` and return a :class:`QuantizationReport`.
+
+    ``scheme`` (or a ``profile``: "cloud" int8 per channel, "local" int4
+    group 128, "edge" int4 group 32) picks the quantization; ``format``
+    "safetensors" writes the compressed-tensors layout transformers loads
+    (NF4 in fastensors' own layout), "gguf" a ``model.gguf`` with the GGML
+    schemes, "parquet" one row per tensor in ``model.parquet``. ``ignore``
+    (regexes) keeps matching tensors dense; ``only`` quantizes just the 2-D
+    weights it matches. ``validate`` measures every quantized tensor (cosine,
+    SQNR, RMSE, max abs error); ``min_cosine`` implies it and fails the run,
+    leaving ``dst`` untouched, when a tensor falls below it (with profile
+    "edge": picks the most aggressive scheme that meets it). ``report``
+    writes the report as .json, .html or .png. A shape the scheme cannot
+    take is an error, or with ``skip_unsupported`` a warning and a dense
+    tensor. ``progress(done_bytes, total_bytes)`` is called as source tensors
+    are done. ``durable=False`` skips fsync; the commit stays atomic.
+
+    ``src`` may be a URL (docs/remote.md; ``storage_options`` go to fsspec):
+    every byte is read, so the model's files (and its config.json) are first
+    copied by parallel range requests into a temporary folder.
+
+    ``process_group``: None (the default) quantizes in this process. A
+    ``torch.distributed`` process group, or ``"default"`` for the default
+    group of an initialized ``torch.distributed``, shares the work out:
+    call it on every rank with the same arguments (under torchrun); each
+    rank quantizes the output shards assigned to it, rank 0 commits the
+    set once all succeeded, and every rank returns the same report. The
+    files are this function's without a group, byte for byte. safetensors
+    output from a local ``src`` only (InvalidArgument otherwise); ``dst``
+    must be on a filesystem every rank shares; ``progress`` counts this
+    rank's share. Errors: the failing rank's own error there, RankFailed on
+    the others (also when a rank dies or the group's timeout passes);
+    nothing is committed then. docs/distributed.md."""
+    if process_group is not None:
+        return _quantize_split(
+            src, dst, process_group, scheme=scheme, group_size=group_size, symmetric=symmetric, profile=profile,
+            format=format, ignore=ignore, only=only, max_shard_size=max_shard_size, validate=validate,
+            min_cosine=min_cosine, report=report, skip_unsupported=skip_unsupported, overwrite=overwrite,
+            progress=progress, durable=durable)
+    if is_url(src):
+        kwargs = dict(scheme=scheme, group_size=group_size, symmetric=symmetric, profile=profile, format=format,
+                      ignore=ignore, only=only, max_shard_size=max_shard_size, validate=validate,
+                      min_cosine=min_cosine, report=report, skip_unsupported=skip_unsupported, overwrite=overwrite,
+                      progress=progress, durable=durable)
+        with tempfile.TemporaryDirectory(prefix=".fastensors-stage-") as tmp:
+            out = quantize_model(stage(src, tmp, storage_options), dst, **kwargs)
+            out.src = src
+            return out
+    started = time.perf_counter()
+    o = _resolve_options(scheme, group_size, symmetric, profile, format, ignore, only, validate, min_cosine, report)
+    chosen = o.chosen
 
     src, dst = os.fspath(src), os.fspath(dst)
     source = _Source(src)
     try:
-        _check_destination(src, dst, overwrite)
-        items = select(source.infos, ignore_re, only_re)
-        if not any(i.quantize for i in items):
-            raise InvalidArgument(f"no tensor of {src!r} is selected for quantization "
-                                  "(2-D float *.weight tensors of linear layers; see ignore/only)")
-        out = QuantizationReport(src=src, dst=dst, format=format, scheme=chosen.scheme, group_size=chosen.group_size,
-                                 symmetric=chosen.symmetric)
-        if profile == "edge" and min_cosine is not None:
+        items, out = _select_items(source, src, dst, o, overwrite)
+        if o.edge_search:
             ladder = GGUF_LADDER if format == "gguf" else EDGE_LADDER
-            chosen = _pick_edge_scheme(source, items, ladder, symmetric, min_cosine, format, out)
+            chosen = _pick_edge_scheme(source, items, ladder, symmetric, o.min_cosine, format, out)
             out.scheme, out.group_size, out.symmetric = chosen.scheme, chosen.group_size, chosen.symmetric
-        _check_shapes(items, chosen, skip_unsupported, out)
-        reports: Dict[str, TensorReport] = {}
-        for it in items:
-            reports[it.name] = TensorReport(it.name, list(it.shape), it.code, chosen.scheme if it.quantize else "dense",
-                                            it.nbytes, it.nbytes, None if it.quantize else it.reason)
-        out.tensors = [reports[it.name] for it in items]
-        quantizer = _Quantizer(source, chosen, reports, validate or format == "parquet")
+        reports = _tensor_reports(items, chosen, skip_unsupported, out)
+        quantizer = _Quantizer(source, chosen, reports, o.validate or format == "parquet")
         bar = _Progress(progress, sum(it.nbytes for it in items))
 
         def check_quality() -> None:
-            if min_cosine is None:
-                return
-            bad = [t for t in out.quantized if t.cosine is not None and t.cosine < min_cosine]
-            if bad:
-                bad.sort(key=lambda t: t.cosine)
-                worst = ", ".join(f"{t.name} (cosine {t.cosine:.6f})" for t in bad[:5])
-                raise QualityThresholdNotMet(f"{len(bad)} tensor(s) below min_cosine {min_cosine}: {worst}; "
-                                             f"nothing was written to {dst!r}")
+            _check_quality(out, o.min_cosine, dst)
 
         dur = _serialize.resolve_durable(durable)
         if format == "safetensors":
@@ -472,10 +546,26 @@ def _ignore_list(items: List[_Item], cfg: Optional[dict]) -> List[str]:
     return names
 
 
-def _write_safetensors(source: _Source, items: List[_Item], s: _Scheme, quantizer: _Quantizer, dst: str,
-                       max_shard_size: SizeLike, durable: bool, bar: _Progress, out: QuantizationReport,
-                       check_quality: Callable[[], None]) -> None:
-    outputs: Dict[str, tuple] = {}  # output name -> (code, shape, nbytes, source name, suffix or None, small)
+@dataclass
+class _SafetensorsPlan:
+    """The output of the compressed-tensors layout, planned from shapes alone."""
+
+    outputs: Dict[str, tuple]  # output name -> (code, shape, nbytes, source name, suffix or None, small)
+    plan: object  # checkpoint.sharding.ShardPlan, named by output tensors
+    file_meta: Dict[str, str]
+    companions: Dict[str, Callable[[str], None]]
+    source_bytes: Dict[str, int]  # shard file -> bytes of the source tensors it is made of
+
+
+FILENAME_PATTERN = "model{suffix}.safetensors"
+EXTRA_STALE = ["model{suffix}.gguf", "model{suffix}.parquet"]
+
+
+def _plan_safetensors(source: _Source, items: List[_Item], s: _Scheme, reports: Dict[str, TensorReport],
+                      max_shard_size: SizeLike) -> _SafetensorsPlan:
+    """Every output tensor, the shard split and the files beside the shards.
+    Sets each quantized tensor's ``bytes_out`` in ``reports``."""
+    outputs: Dict[str, tuple] = {}
     entries = []
     groups: Dict[str, List[str]] = {}
     for it in items:
@@ -488,8 +578,7 @@ def _write_safetensors(source: _Source, items: List[_Item], s: _Scheme, quantize
                 outputs[oname] = (p.code, p.shape, p.nbytes, it.name, p.suffix, p.small)
                 names.append(oname)
                 total += p.nbytes
-            out_report = quantizer.reports[it.name]
-            out_report.bytes_out = total
+            reports[it.name].bytes_out = total
         else:
             outputs[it.name] = (it.code, it.shape, it.nbytes, it.name, None, True)
             names, total = [it.name], it.nbytes
@@ -497,6 +586,8 @@ def _write_safetensors(source: _Source, items: List[_Item], s: _Scheme, quantize
         entries.append(Entry(it.name, total, None))
     # Plan by source tensor so a weight's parts share a shard, then name the parts.
     plan = plan_shards(entries, max_shard_size)
+    by_name = {it.name: it.nbytes for it in items}
+    source_bytes = {f: sum(by_name[n] for n in names) for f, names in plan.filename_to_tensors.items()}
     plan.filename_to_tensors = {f: [o for n in names for o in groups[n]] for f, names in
                                 plan.filename_to_tensors.items()}
     plan.tensor_to_filename = {o: f for f, names in plan.filename_to_tensors.items() for o in names}
@@ -505,6 +596,19 @@ def _write_safetensors(source: _Source, items: List[_Item], s: _Scheme, quantize
              "format": _ct_layout.NF4_FORMAT if s.scheme == "nf4" else _ct_layout.CT_FORMAT[s.scheme],
              "dtype": next(it.code for it in items if it.quantize)}
     file_meta = {"format": "pt", "fastensors.quantization": json.dumps(qmeta)}
+    cfg = source.config()
+    companions = source.companions()
+    if cfg is not None:
+        new_cfg = dict(cfg)
+        new_cfg["quantization_config"] = _ct_layout.quantization_config(s.scheme, s.group_size, s.symmetric,
+                                                                        _ignore_list(items, cfg))
+        companions["config.json"] = json_companion(new_cfg)
+    return _SafetensorsPlan(outputs, plan, file_meta, companions, source_bytes)
+
+
+def _shard_writer(source: _Source, outputs: Dict[str, tuple], quantizer: _Quantizer,
+                  bar: _Progress) -> Callable[[str, List[str], Dict[str, str]], None]:
+    """write(path, output names, file metadata): one shard, not synced."""
 
     def write_shard(path: str, names: List[str], meta: Dict[str, str]) -> None:
         # Written in the planned order, where the parts of each quantized
@@ -548,27 +652,25 @@ def _write_safetensors(source: _Source, items: List[_Item], s: _Scheme, quantize
         finally:
             done_with_copied()
 
-    cfg = source.config()
-    companions = source.companions()
-    if cfg is not None:
-        new_cfg = dict(cfg)
-        new_cfg["quantization_config"] = _ct_layout.quantization_config(s.scheme, s.group_size, s.symmetric,
-                                                                        _ignore_list(items, cfg))
-        companions["config.json"] = json_companion(new_cfg)
-    write_planned(dst, plan, write_shard, filename_pattern="model{suffix}.safetensors", metadata=None,
-                  total_parameters=None, durable=durable, file_metadata=file_meta, companions=companions,
-                  extra_stale=["model{suffix}.gguf", "model{suffix}.parquet"], max_workers=1,
-                  before_commit=check_quality)
-    out.files = list(plan.filename_to_tensors) + ([plan.index_file] if plan.index_file else [])
-    out.copied_files = sorted(companions)
+    return write_shard
+
+
+def _write_safetensors(source: _Source, items: List[_Item], s: _Scheme, quantizer: _Quantizer, dst: str,
+                       max_shard_size: SizeLike, durable: bool, bar: _Progress, out: QuantizationReport,
+                       check_quality: Callable[[], None]) -> None:
+    p = _plan_safetensors(source, items, s, quantizer.reports, max_shard_size)
+    write_shard = _shard_writer(source, p.outputs, quantizer, bar)
+    write_planned(dst, p.plan, write_shard, filename_pattern=FILENAME_PATTERN, metadata=None,
+                  total_parameters=None, durable=durable, file_metadata=p.file_meta, companions=p.companions,
+                  extra_stale=EXTRA_STALE, max_workers=1, before_commit=check_quality)
+    out.files = list(p.plan.filename_to_tensors) + ([p.plan.index_file] if p.plan.index_file else [])
+    out.copied_files = sorted(p.companions)
 
 
 # -- gguf and parquet: one file ------------------------------------------------------------
 
 def _write_single(source: _Source, items: List[_Item], s: _Scheme, quantizer: _Quantizer, dst: str, fmt: str,
                   durable: bool, bar: _Progress, out: QuantizationReport, check_quality: Callable[[], None]) -> None:
-    from ..checkpoint.commit import FileSet
-
     cfg = source.config()
     companions = source.companions()
     fname = GGUF_FILE if fmt == "gguf" else PARQUET_FILE
@@ -593,3 +695,163 @@ def _write_single(source: _Source, items: List[_Item], s: _Scheme, quantizer: _Q
     out.files = [fname]
     out.copied_files = sorted(companions)
 
+
+# -- across the ranks of a process group ---------------------------------------------------
+# quantize_model(..., process_group=...): every rank reads the source's
+# headers and makes the one-process plan (selection, scheme, shard split,
+# headers from the shapes alone). The output shards are shared out by the
+# bytes of source tensors they hold; each rank reads, quantizes and writes
+# only its own shards, into the staging directory rank 0 opened. The
+# quality figures are gathered, and once every rank has succeeded rank 0
+# stages the index, config.json and the other files and commits the set.
+# Between the steps every rank learns whether any failed (ranks.agree), so
+# all raise together and nothing is committed then.
+
+# Any error of a rank's own work is shared with the others: an unexpected
+# one left to propagate would leave them waiting in the next collective.
+_EXPECTED = (Exception,)
+_METRICS = ("cosine", "sqnr_db", "rmse", "max_abs_err")
+
+
+def _group_of(process_group):
+    """(group, rank, world) for ``process_group``: "default" or a group."""
+    try:
+        import torch.distributed as dist
+    except ImportError as e:
+        raise InvalidArgument("quantize_model(process_group=...) needs torch.distributed") from e
+    if not (dist.is_available() and dist.is_initialized()):
+        raise InvalidArgument("quantize_model(process_group=...): torch.distributed is not initialized; call "
+                              "torch.distributed.init_process_group first (under torchrun), or leave "
+                              "process_group=None to quantize in this process")
+    if isinstance(process_group, str):
+        if process_group != "default":
+            raise InvalidArgument(f"process_group must be a torch.distributed process group or 'default', "
+                                  f"not {process_group!r}")
+        group = None
+    elif isinstance(process_group, dist.ProcessGroup):
+        group = process_group
+    else:
+        raise InvalidArgument(f"process_group must be a torch.distributed process group or 'default', "
+                              f"not {type(process_group).__name__}")
+    return group, dist.get_rank(group), dist.get_world_size(group)
+
+
+def _quantize_split(src, dst, process_group, *, scheme, group_size, symmetric, profile, format, ignore, only,
+                    max_shard_size, validate, min_cosine, report, skip_unsupported, overwrite, progress,
+                    durable) -> QuantizationReport:
+    """``quantize_model`` on every rank of ``process_group`` at once (see
+    its docstring for the arguments). Returns rank 0's report on every
+    rank. Raises, on every rank, the rank's own error or RankFailed; the
+    destination is untouched then."""
+    import torch.distributed as dist
+
+    group, rank, world = _group_of(process_group)
+    started = time.perf_counter()
+    error: Optional[BaseException] = None
+    source = fs = None
+    committed = False
+    try:
+        try:
+            o = _resolve_options(scheme, group_size, symmetric, profile, format, ignore, only, validate,
+                                 min_cosine, report)
+            if o.format != "safetensors":
+                raise InvalidArgument(f"quantize_model across ranks writes format='safetensors' only: a "
+                                      f"{o.format!r} model is one file, written by one process; call "
+                                      "quantize_model without process_group (on one rank)")
+            if is_url(src):
+                raise InvalidArgument("quantize_model across ranks reads a local model directory or file: copy "
+                                      "the URL's files first, or call quantize_model without process_group")
+            src, dst = os.fspath(src), os.fspath(dst)
+            source = _Source(src)
+            items, out = _select_items(source, src, dst, o, overwrite)
+        except _EXPECTED as e:
+            error = e
+        ranks.agree(error, group, "quantize_model")
+        chosen = o.chosen
+        if o.edge_search:
+            # The search is sequential (each tensor tried from the rung the
+            # previous ones reached): done once, on rank 0, for the same choice.
+            def search() -> Tuple[object, Dict[str, float]]:
+                picked = _pick_edge_scheme(source, items, EDGE_LADDER, o.symmetric, o.min_cosine, o.format, out)
+                return picked, out.candidates
+
+            chosen, out.candidates = ranks.on_rank0(rank, group, search, _EXPECTED, "quantize_model")
+            out.scheme, out.group_size, out.symmetric = chosen.scheme, chosen.group_size, chosen.symmetric
+
+        staging: List[object] = [None]
+        try:
+            reports = _tensor_reports(items, chosen, skip_unsupported, out)
+            plan = _plan_safetensors(source, items, chosen, reports, max_shard_size)
+            dur = _serialize.resolve_durable(durable)
+            if rank == 0:
+                fs = FileSet(dst, durable=dur)
+                staging[0] = fs.staging
+        except _EXPECTED as e:
+            error = e
+        ranks.agree(error, group, "quantize_model")
+        with ranks.lost_ranks("quantize_model"):
+            dist.broadcast_object_list(staging, src=0, group=group)
+
+        shards = list(plan.plan.filename_to_tensors)
+        owner = ranks.assign([plan.source_bytes[f] for f in shards], world)
+        mine = [f for f, r in zip(shards, owner) if r == rank]
+        # The source tensors this rank reads: those its shards are made of.
+        mine_items = {plan.outputs[name][3] for f in mine for name in plan.plan.filename_to_tensors[f]}
+        measured: Dict[str, Tuple] = {}
+        try:
+            quantizer = _Quantizer(source, chosen, reports, o.validate)
+            bar = _Progress(progress, sum(it.nbytes for it in items if it.name in mine_items))
+            write_shard = _shard_writer(source, plan.outputs, quantizer, bar)
+            base_meta = shard_file_metadata(plan.plan, {}, plan.file_meta)
+            for fname in mine:
+                path = os.path.join(staging[0], fname)
+                write_shard(path, plan.plan.filename_to_tensors[fname], dict(base_meta))
+                if dur:
+                    fsync_file(path)
+            measured = {n: tuple(getattr(reports[n], m) for m in _METRICS) for n in mine_items
+                        if reports[n].cosine is not None}
+        except _EXPECTED as e:
+            error = e
+        every: List[object] = [None] * world
+        with ranks.lost_ranks("quantize_model"):
+            dist.all_gather_object(every, None if error is not None else measured, group=group)
+        ranks.agree(error, group, "quantize_model")
+        for part in every:
+            for name, values in part.items():
+                for m, v in zip(_METRICS, values):
+                    setattr(reports[name], m, v)
+        try:
+            _check_quality(out, o.min_cosine, dst)  # the same figures everywhere: the same verdict
+        except _EXPECTED as e:
+            error = e
+        ranks.agree(error, group, "quantize_model")
+
+        def commit() -> QuantizationReport:
+            nonlocal committed
+            # Shards staged by every rank: rank 0 adds what write_planned
+            # would, in its order, then commits.
+            for fname in shards:
+                fs.add_weight(fname)
+            stage_index(fs, plan.plan, filename_pattern=FILENAME_PATTERN, metadata={}, total_parameters=None,
+                        extra_stale=EXTRA_STALE)
+            for name, write in plan.companions.items():
+                path = fs.add_companion(name)
+                with naming("write", path):
+                    write(path)
+            fs.commit()
+            committed = True
+            out.files = shards + ([plan.plan.index_file] if plan.plan.index_file else [])
+            out.copied_files = sorted(plan.companions)
+            out.seconds = time.perf_counter() - started
+            if report is not None:
+                out.write(report)
+            return out
+
+        return ranks.on_rank0(rank, group, commit, _EXPECTED, "quantize_model")
+    except BaseException:
+        if fs is not None and not committed:
+            fs.abort()
+        raise
+    finally:
+        if source is not None:
+            source.close()
