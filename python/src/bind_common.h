@@ -110,5 +110,6 @@ void init_writer(nb::module_& m);
 void init_convert(nb::module_& m);
 void init_quant(nb::module_& m);
 void init_read(nb::module_& m);
+void init_checkpoint(nb::module_& m);
 
 }  // namespace fastensors_py

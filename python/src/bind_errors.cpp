@@ -24,7 +24,30 @@ nb::handle class_for(const char* code, nb::handle fallback) {
   return fallback;
 }
 
+// Messages and paths may hold bytes of a file name that is not UTF-8: they
+// become surrogates, as os.fsdecode makes them, rather than a decode failure.
+nb::object text(const std::string& s) {
+  PyObject* o = PyUnicode_DecodeUTF8(s.data(), static_cast<Py_ssize_t>(s.size()), "surrogateescape");
+  if (o == nullptr) throw nb::python_error();
+  return nb::steal(o);
+}
+
 void raise(nb::object exc) { PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(exc.ptr())), exc.ptr()); }
+
+// Checkpoint errors read in Python as they always did: the message alone,
+// the tensor and path being attributes (checkpoint/reader.py wrote them so).
+bool bare_message(fst::ErrorCode code) {
+  switch (code) {
+    case fst::ErrorCode::CheckpointNotFound:
+    case fst::ErrorCode::AmbiguousCheckpoint:
+    case fst::ErrorCode::InvalidIndex:
+    case fst::ErrorCode::ShardNotFound:
+    case fst::ErrorCode::TensorMissingFromShard:
+    case fst::ErrorCode::UnlistedTensor:
+    case fst::ErrorCode::TensorInMultipleShards: return true;
+    default: return false;
+  }
+}
 
 void translate_error(const std::exception_ptr& p, void*) {
   try {
@@ -34,15 +57,16 @@ void translate_error(const std::exception_ptr& p, void*) {
     std::string code(fst::error_code_name(e.code()));
     nb::handle cls = class_for(code.c_str(), PyExc_RuntimeError);
     // An entry is an exception class or a factory returning an instance.
+    const std::string& message = bare_message(e.code()) ? e.message() : std::string(e.what());
     nb::object exc;
     if (e.errno_value() != 0) {
       // OSError-style arguments so .errno / .filename work.
-      exc = cls(e.errno_value(), std::string(e.what()), e.path().empty() ? nb::none() : nb::cast(e.path()));
+      exc = cls(e.errno_value(), text(e.what()), e.path().empty() ? nb::none() : text(e.path()));
     } else {
-      exc = cls(std::string(e.what()));
+      exc = cls(text(message));
     }
-    if (!e.tensor().empty()) nb::setattr(exc, "tensor", nb::cast(e.tensor()));
-    if (!e.path().empty()) nb::setattr(exc, "path", nb::cast(e.path()));
+    if (!e.tensor().empty()) nb::setattr(exc, "tensor", text(e.tensor()));
+    if (!e.path().empty()) nb::setattr(exc, "path", text(e.path()));
     raise(exc);
   } catch (const ArgumentError& e) {
     nb::gil_scoped_acquire gil;

@@ -16,4 +16,5 @@ NB_MODULE(_core, m) {
   fp::init_convert(m);
   fp::init_quant(m);
   fp::init_read(m);
+  fp::init_checkpoint(m);
 }

@@ -88,6 +88,9 @@ class Checkpoint {
   // The files holding the tensors (relative to directory()), in order of
   // first appearance in the index.
   const std::vector<std::string>& files() const noexcept { return files_; }
+  // (tensor name, index into files()) as the index lists them, in its order
+  // (a single file: header order). No shard is opened.
+  const std::vector<std::pair<std::string, std::size_t>>& entries() const noexcept { return entries_; }
   // Tensor count as the index lists them (no shard is opened).
   std::size_t size() const noexcept { return entries_.size(); }
   bool contains(std::string_view name) const noexcept;
@@ -107,6 +110,9 @@ class Checkpoint {
   const TensorInfo& info(std::string_view name) const;
   // The open shard holding `name` (opened and checked on first use).
   const File& shard_of(std::string_view name) const;
+  // Shard `file_index` of files(), opened and checked on first use, shared:
+  // it stays open while the caller holds it, even after close().
+  std::shared_ptr<const File> shard_file(std::size_t file_index) const;
 
   // The first file's __metadata__, updated for shards with the index's
   // "metadata" other than total_size and total_parameters (values that are
@@ -115,6 +121,9 @@ class Checkpoint {
   // The index's "metadata" object (values that are not strings as compact
   // JSON text); empty for a single file.
   const Metadata& index_metadata() const noexcept { return index_metadata_; }
+  // The index's "metadata" object as compact JSON text, values with their
+  // JSON types ("{}" when there is none, and for a single file).
+  const std::string& index_metadata_json() const noexcept { return index_metadata_json_; }
 
   // Mmap backend: the tensor's bytes inside its shard's mapping (valid while
   // the checkpoint is open; copy-on-write). Null for the pread backend.
@@ -135,7 +144,9 @@ class Checkpoint {
   // given twice is read once.
   void prefetch(const std::vector<std::string>& names) const;
 
-  // Closes every shard. Pointers from data() become invalid. Safe twice.
+  // Closes every shard (a shard still held from shard_file() closes when
+  // released). Pointers from data() become invalid. Safe twice; shards
+  // reopen on next use.
   void close() noexcept;
 
  private:
@@ -157,6 +168,7 @@ class Checkpoint {
   std::unordered_map<std::string_view, std::size_t> by_name_;  // name -> entries_ position
   std::vector<std::size_t> per_file_;                          // tensors listed per file
   Metadata index_metadata_;
+  std::string index_metadata_json_ = "{}";
 
   mutable std::mutex mutex_;  // guards shards_ and verified_
   mutable std::vector<std::shared_ptr<File>> shards_;

@@ -60,6 +60,8 @@ class Error : public std::runtime_error {
         int errno_value = 0);
 
   ErrorCode code() const noexcept { return code_; }
+  // The message alone; what() adds the code name, tensor and path to it.
+  const std::string& message() const noexcept { return message_; }
   const std::string& path() const noexcept { return path_; }
   const std::string& tensor() const noexcept { return tensor_; }
   // The errno of a failed system call, for Io and FileNotFound; else 0.
@@ -67,6 +69,7 @@ class Error : public std::runtime_error {
 
  private:
   ErrorCode code_;
+  std::string message_;
   std::string path_;
   std::string tensor_;
   int errno_;

@@ -15,6 +15,7 @@
 
 #include "checkpoint/index_internal.h"
 #include "checkpoint/read_ranges_internal.h"
+#include "checkpoint/text_internal.h"
 #include "fastensors/read_plan.hpp"
 #include "fastensors/error.hpp"
 #include "io/io_internal.h"
@@ -38,12 +39,8 @@ std::string join(const std::string& dir, const std::string& name) {
   return dir.empty() || dir.back() == '/' ? dir + name : dir + "/" + name;
 }
 
-std::string absolute(const std::string& path) {
-  if (!path.empty() && path[0] == '/') return path;
-  char buf[PATH_MAX];
-  if (::getcwd(buf, sizeof buf) == nullptr) detail::throw_io("getcwd", path);
-  return join(buf, path);
-}
+// Names and paths in messages are quoted as Python's repr() quotes them.
+std::string Q(std::string_view s) { return detail::py_repr(s); }
 
 std::string dirname_of(const std::string& path) {
   const std::size_t slash = path.rfind('/');
@@ -62,11 +59,13 @@ std::string basename_of(const std::string& path) {
 Located locate_checkpoint(const std::string& path) {
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) {
-    throw Error(ErrorCode::CheckpointNotFound, "no checkpoint at '" + path + "': no such file or directory", path);
+    // Other failures (EACCES, ELOOP, ...) are I/O errors, as in os.stat.
+    if (errno != ENOENT && errno != ENOTDIR) detail::throw_io("stat", path);
+    throw Error(ErrorCode::CheckpointNotFound, "no checkpoint at " + Q(path) + ": no such file or directory", path);
   }
   if (S_ISREG(st.st_mode)) return {ends_with(path, ".json"), path};
   if (!S_ISDIR(st.st_mode)) {
-    throw Error(ErrorCode::CheckpointNotFound, "no checkpoint at '" + path + "': not a file or directory", path);
+    throw Error(ErrorCode::CheckpointNotFound, "no checkpoint at " + Q(path) + ": not a file or directory", path);
   }
   if (is_regular(join(path, kWeightsName))) return {false, join(path, kWeightsName)};
   if (is_regular(join(path, kIndexName))) return {true, join(path, kIndexName)};
@@ -88,26 +87,27 @@ Located locate_checkpoint(const std::string& path) {
     if (found.size() == 1) return {is_index, join(path, found[0])};
     if (found.size() > 1) {
       std::string list;
-      for (const auto& n : found) list += (list.empty() ? "'" : ", '") + n + "'";
+      for (const auto& n : found) list += (list.empty() ? "" : ", ") + Q(n);
       throw Error(ErrorCode::AmbiguousCheckpoint,
-                  "'" + path + "' holds several " + suffix + " files and none is named '" + kWeightsName + "' or '" +
+                  Q(path) + " holds several " + suffix + " files and none is named '" + kWeightsName + "' or '" +
                       kIndexName + "': [" + list + "]; open one of them",
                   path);
     }
   }
-  throw Error(ErrorCode::CheckpointNotFound, "no safetensors checkpoint in '" + path + "'", path);
+  throw Error(ErrorCode::CheckpointNotFound, "no safetensors checkpoint in " + Q(path), path);
 }
 
 std::shared_ptr<Checkpoint> Checkpoint::open(const std::string& path, Backend backend) {
   const Located where = locate_checkpoint(path);
   std::shared_ptr<Checkpoint> c(new Checkpoint());
-  c->path_ = absolute(where.path);
+  c->path_ = detail::absolute_path(where.path);
   c->directory_ = dirname_of(c->path_);
   c->backend_ = backend;
   if (where.is_index) {
     c->sharded_ = true;
     detail::ParsedIndex index = detail::parse_index_file(c->path_);
     c->index_metadata_ = std::move(index.metadata);
+    c->index_metadata_json_ = std::move(index.metadata_json);
     std::unordered_map<std::string, std::size_t> file_ids;
     c->entries_.reserve(index.weight_map.size());
     for (auto& [tensor, file] : index.weight_map) {
@@ -139,10 +139,7 @@ Checkpoint::~Checkpoint() { close(); }
 
 void Checkpoint::close() noexcept {
   std::lock_guard<std::mutex> lock(mutex_);
-  for (auto& s : shards_) {
-    if (s) s->close();
-    s.reset();
-  }
+  for (auto& s : shards_) s.reset();  // the last holder's release closes the File
   verified_ = false;
 }
 
@@ -151,7 +148,7 @@ bool Checkpoint::contains(std::string_view name) const noexcept { return by_name
 std::size_t Checkpoint::entry(std::string_view name) const {
   auto it = by_name_.find(name);
   if (it == by_name_.end()) {
-    throw Error(ErrorCode::TensorNotFound, "no tensor named '" + std::string(name) + "' in checkpoint '" + path_ + "'",
+    throw Error(ErrorCode::TensorNotFound, "no tensor named " + Q(name) + " in checkpoint " + Q(path_),
                 path_, std::string(name));
   }
   return it->second;
@@ -171,8 +168,7 @@ void Checkpoint::missing_shard(std::size_t file_index) const {
   const std::size_t listed = per_file_[file_index];
   const std::string more = listed > 1 ? " and " + std::to_string(listed - 1) + " more" : "";
   throw Error(ErrorCode::ShardNotFound,
-              "shard '" + fname + "' does not exist; index '" + path_ + "' lists tensor '" + first + "'" + more +
-                  " in it",
+              "shard " + Q(fname) + " does not exist; index " + Q(path_) + " lists tensor " + Q(first) + more + " in it",
               join(directory_, fname), first);
 }
 
@@ -186,7 +182,7 @@ void Checkpoint::check_shard(std::size_t file_index, const File& file) const {
     if (it != by_name_.end() && entries_[it->second].second == file_index) continue;
     if (it == by_name_.end()) {
       throw Error(ErrorCode::UnlistedTensor,
-                  "shard '" + fname + "' holds tensor '" + t.name + "', which index '" + path_ + "' does not list",
+                  "shard " + Q(fname) + " holds tensor " + Q(t.name) + ", which index " + Q(path_) + " does not list",
                   shard_path, t.name);
     }
     const std::string& listed = files_[entries_[it->second].second];
@@ -199,13 +195,13 @@ void Checkpoint::check_shard(std::size_t file_index, const File& file) const {
     }
     if (there) {
       throw Error(ErrorCode::TensorInMultipleShards,
-                  "tensor '" + t.name + "' is stored in two shards, '" + listed + "' (where index '" + path_ +
-                      "' maps it) and '" + fname + "'",
+                  "tensor " + Q(t.name) + " is stored in two shards, " + Q(listed) + " (where index " + Q(path_) +
+                      " maps it) and " + Q(fname),
                   shard_path, t.name);
     }
     throw Error(ErrorCode::TensorMissingFromShard,
-                "index '" + path_ + "' lists tensor '" + t.name + "' in shard '" + listed +
-                    "', which does not hold it (shard '" + fname + "' does)",
+                "index " + Q(path_) + " lists tensor " + Q(t.name) + " in shard " + Q(listed) +
+                    ", which does not hold it (shard " + Q(fname) + " does)",
                 other, t.name);
   }
 }
@@ -215,8 +211,8 @@ void Checkpoint::check_counts(std::size_t file_index, const File& file) const {
   for (const auto& e : entries_) {
     if (e.second == file_index && file.header().find(e.first) == nullptr) {
       throw Error(ErrorCode::TensorMissingFromShard,
-                  "index '" + path_ + "' lists tensor '" + e.first + "' in shard '" + files_[file_index] +
-                      "', which does not hold it",
+                  "index " + Q(path_) + " lists tensor " + Q(e.first) + " in shard " + Q(files_[file_index]) +
+                      ", which does not hold it",
                   join(directory_, files_[file_index]), e.first);
     }
   }
@@ -235,6 +231,16 @@ const File& Checkpoint::open_shard_locked(std::size_t file_index) const {
   check_shard(file_index, *file);
   shards_[file_index] = std::move(file);
   return *shards_[file_index];
+}
+
+std::shared_ptr<const File> Checkpoint::shard_file(std::size_t file_index) const {
+  if (file_index >= files_.size()) {
+    throw Error(ErrorCode::InvalidArgument, "shard " + std::to_string(file_index) + " of " +
+                                                std::to_string(files_.size()) + " in checkpoint " + Q(path_), path_);
+  }
+  std::lock_guard<std::mutex> lock(mutex_);
+  open_shard_locked(file_index);
+  return shards_[file_index];
 }
 
 const File& Checkpoint::shard(std::size_t file_index) const {
@@ -266,8 +272,8 @@ const File& Checkpoint::shard_of(std::string_view name) const {
   const File& file = shard(e.second);
   if (file.header().find(name) == nullptr) {
     throw Error(ErrorCode::TensorMissingFromShard,
-                "index '" + path_ + "' lists tensor '" + e.first + "' in shard '" + files_[e.second] +
-                    "', which does not hold it",
+                "index " + Q(path_) + " lists tensor " + Q(e.first) + " in shard " + Q(files_[e.second]) +
+                    ", which does not hold it",
                 join(directory_, files_[e.second]), e.first);
   }
   return file;

@@ -16,6 +16,7 @@ namespace fastensors::detail {
 struct ParsedIndex {
   std::vector<std::pair<std::string, std::string>> weight_map;  // tensor -> file, in index order
   Metadata metadata;  // non-string values as compact JSON text
+  std::string metadata_json = "{}";  // the "metadata" object itself, values typed
 };
 
 // Throws CheckpointNotFound (no such file) or InvalidIndex.

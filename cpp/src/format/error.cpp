@@ -73,6 +73,7 @@ Error::Error(ErrorCode code, std::string message, std::string path, std::string 
              int errno_value)
     : std::runtime_error(decorate(code, message, path, tensor)),
       code_(code),
+      message_(std::move(message)),
       path_(std::move(path)),
       tensor_(std::move(tensor)),
       errno_(errno_value) {}

@@ -41,9 +41,8 @@ from ..errors import (
 from ..format.plans import ReadAhead, prefetch as _prefetch, read_arrays
 from ..format.reader import TensorInfo, safe_open
 from ..remap import KeySelection
-from ..sources import is_url, open_source, urls
+from ..sources import check_backend, is_url, open_source, urls
 from .index import MAX_INDEX_BYTES, check_file_entry, check_weight_map, parse_index
-from .locate import locate
 
 # -- the checkpoint ----------------------------------------------------------------
 
@@ -85,6 +84,10 @@ class Checkpoint:
         self._counts: Optional[Dict[str, int]] = None
         self._ahead: Optional[ReadAhead] = None
         self._remote = is_url(path)
+        # Local paths: the C++ Checkpoint locates, parses the index and checks
+        # each shard against it as it opens it (the rules below, same errors).
+        self._core: Optional[_core.Checkpoint] = None
+        self._file_ids: Dict[str, int] = {}
         raw_index = None  # a remote index's bytes, kept for verify()
         if self._remote:  # docs/remote.md: the index is fetched whole, shard headers by ranges
             so, opts = safe_open_kwargs.get("storage_options"), safe_open_kwargs.get("remote")
@@ -97,12 +100,25 @@ class Checkpoint:
                 except FileNotFoundError:
                     raise _error(CheckpointNotFound, f"index {found!r} does not exist", path=found) from None
         else:
-            kind, found = locate(path)
-            self.path = os.path.abspath(found)
-            self.directory = os.path.dirname(self.path)
-        if kind == "index":
+            check_backend(safe_open_kwargs.get("backend", "mmap"))
+            self._core = _core.Checkpoint(_fs_bytes(path), safe_open_kwargs.get("backend", "mmap"))
+            kind = "index" if self._core.sharded else "file"
+            self.path = self._core.path
+            self.directory = self._core.directory
+        if kind == "index" and self._core is not None:
             self.is_sharded = True
             self.index_path: Optional[str] = self.path
+            # Parsed, without duplicate keys, every entry checked (C++): one
+            # pass, cheaper than Python's json for a large index.
+            self._stored_map = self._core.weight_map()
+            self.index_metadata = json.loads(self._core.index_metadata_json)
+            self._files = self._core.files
+            self._file_ids = {f: i for i, f in enumerate(self._files)}
+            if not lazy:
+                self.verify()
+        elif kind == "index":
+            self.is_sharded = True
+            self.index_path = self.path
             # Entries are checked as shards are opened, and all at once by
             # verify(): opening and reading one tensor costs one JSON parse
             # and one shard header, like the reference way.
@@ -111,6 +127,16 @@ class Checkpoint:
             self._duplicates_checked = not lazy
             if not lazy:
                 self.verify()
+        elif self._core is not None:
+            self.is_sharded = False
+            self.index_path = None
+            self.index_metadata = {}
+            name = self._core.files[0]
+            self._file_ids = {name: 0}
+            self._stored_map = dict.fromkeys(sorted(self._core.weight_map()), name)
+            self._files = [name]
+            self._handles[name] = self._open_file(name)
+            self._checked = True
         else:
             self.is_sharded = False
             self.index_path = None
@@ -166,7 +192,9 @@ class Checkpoint:
         return urls.join(self.directory, fname) if self._remote else os.path.join(self.directory, fname)
 
     def _open_file(self, fname: str) -> safe_open:
-        handle = safe_open(self._join(fname), self._framework, **self._kwargs)
+        # A local shard is opened, and checked against the index, by the C++ Checkpoint.
+        source = self._join(fname) if self._core is None else self._core.shard(self._file_ids[fname])
+        handle = safe_open(source, self._framework, **self._kwargs)
         handle._read_ahead = False  # this object reads ahead across its shards (_touch)
         return handle
 
@@ -179,7 +207,10 @@ class Checkpoint:
 
     def _open_shard(self, fname: str) -> safe_open:
         handle = self._handles.get(fname)
-        if handle is None:
+        if handle is None and self._core is not None:
+            handle = self._open_file(fname)
+            self._handles[fname] = handle
+        elif handle is None:
             if self.is_sharded:
                 check_file_entry(self._stored_map, fname, self.path)
             try:
@@ -263,19 +294,18 @@ class Checkpoint:
     def verify(self) -> "Checkpoint":
         """Check the whole checkpoint: every index entry names a valid file,
         every shard exists, and every shard agrees with the index."""
+        if not self._checked and self._core is not None:
+            self._core.verify()  # every shard exists and agrees with the index
+            for fname in self.files:
+                self._shard(fname)
+            self._checked = True
         if not self._checked:
             if self.is_sharded:
                 if not self._duplicates_checked:
                     parse_index(self.path, raw=self._raw_index)
                     self._duplicates_checked = True
                 check_weight_map(self._stored_map, self.path)
-                if self._remote:
-                    self._open_concurrently()
-                else:
-                    present = set(os.listdir(self.directory))
-                    for fname in self.files:
-                        if fname not in present and not os.path.isfile(os.path.join(self.directory, fname)):
-                            self._missing_shard(fname)
+                self._open_concurrently()
             for fname in self.files:
                 self._shard(fname)
                 self._check_counts(fname)
@@ -332,6 +362,8 @@ class Checkpoint:
         for handle in self._handles.values():
             handle.close()
         self._handles.clear()
+        if self._core is not None:
+            self._core.close()
         self._checked = False
 
     def keys(self) -> List[str]:
@@ -510,6 +542,12 @@ class Checkpoint:
         kind = f"{len(self.files)} shards" if self.is_sharded else "1 file"
         selected = "" if self._select is None else f", {len(self.weight_map)} selected"
         return f"<fastensors.Checkpoint {self.path!r} ({kind}, {len(self._stored_map)} tensors{selected})>"
+
+
+def _fs_bytes(path) -> bytes:
+    """A local path as the bytes the OS sees (names that are not UTF-8 too)."""
+    path = os.fspath(path)
+    return path if isinstance(path, bytes) else os.fsencode(path)
 
 
 def open_checkpoint(path, framework: str = "np", *, lazy: bool = True, remap=None, include=None, exclude=None,

@@ -30,6 +30,12 @@ def is_file_object(obj) -> bool:
         and callable(getattr(obj, "seek", None))
 
 
+def check_backend(backend) -> None:
+    """InvalidArgument unless ``backend`` is "mmap" or "pread"."""
+    if not isinstance(backend, str) or backend not in ("mmap", "pread"):
+        raise InvalidArgument(f"unknown backend {backend!r} (use \"mmap\" or \"pread\")")
+
+
 def open_source(obj, backend: str = "mmap", *, storage_options: Optional[dict] = None,
                 options: Optional[RemoteOptions] = None):
     """The handle ``safe_open`` reads through, for a path, a URL or a file object.
@@ -44,8 +50,9 @@ def open_source(obj, backend: str = "mmap", *, storage_options: Optional[dict] =
         raise InvalidArgument(f"options must be a fastensors.sources.RemoteOptions, not {type(options).__name__}")
     if storage_options is not None and not isinstance(storage_options, dict):
         raise InvalidArgument(f"storage_options must be a dict, not {type(storage_options).__name__}")
-    if not isinstance(backend, str) or backend not in ("mmap", "pread"):
-        raise InvalidArgument(f"unknown backend {backend!r} (use \"mmap\" or \"pread\")")
+    check_backend(backend)
+    if isinstance(obj, _core.File):  # already open: a checkpoint's shard, checked against its index
+        return obj
     if isinstance(obj, str) and obj.startswith("file://"):
         obj = obj[len("file://"):]
     if is_url(obj):
