@@ -349,3 +349,58 @@ def test_q4_k_m_logits_same_as_llama_cpp_s(models, theirs, ours, tmp_path):
     ref = _hf_logits(models["llama"], ids)
     print("llama q4_k_m logits relative RMS error vs transformers", _rel_err(out[0], ref))
     assert _rel_err(out[0], ref) < 0.8
+
+
+# -- memory ---------------------------------------------------------------------------
+
+_RSS_CHILD = r"""
+import json, sys
+import numpy as np
+from fastensors.gguf import export_gguf
+
+def hwm():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) * 1024
+np.zeros(1 << 22, np.uint8).fill(1)  # numpy's own start-up, before the baseline
+before = hwm()
+rep = export_gguf(sys.argv[1], sys.argv[2], recipe=sys.argv[3])
+print(json.dumps({"growth": hwm() - before, "bytes_in": rep.bytes_in}))
+"""
+
+
+@pytest.mark.parametrize("recipe", ["f16", "q4_k_m"])
+def test_export_memory_is_about_one_tensor(models, tmp_path, recipe):
+    # 24 layers of 6 MB: a source read without giving its mapped pages back
+    # would leave all 150 MB resident by the end
+    from fastensors.numpy import save_file
+
+    d = tmp_path / "deep"
+    d.mkdir()
+    shutil.copy(os.path.join(models["llama"], "tokenizer.model"), d)
+    h, ff, n = 256, 4096, 24
+    cfg = json.load(open(os.path.join(models["llama"], "config.json")))
+    cfg.update(num_hidden_layers=n, intermediate_size=ff)
+    (d / "config.json").write_text(json.dumps(cfg))
+    rng = np.random.default_rng(0)
+    sd = {"model.embed_tokens.weight": rng.standard_normal((320, h), np.float32).astype(np.float16),
+          "lm_head.weight": rng.standard_normal((320, h), np.float32).astype(np.float16),
+          "model.norm.weight": np.ones(h, np.float16)}
+    kv = cfg["num_key_value_heads"] * h // cfg["num_attention_heads"]
+    for i in range(n):
+        p = f"model.layers.{i}."
+        for name, shape in (("self_attn.q_proj", (h, h)), ("self_attn.k_proj", (kv, h)), ("self_attn.v_proj", (kv, h)),
+                            ("self_attn.o_proj", (h, h)), ("mlp.gate_proj", (ff, h)), ("mlp.up_proj", (ff, h)),
+                            ("mlp.down_proj", (h, ff))):
+            sd[p + name + ".weight"] = rng.standard_normal(shape, np.float32).astype(np.float16)
+        sd[p + "input_layernorm.weight"] = sd[p + "post_attention_layernorm.weight"] = np.ones(h, np.float16)
+    save_file(sd, str(d / "model.safetensors"))
+    largest = max(a.nbytes for a in sd.values())
+    del sd
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    r = subprocess.run([sys.executable, "-c", _RSS_CHILD, str(d), str(tmp_path / "deep.gguf"), recipe],
+                       capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    print(recipe, "peak RSS growth MiB", got["growth"] / 2**20, "of", got["bytes_in"] / 2**20, "MiB read")
+    assert got["bytes_in"] > 140e6
+    assert got["growth"] < 10 * largest  # 2 MiB tensors: well under the 150 MB read

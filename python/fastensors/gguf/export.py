@@ -267,6 +267,10 @@ def _write(tmp, ckpt, arch, plans, chosen, vocab, file_type, model_dir, cfg, nam
             del src
             writer.write_tensor_data(data.reshape(-1).view(np.uint8))
             done += data.nbytes
+            del data
+            # its mapped pages leave the resident set (they stay in the page
+            # cache): memory stays about one tensor, whatever the model's size
+            ckpt.release(p.hf_name)
             if progress is not None:
                 progress(done, total)
         report.bytes_out = total
