@@ -273,6 +273,17 @@ def test_same_file_as_llama_cpp(models, theirs, ours, model, recipe):
     _compare(ours(model, recipe).path, os.path.join(theirs[model], f"{recipe}.gguf"), same_order=recipe == "f16")
 
 
+@pytest.mark.parametrize("model,recipe", [("llama", "f16"), ("llama", "q4_k_m"), ("qwen2", "q8_0"),
+                                          ("llama_ffn320", "q2_k")])
+def test_same_file_when_written_in_row_blocks(models, theirs, ours, model, recipe, monkeypatch, tmp_path):
+    # large tensors are encoded and written a block of rows at a time; with
+    # blocks of 3 rows (and a last, shorter one) the file is the same
+    monkeypatch.setattr(fg.export, "BLOCK_BYTES", 3 * 256 * 2)
+    kwargs = {"types": _llama_quantize_types(ours(model, "f16"), models[model], recipe)} if recipe == "q8_0" else {}
+    rep = fg.export_gguf(models[model], str(tmp_path / "rows.gguf"), recipe=recipe, **kwargs)
+    _compare(rep.path, os.path.join(theirs[model], f"{recipe}.gguf"), same_order=recipe == "f16")
+
+
 def test_uniform_q4_0_is_the_converters_kind(models, theirs, ours):
     # recipe="q4_0" alone puts every matrix in q4_0, output.weight included
     # (docs/gguf.md); llama-quantize's Q4_0 differs there and only there.

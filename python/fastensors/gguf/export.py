@@ -261,15 +261,11 @@ def _write(tmp, ckpt, arch, plans, chosen, vocab, file_type, model_dir, cfg, nam
         for p in plans:
             src = ckpt.get_tensor(p.hf_name)
             report.bytes_in += src.nbytes
-            if src.dtype == np.float64:
-                src = src.astype(np.float32)
-            data = _types.encode(_archs.apply(p, src), chosen[p.gguf_name])
+            data = _RowBlocks(ckpt, p, src, chosen[p.gguf_name])
             del src
-            writer.write_tensor_data(data.reshape(-1).view(np.uint8))
+            writer.write_tensor_data(data, tensor_endianess=writer.endianess)  # bytes, written as encoded
             done += data.nbytes
             del data
-            # its mapped pages leave the resident set (they stay in the page
-            # cache): memory stays about one tensor, whatever the model's size
             ckpt.release(p.hf_name)
             if progress is not None:
                 progress(done, total)
@@ -279,3 +275,44 @@ def _write(tmp, ckpt, arch, plans, chosen, vocab, file_type, model_dir, cfg, nam
             os.fsync(f.fileno())
     finally:
         writer.close()
+
+
+# Rows of source encoded and written at a time: memory stays about this
+# much, whatever the size of a tensor (token embeddings, output).
+BLOCK_BYTES = 16 << 20
+
+
+class _RowBlocks:
+    """One GGUF tensor, encoded and written row block by row block. Rows
+    are independent in every GGUF type, so the bytes are those of encoding
+    the whole tensor at once. ``GGUFWriter.write_tensor_data`` needs only
+    ``nbytes`` and ``tofile`` of what it writes."""
+
+    def __init__(self, ckpt, plan, src: np.ndarray, gtype: str):
+        self.ckpt, self.plan, self.gtype = ckpt, plan, gtype
+        self.nbytes = _types.nbytes(gtype, plan.shape)
+        if plan.transform is not None or src.ndim < 2:
+            self.src, self.step = _archs.apply(plan, src), None  # whole: a transform moves rows around
+        else:
+            self.src = src.reshape(-1, src.shape[-1])
+            self.step = max(1, BLOCK_BYTES // max(1, self.src.strides[0]))
+
+    def _encode(self, a: np.ndarray) -> np.ndarray:
+        if a.dtype == np.float64:
+            a = a.astype(np.float32)
+        return _types.encode(a, self.gtype).reshape(-1).view(np.uint8)
+
+    def tofile(self, fout) -> None:
+        if self.step is None:
+            self._encode(self.src).tofile(fout)
+            return
+        written = 0
+        for r0 in range(0, self.src.shape[0], self.step):
+            block = self._encode(self.src[r0:r0 + self.step])
+            block.tofile(fout)
+            written += block.nbytes
+            del block
+            # the rows done leave the resident set (they stay in the page cache)
+            self.ckpt.release(self.plan.hf_name)
+        if written != self.nbytes:
+            raise InvalidArgument(f"tensor {self.plan.gguf_name!r}: wrote {written} bytes, expected {self.nbytes}")
