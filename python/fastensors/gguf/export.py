@@ -187,7 +187,10 @@ def export_gguf(model_dir: PathLike, out_path: PathLike, *, recipe: str = "q8_0"
         raise InvalidArgument(f"{out_path!r} is a directory; give the .gguf file's path")
     if os.path.exists(out_path) and not overwrite:
         raise InvalidArgument(f"{out_path!r} exists (pass overwrite=True to replace it)")
-    ckpt = open_checkpoint(model_dir, framework="np")
+    # pread: the exporter reads each block of rows once, into a fresh buffer;
+    # a mapping would read ahead into this process (up to 1 GiB resident
+    # when the files are not in the page cache)
+    ckpt = open_checkpoint(model_dir, framework="np", backend="pread")
     try:
         infos = [(n, *(lambda i: (i.dtype, tuple(i.shape)))(ckpt.tensor_info(n))) for n in ckpt.keys()]
         plans, dropped = _archs.plan_tensors(arch, infos)
@@ -259,14 +262,10 @@ def _write(tmp, ckpt, arch, plans, chosen, vocab, file_type, model_dir, cfg, nam
         writer.write_ti_data_to_file()
         done = 0
         for p in plans:
-            src = ckpt.get_tensor(p.hf_name)
-            report.bytes_in += src.nbytes
-            data = _RowBlocks(ckpt, p, src, chosen[p.gguf_name])
-            del src
+            data = _RowBlocks(ckpt, p, chosen[p.gguf_name])
             writer.write_tensor_data(data, tensor_endianess=writer.endianess)  # bytes, written as encoded
+            report.bytes_in += data.bytes_in
             done += data.nbytes
-            del data
-            ckpt.release(p.hf_name)
             if progress is not None:
                 progress(done, total)
         report.bytes_out = total
@@ -283,19 +282,17 @@ BLOCK_BYTES = 16 << 20
 
 
 class _RowBlocks:
-    """One GGUF tensor, encoded and written row block by row block. Rows
-    are independent in every GGUF type, so the bytes are those of encoding
-    the whole tensor at once. ``GGUFWriter.write_tensor_data`` needs only
-    ``nbytes`` and ``tofile`` of what it writes."""
+    """One GGUF tensor, read, encoded and written a block of rows at a
+    time. Rows are independent in every GGUF type, so the bytes are those of
+    encoding the whole tensor at once. ``GGUFWriter.write_tensor_data``
+    needs only ``nbytes`` and ``tofile`` of what it writes."""
 
-    def __init__(self, ckpt, plan, src: np.ndarray, gtype: str):
+    _ITEMSIZE = {"F16": 2, "BF16": 2, "F32": 4, "F64": 8}
+
+    def __init__(self, ckpt, plan, gtype: str):
         self.ckpt, self.plan, self.gtype = ckpt, plan, gtype
         self.nbytes = _types.nbytes(gtype, plan.shape)
-        if plan.transform is not None or src.ndim < 2:
-            self.src, self.step = _archs.apply(plan, src), None  # whole: a transform moves rows around
-        else:
-            self.src = src.reshape(-1, src.shape[-1])
-            self.step = max(1, BLOCK_BYTES // max(1, self.src.strides[0]))
+        self.bytes_in = int(np.prod(plan.hf_shape, dtype=np.int64)) * self._ITEMSIZE[plan.dtype]
 
     def _encode(self, a: np.ndarray) -> np.ndarray:
         if a.dtype == np.float64:
@@ -303,16 +300,19 @@ class _RowBlocks:
         return _types.encode(a, self.gtype).reshape(-1).view(np.uint8)
 
     def tofile(self, fout) -> None:
-        if self.step is None:
-            self._encode(self.src).tofile(fout)
+        p = self.plan
+        if p.transform is not None or len(p.hf_shape) < 2:
+            # whole: a transform moves rows around
+            self._encode(_archs.apply(p, self.ckpt.get_tensor(p.hf_name))).tofile(fout)
             return
+        per_index = self.bytes_in // max(1, p.hf_shape[0])  # bytes of one index of the first dimension
+        step = max(1, BLOCK_BYTES // max(1, per_index))
+        rows = self.ckpt.get_slice(p.hf_name)
         written = 0
-        for r0 in range(0, self.src.shape[0], self.step):
-            block = self._encode(self.src[r0:r0 + self.step])
+        for r0 in range(0, p.hf_shape[0], step):
+            block = self._encode(rows[r0:r0 + step])
             block.tofile(fout)
             written += block.nbytes
             del block
-            # the rows done leave the resident set (they stay in the page cache)
-            self.ckpt.release(self.plan.hf_name)
         if written != self.nbytes:
-            raise InvalidArgument(f"tensor {self.plan.gguf_name!r}: wrote {written} bytes, expected {self.nbytes}")
+            raise InvalidArgument(f"tensor {p.gguf_name!r}: wrote {written} bytes, expected {self.nbytes}")
