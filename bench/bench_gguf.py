@@ -30,8 +30,9 @@ a scratch directory, then
 Wall time includes each process's interpreter start and imports (these are
 the commands a user runs); peak RSS is each process's VmHWM, read by the
 process itself at exit, the pipeline's the larger of its two steps. The tensors of the
-two Q4_K_M files are compared byte for byte. The source files are in the
-page cache for both (written just before). --llama-cpp-src (default
+two Q4_K_M files are compared byte for byte. The source files are read
+into the page cache before each step, or with --cold evicted from it
+(posix_fadvise DONTNEED); the cached fraction is recorded. --llama-cpp-src (default
 $FASTENSORS_LLAMA_CPP_SRC) names the llama.cpp source tree holding the
 converter. Results go to stdout as markdown and to
 bench/results/bench_gguf-<time>.json."""
@@ -239,6 +240,17 @@ def _tensor_bytes(path: str) -> dict:
     return {t.name: (t.tensor_type.name, bytes(r.data[t.data_offset:t.data_offset + t.n_bytes])) for t in r.tensors}
 
 
+def _drop(path: str) -> float:
+    """Evict ``path`` from the page cache; returns the fraction still cached."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)  # dirty pages cannot be dropped
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+    return common.cached_fraction(path)
+
+
 def bench_export(args) -> dict:
     src = args.llama_cpp_src
     if not src or not os.path.isfile(os.path.join(src, "convert_hf_to_gguf.py")):
@@ -260,6 +272,10 @@ def bench_export(args) -> dict:
             # alternate which goes first, so neither always meets the other's dirty pages
             order = ["ours", "theirs"] if r % 2 == 0 else ["theirs", "ours"]
             for who in order:
+                # the same page-cache state for both: all cached, or (--cold) none
+                shards = [os.path.join(model, f) for f in os.listdir(model) if f.endswith(".safetensors")]
+                cached = min(_drop(f) if args.cold else common.warm_file(f) for f in shards)
+                runs.setdefault("cached", []).append({"who": who, "fraction": cached})
                 if who == "ours":
                     runs["ours"].append(_run(["-c", OURS, model, ours], env))
                 else:
@@ -269,8 +285,9 @@ def bench_export(args) -> dict:
                 common_log(f"round {r}: {who} done")
         a, b = _tensor_bytes(ours), _tensor_bytes(q)
         identical = sorted(a) == sorted(b) and all(a[k] == b[k] for k in a)
-        med = {k: statistics.median(x["seconds"] for x in v) for k, v in runs.items()}
-        rss = {k: max(x["peak_rss_mib"] for x in v) for k, v in runs.items()}
+        steps = {k: v for k, v in runs.items() if k != "cached"}
+        med = {k: statistics.median(x["seconds"] for x in v) for k, v in steps.items()}
+        rss = {k: max(x["peak_rss_mib"] for x in v) for k, v in steps.items()}
         pipeline_s = med["convert"] + med["quantize"]
         pipeline_rss = max(rss["convert"], rss["quantize"])
         return {"model_bytes": nbytes, "layers": args.layers, "hidden": args.hidden, "intermediate": args.intermediate,
@@ -297,6 +314,8 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, default=2048)
     ap.add_argument("--intermediate", type=int, default=5632)
     ap.add_argument("--vocab", type=int, default=32000)
+    ap.add_argument("--cold", action="store_true", help="export: evict the source from the page cache before "
+                    "each step (default: read it into the cache)")
     ap.add_argument("--export-rounds", type=int, default=1, help="export: rounds of both tools (median)")
     ap.add_argument("--llama-cpp-src", default=os.environ.get("FASTENSORS_LLAMA_CPP_SRC"))
     ap.add_argument("--dir", default=tempfile.gettempdir(), help="scratch directory for the export part")
@@ -318,7 +337,7 @@ def main() -> None:
               f"{r['vs_ggml1']:.1f}x", f"{r['vs_ggmlN']:.1f}x", "yes" if r["identical"] else "NO"] for r in rows]))
     if args.part in ("all", "export"):
         e = out["export"] = bench_export(args)
-        print(f"\nExport to Q4_K_M: Llama {e['layers']} layers, hidden {e['hidden']}, intermediate "
+        print(f"\nExport to Q4_K_M ({'cold' if args.cold else 'warm'} page cache): Llama {e['layers']} layers, hidden {e['hidden']}, intermediate "
               f"{e['intermediate']}, vocab {e['vocab']}: {e['model_bytes'] / 1e9:.2f} GB float16\n")
         m, r = e["median_s"], e["peak_rss_mib"]
         print(common.markdown_table(
