@@ -376,6 +376,10 @@ def main() -> int:
         seen = {"ok": False, "error": traceback.format_exc()}
     with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
         json.dump(seen, f, indent=1, default=str)
+    # Every rank reaches the teardown before any closes its connections: a
+    # gloo pair torn down while a peer still sends can abort the process.
+    if seen["ok"]:
+        dist.barrier()
     dist.destroy_process_group()
     return 0 if seen["ok"] else 1
 

@@ -212,6 +212,10 @@ def main() -> int:
         json.dump(seen, f, indent=1, default=str)
     if scenario == "kill":
         os._exit(0)  # the group lost a rank: tearing it down could wait on the dead peer
+    # Every rank reaches the teardown before any closes its connections: a
+    # gloo pair torn down while a peer still sends can abort the process.
+    if seen["ok"]:
+        dist.barrier()
     dist.destroy_process_group()
     return 0 if seen["ok"] else 1
 

@@ -204,7 +204,10 @@ def export_gguf(model_dir: PathLike, out_path: PathLike, *, recipe: str = "q8_0"
     if os.path.exists(out_path) and not overwrite:
         raise InvalidArgument(f"{out_path!r} exists (pass overwrite=True to replace it)")
     im = None if imatrix is None else _imatrix.resolve(imatrix)
-    ckpt = open_checkpoint(model_dir, framework="np")
+    # pread: the exporter reads each block of rows once, into a fresh buffer;
+    # a mapping would read ahead into this process (up to 1 GiB resident
+    # when the files are not in the page cache)
+    ckpt = open_checkpoint(model_dir, framework="np", backend="pread")
     try:
         infos = [(n, *(lambda i: (i.dtype, tuple(i.shape)))(ckpt.tensor_info(n))) for n in ckpt.keys()]
         plans, dropped = _archs.plan_tensors(arch, infos)
@@ -297,16 +300,9 @@ def _write(tmp, ckpt, arch, plans, chosen, vocab, file_type, model_dir, cfg, nam
         writer.write_ti_data_to_file()
         done = 0
         for p in plans:
-            src = ckpt.get_tensor(p.hf_name)
-            report.bytes_in += src.nbytes
-            if src.dtype == np.float64:
-                src = src.astype(np.float32)
-            w = (weights or {}).get(p.gguf_name)
-            # weights only where there are some: encode keeps its two-argument form
-            data = (_types.encode(_archs.apply(p, src), chosen[p.gguf_name]) if w is None
-                    else _types.encode(_archs.apply(p, src), chosen[p.gguf_name], w))
-            del src
-            writer.write_tensor_data(data.reshape(-1).view(np.uint8))
+            data = _RowBlocks(ckpt, p, chosen[p.gguf_name], (weights or {}).get(p.gguf_name))
+            writer.write_tensor_data(data, tensor_endianess=writer.endianess)  # bytes, written as encoded
+            report.bytes_in += data.bytes_in
             done += data.nbytes
             if progress is not None:
                 progress(done, total)
@@ -316,3 +312,56 @@ def _write(tmp, ckpt, arch, plans, chosen, vocab, file_type, model_dir, cfg, nam
             os.fsync(f.fileno())
     finally:
         writer.close()
+
+
+# Rows of source encoded and written at a time: memory stays about this
+# much, whatever the size of a tensor (token embeddings, output).
+BLOCK_BYTES = 16 << 20
+
+
+class _RowBlocks:
+    """One GGUF tensor, read, encoded and written a block of rows at a
+    time. Rows are independent in every GGUF type, so the bytes are those of
+    encoding the whole tensor at once. ``GGUFWriter.write_tensor_data``
+    needs only ``nbytes`` and ``tofile`` of what it writes."""
+
+    _ITEMSIZE = {"F16": 2, "BF16": 2, "F32": 4, "F64": 8}
+
+    def __init__(self, ckpt, plan, gtype: str, weights: Optional[np.ndarray] = None):
+        self.ckpt, self.plan, self.gtype, self.weights = ckpt, plan, gtype, weights
+        self.nbytes = _types.nbytes(gtype, plan.shape)
+        self.bytes_in = int(np.prod(plan.hf_shape, dtype=np.int64)) * self._ITEMSIZE[plan.dtype]
+
+    def _encode(self, a: np.ndarray, w: Optional[np.ndarray] = None) -> np.ndarray:
+        if a.dtype == np.float64:
+            a = a.astype(np.float32)
+        # weights only where there are some: encode keeps its two-argument form
+        out = _types.encode(a, self.gtype) if w is None else _types.encode(a, self.gtype, w)
+        return out.reshape(-1).view(np.uint8)
+
+    def _block_weights(self, r0: int, r1: int) -> Optional[np.ndarray]:
+        """The importance weights of rows [r0, r1) of the first axis: the
+        same columns' weights for a matrix, the experts' slices for a stack
+        of them (n, rows, cols)."""
+        w = self.weights
+        if w is None or len(self.plan.shape) < 3:
+            return w
+        return w.reshape(self.plan.shape[0], -1)[r0:r1].reshape(-1)
+
+    def tofile(self, fout) -> None:
+        p = self.plan
+        if p.transform is not None or len(p.hf_shape) < 2:
+            # whole: a transform moves rows around
+            self._encode(_archs.apply(p, self.ckpt.get_tensor(p.hf_name)), self.weights).tofile(fout)
+            return
+        per_index = self.bytes_in // max(1, p.hf_shape[0])  # bytes of one index of the first dimension
+        step = max(1, BLOCK_BYTES // max(1, per_index))
+        rows = self.ckpt.get_slice(p.hf_name)
+        written = 0
+        for r0 in range(0, p.hf_shape[0], step):
+            block = self._encode(rows[r0:r0 + step], self._block_weights(r0, r0 + step))
+            block.tofile(fout)
+            written += block.nbytes
+            del block
+        if written != self.nbytes:
+            raise InvalidArgument(f"tensor {p.gguf_name!r}: wrote {written} bytes, expected {self.nbytes}")
