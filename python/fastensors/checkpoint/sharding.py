@@ -186,6 +186,7 @@ def write_planned(
     ``max_workers`` caps the shards written at once; ``before_commit`` runs
     when every file is staged and may raise to abandon the whole set."""
     user_meta = dict(metadata or {})
+    _check_utf8(user_meta)
     base_meta = shard_file_metadata(plan, user_meta, file_metadata)
     with FileSet(directory, durable=durable) as fs:
         write_shards(fs, plan, write_shard, base_meta, durable, max_workers)
@@ -200,6 +201,20 @@ def write_planned(
             before_commit()
         fs.commit()
     return plan
+
+
+def _check_utf8(metadata: Mapping[str, object]) -> None:
+    """Metadata keys and text values must be valid Unicode (no lone
+    surrogates): the index is JSON that other readers parse strictly, as the
+    shards' headers are. Raises InvalidArgument naming the entry."""
+    for k, v in metadata.items():
+        for text in (k, v):
+            if isinstance(text, str):
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise InvalidArgument(f"metadata entry {k!r}: {text!r} is not valid Unicode text "
+                                          "(a lone surrogate)") from None
 
 
 def shard_file_metadata(plan: ShardPlan, metadata: Optional[Mapping[str, str]],
