@@ -5,7 +5,6 @@ tables, and the transforms llama.cpp's converter applies)."""
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Optional, Tuple

@@ -74,14 +74,8 @@ class ExportReport:
 def recipe_names() -> Tuple[str, ...]:
     """Recipe names :func:`export_gguf` takes: the uniform ones (every
     weight matrix one type) and llama-quantize's mixes (gguf/recipes.py)."""
-    names = tuple(r for r in _types.UNIFORM_FILE_TYPES if r in _types.available_types())
+    names = tuple(_types.UNIFORM_FILE_TYPES)
     return names + tuple(r for r in _recipes.RECIPES if r not in names)
-
-
-def _forced_f32(name: str, ndim: int) -> bool:
-    """Tensors llama.cpp wants in F32 whatever the file type (as its converter)."""
-    return (ndim <= 1 or name.endswith("_norm.weight") or not name.endswith(".weight")
-            or name in ("position_embd.weight", "token_types.weight") or ".ffn_gate_inp" in name)
 
 
 def _file_type(recipe: str) -> int:
@@ -101,9 +95,9 @@ def _plan_types(recipe: str, plans: List[_archs.TensorPlan], arch: _archs.Arch,
     row falls back to F16, as llama.cpp's converter does."""
     available = _types.available_types()
     if recipe in _types.UNIFORM_FILE_TYPES:
-        if recipe not in available:
-            raise InvalidArgument(f"recipe {recipe!r} needs the {recipe} kernel, which this build lacks")
-        chosen = {p.gguf_name: ("f32" if _forced_f32(p.gguf_name, len(p.shape)) else recipe) for p in plans}
+        # the converter's --outtype: its F32 tensors stay F32, the rest take the type
+        chosen = {p.gguf_name: ("f32" if _recipes.converter_type(p.gguf_name, p.shape) == "f32" else recipe)
+                  for p in plans}
     else:
         if recipe not in _recipes.RECIPES:
             raise InvalidArgument(f"unknown recipe {recipe!r}; expected one of {', '.join(recipe_names())}")

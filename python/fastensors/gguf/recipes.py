@@ -139,7 +139,7 @@ def plan_types(recipe: str, tensors: Sequence[Tuple[str, Tuple[int, ...]]], fact
     out: Dict[str, str] = {}
     for name, dims in sorted(items, key=lambda it: (_layer_of(it[0]), it[0])):
         if not _quantizable(name, dims, facts.arch):
-            out[name] = _converter_type(name, dims)
+            out[name] = converter_type(name, dims)
         elif default in _FLOAT_TYPES:
             out[name] = default
         else:
@@ -250,11 +250,11 @@ _CONVERTER_F32 = re.compile(
 )
 
 
-def _converter_type(name: str, dims: Tuple[int, ...]) -> str:
-    # What convert_hf_to_gguf.py stores at --outtype f16: f32 for 1-D tensors,
-    # norms, tensors not named .weight and its own list of small tables
-    # (routers, position embeddings, token types, conv and mixing weights);
-    # f16 for everything else.
+def converter_type(name: str, dims: Tuple[int, ...]) -> str:
+    """What convert_hf_to_gguf.py stores a tensor as at ``--outtype f16``
+    (and keeps in F32 at every outtype): f32 for 1-D tensors, norms, tensors
+    not named .weight and its own list of small tables (routers, position
+    embeddings, token types, conv and mixing weights); f16 for the rest."""
     if len(dims) <= 1 or name.endswith("_norm.weight"):
         return "f32"
     if name[-7:] not in (".weight", ".lora_a", ".lora_b") or _CONVERTER_F32.fullmatch(name):

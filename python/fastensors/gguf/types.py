@@ -30,15 +30,15 @@ _UINT = {2: np.dtype(np.uint16), 4: np.dtype(np.uint32)}
 
 
 def ggml_member(name: str):
-    """The ``_core.GgmlType`` member for block type ``name``, or None when
-    this build of the extension has no kernel for it."""
+    """The ``_core.GgmlType`` member for block type ``name``, or None for a
+    name that is not a GGML block type."""
     return getattr(_core.GgmlType, name, None)
 
 
 def available_types() -> Tuple[str, ...]:
-    """GGUF type names this build can write: the dense ones and every block
-    format whose kernel ``_core`` has."""
-    return tuple(_DENSE) + tuple(t for t in _BLOCK if ggml_member(t) is not None)
+    """GGUF type names the exporter writes: the dense ones and every GGML
+    block format (all have kernels in ``_core``)."""
+    return tuple(_DENSE) + _BLOCK
 
 
 def gguf_type(name: str):
@@ -74,9 +74,7 @@ def nbytes(name: str, shape: Tuple[int, ...]) -> int:
 
 def _check(name: str) -> None:
     if name not in available_types():
-        missing = f" (this build of fastensors has no {name} kernel)" if name in _BLOCK else ""
-        raise InvalidArgument(f"GGUF type {name!r} cannot be written{missing}; "
-                              f"available: {', '.join(available_types())}")
+        raise InvalidArgument(f"GGUF type {name!r} cannot be written; available: {', '.join(available_types())}")
 
 
 def has_weighted(name: str) -> bool:
