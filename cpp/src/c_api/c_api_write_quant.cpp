@@ -149,15 +149,32 @@ fst_status fst_ggml_row_bytes(int type, size_t cols, size_t* out) {
   });
 }
 
+namespace {
+
+// Both GGML entries: the arguments checked in the same order, then the
+// kernel, weighted when `weighted` (imatrix then non-null, one per column).
+void ggml_quantize_args(int type, const void* src, size_t src_size, int src_dtype, size_t rows, size_t cols,
+                        bool weighted, const float* imatrix, size_t imatrix_count, void* dst, size_t dst_size) {
+  const q::GgmlType t = ggml_arg(type);
+  const q::Matrix m = matrix_arg(src, src_size, src_dtype, rows, cols);
+  const std::size_t want = product(rows, q::ggml_row_bytes(t, cols), "the quantized size");
+  room(dst_size, want, "dst (bytes)");
+  if (want > 0) need(dst, "dst");
+  if (!weighted) return q::ggml_quantize(t, m, static_cast<std::uint8_t*>(dst));
+  need(imatrix, "imatrix");
+  if (imatrix_count != cols) {
+    fail(FST_ERR_INVALID_ARGUMENT, "imatrix holds " + std::to_string(imatrix_count) +
+                                       " weights; one per column (" + std::to_string(cols) + ") is needed");
+  }
+  q::ggml_quantize(t, m, static_cast<std::uint8_t*>(dst), imatrix);
+}
+
+}  // namespace
+
 fst_status fst_ggml_quantize(int type, const void* src, size_t src_size, int src_dtype, size_t rows, size_t cols,
                              void* dst, size_t dst_size) {
   return guarded([&] {
-    const q::GgmlType t = ggml_arg(type);
-    const q::Matrix m = matrix_arg(src, src_size, src_dtype, rows, cols);
-    const std::size_t want = product(rows, q::ggml_row_bytes(t, cols), "the quantized size");
-    room(dst_size, want, "dst (bytes)");
-    if (want > 0) need(dst, "dst");
-    q::ggml_quantize(t, m, static_cast<std::uint8_t*>(dst));
+    ggml_quantize_args(type, src, src_size, src_dtype, rows, cols, false, nullptr, 0, dst, dst_size);
   });
 }
 
@@ -165,17 +182,7 @@ fst_status fst_ggml_quantize_weighted(int type, const void* src, size_t src_size
                                       size_t cols, const float* imatrix, size_t imatrix_count, void* dst,
                                       size_t dst_size) {
   return guarded([&] {
-    const q::GgmlType t = ggml_arg(type);
-    const q::Matrix m = matrix_arg(src, src_size, src_dtype, rows, cols);
-    const std::size_t want = product(rows, q::ggml_row_bytes(t, cols), "the quantized size");
-    room(dst_size, want, "dst (bytes)");
-    if (want > 0) need(dst, "dst");
-    need(imatrix, "imatrix");
-    if (imatrix_count != cols) {
-      fail(FST_ERR_INVALID_ARGUMENT, "imatrix holds " + std::to_string(imatrix_count) +
-                                         " weights; one per column (" + std::to_string(cols) + ") is needed");
-    }
-    q::ggml_quantize(t, m, static_cast<std::uint8_t*>(dst), imatrix);
+    ggml_quantize_args(type, src, src_size, src_dtype, rows, cols, true, imatrix, imatrix_count, dst, dst_size);
   });
 }
 

@@ -409,12 +409,7 @@ void ggml_quantize(GgmlType type, const Matrix& in, std::uint8_t* out) {
       const std::size_t b0 = static_cast<std::size_t>(c) * chunk_blocks;
       const std::size_t nb = std::min(chunk_blocks, nblocks - b0);
       const std::size_t off = b0 * block, n = nb * block;
-      const float* x = buf;
-      if (in.dtype == Dtype::F32) {
-        x = static_cast<const float*>(in.data) + off;
-      } else {
-        load_f32(in, off, n, buf);
-      }
+      const float* x = as_f32(in, off, n, buf);
       if (!kernel(x, nb, out + b0 * bb)) bad.report(off + first_nonfinite(x, n));
     }
   }
