@@ -32,6 +32,7 @@ import fastensors
 from fastensors import distributed as fd
 from fastensors.distributed import io as dio
 from fastensors.distributed.api import typed_failure
+from torchrun_helpers import expect_error  # this folder is on sys.path
 
 MAX_SHARD = 1500  # bytes: several files
 
@@ -121,16 +122,6 @@ def tree_digest(path: str) -> dict:
         with open(os.path.join(path, name), "rb") as f:
             out[name] = hashlib.sha256(f.read()).hexdigest()
     return out
-
-
-def expect_error(fn, *types):
-    try:
-        fn()
-    except types as e:
-        return type(e).__name__, str(e)
-    except BaseException as e:  # the wrong kind: report it
-        raise AssertionError(f"expected {[t.__name__ for t in types]}, got {type(e).__name__}: {e}") from e
-    raise AssertionError(f"expected {[t.__name__ for t in types]}, nothing raised")
 
 
 def scenario_main(out: str, rank: int, world: int, mesh) -> dict:

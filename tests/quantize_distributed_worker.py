@@ -26,6 +26,7 @@ import torch.distributed as dist
 import fastensors
 from fastensors.format import writer as fwriter
 from fastensors.quant import quantize_model as _  # noqa: F401  (loads the module)
+from torchrun_helpers import expect_error  # this folder is on sys.path
 
 qm = sys.modules["fastensors.quant.quantize_model"]  # the attribute is the function
 
@@ -86,16 +87,6 @@ def tree_digest(path: str) -> dict:
 
 def staging_left(out: str) -> list:
     return [n for n in os.listdir(out) if ".fastensors-staging-" in n]
-
-
-def expect_error(fn, *types):
-    try:
-        fn()
-    except types as e:
-        return type(e).__name__, str(e)
-    except BaseException as e:  # the wrong kind: report it
-        raise AssertionError(f"expected {[t.__name__ for t in types]}, got {type(e).__name__}: {e}") from e
-    raise AssertionError(f"expected {[t.__name__ for t in types]}, nothing raised")
 
 
 class ReadLog:

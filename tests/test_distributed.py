@@ -11,10 +11,8 @@ against numpy indexing and the errors of malformed input."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import socket
 import subprocess
 import sys
 import warnings
@@ -30,6 +28,7 @@ import fastensors.numpy  # noqa: E402,F401
 from fastensors import distributed as fd  # noqa: E402
 from fastensors.distributed.catalog import DCP_SHARDING_INFO, Catalog  # noqa: E402
 from fastensors.distributed.layout import byte_runs  # noqa: E402
+from torchrun_helpers import load_worker, rank_reports, torchrun  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER = os.path.join(HERE, "distributed_worker.py")
@@ -39,36 +38,11 @@ pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or not torc
 
 
 def _worker_module():
-    spec = importlib.util.spec_from_file_location("distributed_worker", WORKER)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return load_worker(WORKER)
 
 
 def launch(scenario: str, out, nproc: int = 2, timeout: int = 240) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), "--nnodes", "1",
-           "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), "--max-restarts", "0",
-           WORKER, scenario, str(out)]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=HERE)
-
-
-def rank_reports(out, nproc: int, proc) -> list:
-    reports = []
-    for r in range(nproc):
-        path = os.path.join(out, f"rank{r}.json")
-        assert os.path.exists(path), f"rank {r} wrote no report:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-        with open(path) as f:
-            rep = json.load(f)
-        assert rep["ok"], f"rank {r} failed:\n{rep.get('error')}"
-        reports.append(rep)
-    return reports
+    return torchrun(WORKER, scenario, out, nproc, timeout)
 
 
 def check_output_with_reference_reader(ckpt: str) -> None:

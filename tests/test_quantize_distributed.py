@@ -12,10 +12,8 @@ workers' collectives a bounded one, so no failure hangs the suite."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +23,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import fastensors  # noqa: E402
+from torchrun_helpers import free_port, load_worker, rank_reports, torchrun, worker_env  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER = os.path.join(HERE, "quantize_distributed_worker.py")
@@ -33,43 +32,11 @@ pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or not torc
                                 reason="torch.distributed with gloo is needed")
 
 
-def _worker():
-    spec = importlib.util.spec_from_file_location("quantize_distributed_worker", WORKER)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-W = _worker()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _env(**extra):
-    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore", **extra)
+W = load_worker(WORKER)
 
 
 def launch(scenario: str, out, nproc: int, timeout: int = 300) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), "--nnodes", "1",
-           "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), "--max-restarts", "0",
-           WORKER, scenario, str(out)]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=_env(), cwd=HERE)
-
-
-def rank_reports(out, nproc: int, proc) -> list:
-    reports = []
-    for r in range(nproc):
-        path = os.path.join(out, f"rank{r}.json")
-        assert os.path.exists(path), f"rank {r} wrote no report:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-        with open(path) as f:
-            rep = json.load(f)
-        assert rep["ok"], f"rank {r} failed:\n{rep.get('error')}"
-        reports.append(rep)
-    return reports
+    return torchrun(WORKER, scenario, out, nproc, timeout)
 
 
 def references(out) -> dict:
@@ -141,12 +108,12 @@ def test_four_ranks(tmp_path):
 
 def test_a_killed_rank_makes_the_others_fail_and_commits_nothing(tmp_path):
     W.make_source(str(tmp_path / "src"))
-    port = _free_port()
+    port = free_port()
     procs = []
     t0 = time.monotonic()
     # Plain processes, not torchrun: its agent would stop rank 0 as soon as rank 1 dies.
     for rank in range(2):
-        env = _env(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
+        env = worker_env(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
                    LOCAL_RANK=str(rank), QUANT_TEST_TIMEOUT_S="20")
         procs.append(subprocess.Popen([sys.executable, WORKER, "kill", str(tmp_path)], env=env, cwd=HERE,
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
