@@ -1,11 +1,7 @@
-"""The bytes of distributed saves and loads: every read goes through
-``_read_ranges`` and every write through ``write_runs``, so that how bytes
-move is decided in one place.
-
-Reads: one plan of the read engine over the ranges when they are few or
-large; a piece made of many short runs (a column shard: one run per row) is
-gathered from the file's mapping in one strided copy instead, as a pread
-per row costs more than the bytes it moves.
+"""The bytes of distributed saves and loads: every read goes through a
+``ReadBatch`` and every write through ``write_runs``, so that how bytes
+move is decided in one place. A batch gathers the pieces of a load into one
+plan of the read engine, so that every file is read at once.
 
 ``bytes_requested()`` counts what this process asked to read: tests check
 that each rank reads only the bytes its chunks need."""
@@ -14,13 +10,12 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
 from .. import _core
 from ..errors import SafetensorIOError, with_context
-from ..format.plans import read_into
 
 _lock = threading.Lock()
 _requested = [0]
@@ -56,44 +51,97 @@ class Source:
             self._mapped.close()
 
 
+class ReadBatch:
+    """Reads of many pieces run as one plan of the read engine.
+
+    ``add`` records where each piece's bytes go; ``run`` reads them all.
+    Contiguous runs are positioned reads straight into their destination
+    (adjacent runs joined, large ones split), done by the engine's workers.
+    Evenly spaced short runs (a column piece of a matrix: one run per row)
+    have their span made resident in the file's mapping by the same plan and
+    are gathered by one strided copy each on the calling thread, while the
+    workers go on with the rest: a pread per row would cost more than the
+    bytes it moves."""
+
+    def __init__(self) -> None:
+        self._reads: list = []
+        self._gathers: list = []
+        self._after: list = []
+        self.nbytes = 0
+
+    def add(self, source: Source, name: str, starts: np.ndarray, length: int, dst: np.ndarray,
+            then: Optional[Callable[[], None]] = None) -> None:
+        """Fill the C-contiguous uint8 array ``dst`` with the bytes
+        ``[s, s + length)`` of tensor ``name`` (offsets relative to its first
+        byte) for each ``s`` in ``starts``, back to back, when the batch
+        runs; ``then()`` is called after. Raises ValueError for runs outside
+        the tensor or that do not fill ``dst``."""
+        n = len(starts)
+        if n * length != dst.nbytes:
+            raise ValueError(f"{n} runs of {length} bytes do not fill {dst.nbytes} bytes")
+        if n and length:
+            _, _, _, begin, end = source.file.info(name)
+            lo, hi = int(starts.min()), int(starts.max()) + length
+            if lo < 0 or hi > end - begin:
+                raise ValueError(f"runs up to byte {hi} outside tensor {name!r} of {end - begin} bytes")
+            base = source.file.data_start + begin
+            steps = np.diff(starts)
+            if n > _MANY_RUNS and length < _SHORT_RUN and (steps == steps[0]).all() and steps[0] > 0:
+                self._gathers.append((source.mapped(), name, base, int(starts[0]), int(steps[0]), n, length, dst))
+            else:
+                for i, s in enumerate(starts):
+                    self._reads.append((source.file, base + int(s), dst[i * length:(i + 1) * length]))
+            self.nbytes += n * length
+        if then is not None:
+            self._after.append(then)
+
+    def run(self) -> None:
+        """Read everything added since the last run, then call back. Raises
+        the engine's Io / FileChanged (a file that shrank)."""
+        reads, gathers, after, nbytes = self._reads, self._gathers, self._after, self.nbytes
+        self._reads, self._gathers, self._after, self.nbytes = [], [], [], 0
+        plan = _core.ReadPlan()
+        # The gathers' spans first: the calling thread copies each as soon
+        # as it is resident while the workers read the rest.
+        entries = [plan.prefetch(mapped, base + first, (n - 1) * step + length)
+                   for mapped, _, base, first, step, n, length, _ in gathers]
+        for file, offset, dst in reads:
+            plan.read(file, offset, dst)
+        if len(plan):
+            job = _core.ReadJob(plan)
+            try:
+                for entry, (mapped, name, _, first, step, n, length, dst) in zip(entries, gathers):
+                    job.wait_entry(entry)
+                    _gather(mapped, name, first, step, n, length, dst)
+                job.wait()
+            finally:
+                job.close()
+        with _lock:
+            _requested[0] += nbytes
+        for fn in after:
+            fn()
+
+
+def _gather(mapped, name: str, first: int, step: int, n: int, length: int, dst: np.ndarray) -> None:
+    """``n`` runs of ``length`` bytes, ``step`` apart from byte ``first`` of
+    tensor ``name`` of the mapped file, into ``dst``: one strided copy by
+    the core, under its SIGBUS guard (a file truncated meanwhile raises
+    FileChanged, never kills the process)."""
+    view = mapped.view(name)  # the tensor's bytes, zero-copy
+    # The widest unit dividing the geometry: the core copies by elements.
+    unit = next(u for u in (8, 4, 2, 1) if first % u == 0 and step % u == 0 and length % u == 0)
+    span = view[first:first + (n - 1) * step + length].view(_UNITS[unit][0])
+    rows = np.lib.stride_tricks.as_strided(span, shape=(n, length // unit), strides=(step, unit), writeable=False)
+    # One thread: the engine's workers and the node's other ranks use the rest.
+    _core.convert(rows, _UNITS[unit][1], dst, _UNITS[unit][1], threads=1)
+    mapped.release(name)  # its pages stay cached, out of this process's memory
+
+
 def _read_ranges(source: Source, name: str, starts: np.ndarray, length: int, dst: np.ndarray) -> None:
-    """Fill the C-contiguous uint8 array ``dst`` with the bytes
-    ``[s, s + length)`` of tensor ``name`` (offsets relative to its first
-    byte) for each ``s`` in ``starts``, back to back. The core checks every
-    range against the tensor and raises FileChanged if the file shrank."""
-    n = len(starts)
-    if n * length != dst.nbytes:
-        raise ValueError(f"{n} runs of {length} bytes do not fill {dst.nbytes} bytes")
-    if n == 0 or length == 0:
-        return
-    steps = np.diff(starts)
-    if n > _MANY_RUNS and length < _SHORT_RUN and (steps == steps[0]).all() and steps[0] > 0:
-        # Evenly spaced short runs (a column piece of a matrix): one strided
-        # copy from the mapping by the core, under its SIGBUS guard (a file
-        # truncated meanwhile raises FileChanged, never kills the process).
-        view = source.mapped().view(name)  # the tensor's bytes, zero-copy
-        last = int(starts[-1]) + length
-        if int(starts[0]) < 0 or last > view.nbytes:
-            raise ValueError(f"runs up to byte {last} outside tensor {name!r} of {view.nbytes} bytes")
-        first, step = int(starts[0]), int(steps[0])
-        # The widest unit dividing the geometry: the core copies by elements.
-        unit = next(u for u in (8, 4, 2, 1) if first % u == 0 and step % u == 0 and length % u == 0)
-        span = view[first:last].view(_UNITS[unit][0])
-        rows = np.lib.stride_tricks.as_strided(span, shape=(n, length // unit), strides=(step, unit),
-                                               writeable=False)
-        # One thread: the ranks of a node already read in parallel.
-        _core.convert(rows, _UNITS[unit][1], dst, _UNITS[unit][1], threads=1)
-    else:
-        # One plan of the read engine: adjacent runs joined, large ones split
-        # across its workers, every run checked against the tensor first.
-        _, _, _, begin, end = source.file.info(name)
-        lo, hi = int(starts.min()), int(starts.max()) + length
-        if lo < 0 or hi > end - begin:
-            raise ValueError(f"runs up to byte {hi} outside tensor {name!r} of {end - begin} bytes")
-        base = source.file.data_start + begin
-        read_into(source.file, [(base + int(s), dst[i * length:(i + 1) * length]) for i, s in enumerate(starts)])
-    with _lock:
-        _requested[0] += n * length
+    """``ReadBatch.add`` of one piece, run at once."""
+    batch = ReadBatch()
+    batch.add(source, name, starts, length, dst)
+    batch.run()
 
 
 def write_runs(fd: int, path: str, base: int, starts: np.ndarray, length: int, src: np.ndarray) -> int:

@@ -24,23 +24,32 @@ from torch.futures import Future
 
 from ..errors import InvalidArgument, SafetensorError, StateDictMismatch, with_context
 from .catalog import Catalog, Piece
-from .io import Source, _read_ranges
+from .io import ReadBatch, Source
 from .layout import byte_runs, torch_dtype
 
 
 def read_piece_into(source: Source, piece: Piece, itemsize: int, offsets, lengths,
-                    target: "torch.Tensor") -> None:
+                    target: "torch.Tensor", batch: Optional[ReadBatch] = None) -> None:
     """Read the box ``offsets``/``lengths`` (relative to ``piece``) into
     ``target``, a CPU tensor of shape ``lengths`` of the stored dtype:
-    straight into its memory when it is contiguous."""
+    straight into its memory when it is contiguous. With ``batch`` the read
+    is added to it and ``target`` is filled when the batch runs; without,
+    it is read at once."""
     starts, length = byte_runs(piece.shape, itemsize, offsets, lengths)
     if not len(starts):
         return
     direct = target.is_contiguous() and target.device.type == "cpu"
     buf = target if direct else torch.empty(tuple(lengths), dtype=target.dtype)
-    _read_ranges(source, piece.name, starts, length, buf.reshape(-1).view(torch.uint8).numpy())
-    if not direct:
-        target.copy_(buf)
+    own = batch is None
+    batch = ReadBatch() if own else batch
+    batch.add(source, piece.name, starts, length, buf.reshape(-1).view(torch.uint8).numpy(),
+              then=None if direct else (lambda: target.copy_(buf)))
+    if own:
+        batch.run()
+
+
+# Bytes a load reads by one plan before committing them and going on.
+BATCH_BYTES = 256 << 20
 
 
 class StorageReader(_TorchStorageReader):
@@ -67,6 +76,13 @@ class StorageReader(_TorchStorageReader):
         self._catalog: Optional[Catalog] = None
         self._pieces: Dict[MetadataIndex, tuple] = {}
         self.metadata_error: Optional[SafetensorError] = None
+
+    @staticmethod
+    def _finish(batch: ReadBatch, done: list, planner: LoadPlanner) -> None:
+        batch.run()
+        for req, target in done:
+            planner.commit_tensor(req, target)
+        done.clear()
 
     # -- torch's protocol -----------------------------------------------------------
     def reset(self, checkpoint_id=None) -> None:
@@ -131,9 +147,15 @@ class StorageReader(_TorchStorageReader):
                                    f" {list(req.storage_index.offset or [])}", tensor=req.storage_index.fqn) from None
             by_file.setdefault(piece.file, []).append((req, piece, dtype))
         cat = self.catalog
-        for file, reqs in by_file.items():
-            handle = cat.open(file)
-            try:
+        # Every piece of every file in one plan of the read engine (a batch
+        # runs when it holds BATCH_BYTES, bounding the staging of targets
+        # that are not contiguous); committed once its bytes are in.
+        handles: Dict[str, Source] = {}
+        batch = ReadBatch()
+        done: list = []
+        try:
+            for file, reqs in by_file.items():
+                handles[file] = handle = cat.open(file)
                 for req, piece, dtype in reqs:
                     target = planner.resolve_tensor(req).detach()
                     fqn = req.dest_index.fqn
@@ -143,10 +165,16 @@ class StorageReader(_TorchStorageReader):
                     if tuple(target.shape) != tuple(req.lengths):
                         raise with_context(StateDictMismatch, f"`{fqn}`: destination of shape {tuple(target.shape)}"
                                            f" for a piece of shape {tuple(req.lengths)}", tensor=fqn, path=file)
-                    read_piece_into(handle, piece, target.element_size(), req.storage_offsets, req.lengths, target)
-                    planner.commit_tensor(req, target)
-            finally:
+                    read_piece_into(handle, piece, target.element_size(), req.storage_offsets, req.lengths, target,
+                                    batch)
+                    done.append((req, target))
+                    if batch.nbytes >= BATCH_BYTES:
+                        self._finish(batch, done, planner)
+            self._finish(batch, done, planner)
+        finally:
+            for handle in handles.values():
                 handle.close()
+        for file in handles:
             cat.check_unchanged(file)
         fut: Future = Future()
         fut.set_result(None)

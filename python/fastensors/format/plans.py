@@ -56,10 +56,10 @@ def prefetch(ranges: Sequence[Range]) -> Optional[object]:
         if size and not isinstance(file, RangeFile):
             plan.prefetch(file, offset, size)
             budget -= size
-    return _run(plan)
+    return run_plan(plan)
 
 
-def _run(plan) -> Optional[object]:
+def run_plan(plan) -> Optional[object]:
     """Execute ``plan`` and wait; its ``ReadStats``, or None for an empty plan."""
     if not len(plan):
         return None
@@ -78,7 +78,7 @@ def read_into(file, pieces: Sequence[Tuple[int, np.ndarray]]) -> None:
     for offset, arr in pieces:
         if arr.size:
             plan.read(file, offset, arr)
-    _run(plan)
+    run_plan(plan)
 
 
 def read_arrays(ranges: Sequence[Range]) -> List[np.ndarray]:
@@ -99,7 +99,7 @@ def read_arrays(ranges: Sequence[Range]) -> List[np.ndarray]:
     for (file, offset, size), arr in zip(ranges, out):
         if size:
             plan.read(file, offset, arr)
-    _run(plan)
+    run_plan(plan)
     return out
 
 
