@@ -904,6 +904,64 @@ def read_plans(examples: int) -> None:
     run()
 
 
+@family
+def checkpoint_read_into(examples: int) -> None:
+    """Checkpoint.read_into with hostile names, destinations, boxes and
+    dtypes, against numpy slicing (and ml_dtypes casts) of what was written."""
+    tmp = tempfile.mkdtemp()
+    _, tensors = reading_file(tmp)
+    sharded = os.path.join(tmp, "sharded")
+    fnp.save_file(tensors, os.path.join(tmp, "single.safetensors"))
+    fastensors.save_sharded(tensors, sharded, max_shard_size=200)
+    names = sorted(tensors) + ["nope", "", "f32\x00"]
+    outs = [lambda n: np.zeros(n, np.uint8), lambda n: np.zeros(max(n - 1, 0), np.uint8),
+            lambda n: np.zeros(n + 7, np.uint8), lambda n: np.zeros((n + 3) // 4 + 1, np.float32),
+            lambda n: np.zeros(2 * n + 2, np.uint8)[::2], lambda n: np.frombuffer(bytes(n + 1), np.uint8),
+            lambda n: bytearray(n), lambda n: bytes(n), lambda n: memoryview(bytearray(n + 4)),
+            lambda n: None, lambda n: [0] * n, lambda n: np.zeros((2, n), np.uint8)[:, 0]]
+    bounds = st.one_of(st.none(), st.lists(st.sampled_from([0, 1, 2, 3, 5, 6, 7, -1, 2**63, 2**64, 1.5, True, None]),
+                                           max_size=4), st.sampled_from(["ab", 3, b"\x00"]))
+    dtypes = [None, "F32", "F16", "BF16", "I64", "Q4", 5, "f32", "BOOL"]
+
+    def run_one(where, name, mk, start, stop, dtype):
+        with fastensors.open_checkpoint(where, "np") as ckpt:
+            shape = tensors[name].shape if name in tensors else ()
+            need = int(np.prod(shape, dtype=np.int64)) * 8 + 8
+            out = mk(need)
+            wrote = ckpt.read_into(name, out, start=start, stop=stop, dtype=dtype)
+            return name, out, start, stop, dtype, wrote
+
+    def check(result):
+        name, out, start, stop, dtype, wrote = result
+        src = tensors[name]
+        lo = list(start) if start is not None else [0] * src.ndim
+        hi = list(stop) if stop is not None else list(src.shape)
+        want = src[tuple(slice(a, b) for a, b in zip(lo, hi))] if src.ndim else src
+        if dtype is not None:
+            want = want.astype({"F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16}[dtype])
+        raw = np.ascontiguousarray(want).tobytes()
+        assert wrote == len(raw), (wrote, len(raw))
+        got = bytes(memoryview(out).cast("B")[:wrote]) if not isinstance(out, np.ndarray) else \
+            out.reshape(-1).view(np.uint8)[:wrote].tobytes()
+        assert got == raw, "different bytes"
+
+    @prop(examples, st.sampled_from(["single.safetensors", "sharded"]), st.sampled_from(names),
+          st.sampled_from(range(len(outs))), bounds, bounds, st.sampled_from(dtypes))
+    def run(where, name, oi, start, stop, dtype):
+        attempt(f"Checkpoint({where}).read_into({name!r}, out#{oi}, start={start!r}, stop={stop!r}, "
+                f"dtype={dtype!r})", lambda: run_one(os.path.join(tmp, where), name, outs[oi], start, stop, dtype),
+                check=check)
+
+    run()
+    for where in ("single.safetensors", "sharded"):
+        for name, value in tensors.items():
+            for dtype in (None, "F32", "F16", "BF16"):
+                if dtype is not None and value.dtype.kind not in "f" and value.dtype != ml_dtypes.bfloat16:
+                    continue
+                attempt(f"Checkpoint({where}).read_into({name!r}, whole, dtype={dtype!r})",
+                        lambda: run_one(os.path.join(tmp, where), name, outs[0], None, None, dtype), check=check)
+
+
 # -- checkpoints, inspection, renaming ---------------------------------------------------------
 
 class HostileFile:

@@ -92,6 +92,71 @@ def test_sharded_reads_like_reference(sharded, how, backend):
         assert all(same_array(tensors[k], flat[k]) for k in flat)
 
 
+@pytest.mark.parametrize("backend", ["mmap", "pread"])
+def test_read_into_caller_memory(sharded, backend):
+    """read_into: whole tensors, boxes and conversions into caller buffers,
+    against the reference reader's tensors sliced by numpy and cast by
+    ml_dtypes (round to nearest even)."""
+    directory, _, flat = sharded
+    ref = reference_read(directory)
+    with fastensors.open_checkpoint(directory, backend=backend) as ckpt:
+        arena = np.full(sum(v.nbytes for v in flat.values()) + 16, 0xAB, np.uint8)
+        at = 0
+        for name in ckpt.keys():
+            wrote = ckpt.read_into(name, arena[at:])
+            want = flat[name] if name == "b.weight" else ref[name]
+            assert wrote == want.nbytes
+            assert arena[at:at + wrote].tobytes() == np.ascontiguousarray(want).tobytes()
+            at += wrote
+        assert (arena[at:] == 0xAB).all()  # nothing past the bytes reported
+        box = np.zeros((2, 3), np.float32)
+        assert ckpt.read_into("a.weight", box, start=[1, 2], stop=[3, 5]) == 24
+        assert same_array(box, ref["a.weight"][1:3, 2:5])
+        column = np.zeros(3, ml_dtypes.bfloat16)
+        assert ckpt.read_into("b.weight", column, start=[0, 1], stop=[3, 2]) == 6
+        assert same_array(column, flat["b.weight"][:, 1])
+        for to, np_type in (("F32", np.float32), ("F16", np.float16), ("BF16", ml_dtypes.bfloat16)):
+            out = np.zeros(flat["c"].size, np_type)
+            ckpt.read_into("c", out, dtype=to)
+            assert out.tobytes() == flat["c"].astype(np_type).reshape(-1).tobytes()
+            out = np.zeros((2, 5), np_type)
+            ckpt.read_into("a.weight", out, start=[2, 0], stop=[4, 5], dtype=to)
+            assert out.tobytes() == ref["a.weight"][2:4].astype(np_type).tobytes()
+        buf = bytearray(7 * 8)
+        assert ckpt.read_into("ids", buf) == 56 and bytes(buf) == ref["ids"].tobytes()
+        with pytest.raises(fastensors.SizeMismatch, match="needs 80"):
+            ckpt.read_into("a.weight", np.zeros(19, np.float32))
+        with pytest.raises(fastensors.InvalidArgument, match="does not fit axis 1"):
+            ckpt.read_into("a.weight", box, start=[0, 4], stop=[2, 6])
+        with pytest.raises(fastensors.InvalidArgument, match="3 start and 2 stop indices"):
+            ckpt.read_into("a.weight", box, start=[0, 0, 0])
+        with pytest.raises(fastensors.InvalidArgument, match="writable"):
+            ckpt.read_into("ids", bytes(56))
+        with pytest.raises(fastensors.InvalidArgument, match="C-contiguous"):
+            ckpt.read_into("ids", np.zeros(16, np.int64)[::2])
+        with pytest.raises(fastensors.TensorNotFound):
+            ckpt.read_into("zz", buf)
+        with pytest.raises(fastensors.SafetensorError):
+            ckpt.read_into("ids", buf, dtype="Q4")
+
+
+def test_read_into_torch_tensors(sharded):
+    torch = pytest.importorskip("torch")
+    directory, _, flat = sharded
+    with fastensors.open_checkpoint(directory, "pt") as ckpt:
+        dst = torch.nn.Parameter(torch.zeros(4, 5))  # a model's parameter, filled in place
+        ckpt.read_into("a.weight", dst)
+        assert torch.equal(dst.detach(), torch.from_numpy(flat["a.weight"]))
+        half = torch.zeros(3, 3, dtype=torch.bfloat16)
+        ckpt.read_into("b.weight", half)
+        assert torch.equal(half.view(torch.int16), torch.from_numpy(flat["b.weight"].view(np.int16)))
+        wide = torch.zeros(3, 3)
+        ckpt.read_into("b.weight", wide, dtype="F32")
+        assert torch.equal(wide, torch.from_numpy(flat["b.weight"].astype(np.float32)))
+        with pytest.raises(fastensors.InvalidArgument, match="contiguous"):
+            ckpt.read_into("a.weight", torch.zeros(5, 4).t())
+
+
 def test_single_file_and_directory_with_one_file(tmp_path):
     arrays = {"x": sample_array(np.float32, (3,)), "y": sample_array(np.uint8, (2, 2))}
     ref_np.save_file(arrays, tmp_path / "weights.safetensors", metadata={"k": "v"})

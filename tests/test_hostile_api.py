@@ -33,7 +33,8 @@ BATCHES = {
     "quantization": [("regressions", 1), ("quantized_tensor", 150), ("quantized_mutated", 150), ("quantize_args", 120),
                      ("quality_args", 60)],
     "conversion": [("convert_out", 150), ("convert_file_args", 60)],
-    "reading": [("get_slice_indices", 200), ("safe_open_args", 100), ("read_plans", 80)],
+    "reading": [("get_slice_indices", 200), ("safe_open_args", 100), ("read_plans", 80),
+                ("checkpoint_read_into", 150)],
     "writing": [("serialize_specs", 120), ("numpy_save", 80), ("save_sharded_args", 80)],
     "tools": [("checkpoint_paths", 55), ("remap_args", 60), ("model_tools", 40)],
     "distributed": [("distributed_args", 80)],
@@ -49,7 +50,8 @@ FEW_CASES = {"framework_adapters": 6, "paddle_adapter": 2}
 # Families whose successes have oracles that must have run at least once.
 MUST_SUCCEED = {"quantized_tensor", "quantized_mutated", "quantize_args", "quality_args", "convert_out",
                 "get_slice_indices", "serialize_specs", "numpy_save", "save_sharded_args", "model_tools",
-                "distributed_args", "read_plans", "file_objects_and_urls", "gguf_args"}
+                "distributed_args", "read_plans", "file_objects_and_urls", "gguf_args",
+                "checkpoint_read_into"}
 
 
 def run_worker(argv, timeout):

@@ -52,6 +52,8 @@ def test_sharded_checkpoint_from_index_and_folder(served):
             assert set(got) == set(STATE)
             assert all(got[k].tobytes() == STATE[k].tobytes() for k in STATE)
             assert ckpt.get_tensor("embed").tobytes() == STATE["embed"].tobytes()
+            with pytest.raises(fastensors.InvalidArgument, match="local checkpoints"):
+                ckpt.read_into("embed", np.zeros(STATE["embed"].nbytes, np.uint8))
     local.close()
     with fastensors.open_checkpoint(f"{server.url}/single") as ckpt:
         assert not ckpt.is_sharded and ckpt.get_tensor("embed").tobytes() == STATE["embed"].tobytes()

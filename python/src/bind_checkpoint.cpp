@@ -2,10 +2,13 @@
 // Checkpoint that parses the index and checks each shard against it
 // (fastensors/checkpoint.hpp). The Python Checkpoint (checkpoint/reader.py)
 // wraps the shards it hands out in safe_open handles.
+#include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
+#include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "bind_common.h"
@@ -92,6 +95,27 @@ void init_checkpoint(nb::module_& m) {
           }, "file_index"_a,
           "Shard `file_index` of `files` as a File, opened and checked against the index on first use "
           "(ShardNotFound, UnlistedTensor, TensorMissingFromShard, TensorInMultipleShards).")
+      .def("read_into", [](const PyCheckpoint& s, const std::string& name, OutBytes out,
+                           const std::optional<std::vector<std::uint64_t>>& start,
+                           const std::optional<std::vector<std::uint64_t>>& stop, const std::optional<std::string>& to) {
+            std::optional<fst::Dtype> target;
+            if (to) target = dtype_or_throw(*to, name);
+            void* dst = out.data();
+            const std::size_t size = out.shape(0);
+            nb::gil_scoped_release release;
+            const fst::TensorInfo& t = s.ckpt->info(name);
+            fst::Box box = fst::whole_box(t);
+            if (start) box.start = *start;
+            if (stop) box.stop = *stop;
+            const std::uint64_t need = fst::box_bytes(t, box, target);
+            s.ckpt->read_box(name, box, need ? dst : nullptr, size, target);
+            return need;
+          }, "name"_a, nb::arg("out").noconvert(), "start"_a.none() = nb::none(), "stop"_a.none() = nb::none(),
+          "to"_a.none() = nb::none(),
+          "Read the box [start, stop) of tensor `name` (the whole tensor by default) into the bytes `out`, "
+          "converted to dtype `to` when given, through the read engine; returns the bytes written. "
+          "TensorNotFound, InvalidArgument (a box outside the tensor), SizeMismatch (`out` too small), "
+          "UnsupportedConversion, Io, FileChanged.")
       .def("verify", [](const PyCheckpoint& s) {
             nb::gil_scoped_release release;
             s.ckpt->verify();

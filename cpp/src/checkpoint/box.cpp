@@ -94,9 +94,11 @@ Box row_box(const TensorInfo& tensor, std::uint64_t begin, std::uint64_t end) {
 std::uint64_t box_bytes(const TensorInfo& t, const Box& box, std::optional<Dtype> to) {
   const std::size_t n = t.shape.size();
   if (box.start.size() != n || box.stop.size() != n) {
-    throw Error(ErrorCode::InvalidArgument,
-                "a box of " + std::to_string(std::min(box.start.size(), box.stop.size())) + " axes for a tensor of " +
-                    std::to_string(n),
+    const std::string axes = box.start.size() == box.stop.size()
+                                 ? std::to_string(box.start.size()) + " axes"
+                                 : std::to_string(box.start.size()) + " start and " + std::to_string(box.stop.size()) +
+                                       " stop indices";
+    throw Error(ErrorCode::InvalidArgument, "a box of " + axes + " for a tensor of " + std::to_string(n) + " axes",
                 {}, t.name);
   }
   for (std::size_t i = 0; i < n; ++i) {

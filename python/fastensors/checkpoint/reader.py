@@ -23,13 +23,14 @@ import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, NamedTuple, Optional, Tuple
+from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .. import _core
 from ..errors import (
     CheckpointNotFound,
+    InvalidArgument,
     SafetensorError,
     ShardNotFound,
     TensorInMultipleShards,
@@ -421,6 +422,44 @@ class Checkpoint:
             self._read_ahead().touch(stored)
         return handle.get_tensor(stored, **kwargs)
 
+    def read_into(self, name: str, out, *, start: Optional[Sequence[int]] = None,
+                  stop: Optional[Sequence[int]] = None, dtype: Optional[str] = None) -> int:
+        """Read a tensor, or the box ``[start, stop)`` of it, into caller
+        memory: the C++ ``Checkpoint::read_box`` path, so only the box's
+        bytes are read, by the parallel read engine, straight into ``out``.
+
+        Args:
+            name: the tensor.
+            out: writable, C-contiguous memory of at least the bytes read: a
+                numpy array, a CPU ``torch.Tensor`` or any writable buffer
+                (``bytearray``, ``memoryview``, ``mmap``).
+            start, stop: one index per axis (``0 <= start <= stop <=
+                shape``); default the whole tensor. Elements come out
+                row-major, back to back.
+            dtype: ``"F32"``, ``"F16"`` or ``"BF16"`` to convert on the way
+                (the conversions of ``fastensors.convert``); default the
+                stored dtype.
+
+        Returns:
+            The number of bytes written at the start of ``out``.
+
+        Raises:
+            TensorNotFound, InvalidArgument (a box outside the tensor, a
+            sub-byte box that does not end on a byte, memory that is not
+            writable or contiguous, a remote checkpoint), SizeMismatch
+            (``out`` too small), UnsupportedConversion, Io, FileChanged.
+        """
+        if self._core is None:
+            raise InvalidArgument("read_into reads local checkpoints; this one is remote (use get_tensor)")
+        stored = self.stored_name(name)
+        self._handle_for(stored)  # the shard opened and checked against the index, errors as get_tensor's
+        dst = _out_bytes(out)
+        box = [None if v is None else [_index(i, what) for i in _seq(v, what)] for v, what in ((start, "start"),
+                                                                                           (stop, "stop"))]
+        if dtype is not None and not isinstance(dtype, str):
+            raise InvalidArgument(f"dtype must be a dtype name such as 'F32', not {type(dtype).__name__}")
+        return self._core.read_into(stored, dst, box[0], box[1], dtype)
+
     def get_slice(self, name: str, **kwargs):
         stored = self.stored_name(name)
         return self._handle_for(stored).get_slice(stored, **kwargs)
@@ -542,6 +581,41 @@ class Checkpoint:
         kind = f"{len(self.files)} shards" if self.is_sharded else "1 file"
         selected = "" if self._select is None else f", {len(self.weight_map)} selected"
         return f"<fastensors.Checkpoint {self.path!r} ({kind}, {len(self._stored_map)} tensors{selected})>"
+
+
+def _seq(value, what: str) -> list:
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise InvalidArgument(f"{what} must be a sequence of ints, one per axis, not {type(value).__name__}")
+    return list(value)
+
+
+def _index(value, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise InvalidArgument(f"{what} must hold ints, not {type(value).__name__}")
+    if not 0 <= int(value) < 1 << 63:
+        raise InvalidArgument(f"{what} must hold non-negative ints below 2**63, not {int(value)}")
+    return int(value)
+
+
+def _out_bytes(out) -> np.ndarray:
+    """``out`` as a writable 1-D uint8 view of the same memory."""
+    if type(out).__module__.split(".")[0] == "torch":
+        import torch
+
+        if not isinstance(out, torch.Tensor) or out.device.type != "cpu" or not out.is_contiguous():
+            raise InvalidArgument("out must be a contiguous CPU tensor")
+        out = out.detach().reshape(-1).view(torch.uint8).numpy()
+    if isinstance(out, np.ndarray):
+        if not out.flags.c_contiguous or not out.flags.writeable:
+            raise InvalidArgument("out must be a writable, C-contiguous array")
+        return out.reshape(-1).view(np.uint8)
+    try:
+        view = memoryview(out)
+    except TypeError:
+        raise InvalidArgument(f"out must be an array or a writable buffer, not {type(out).__name__}") from None
+    if view.readonly or not view.c_contiguous:
+        raise InvalidArgument("out must be writable, C-contiguous memory")
+    return np.frombuffer(view.cast("B"), np.uint8)
 
 
 def _fs_bytes(path) -> bytes:
