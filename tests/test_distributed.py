@@ -294,6 +294,80 @@ def test_read_ranges_gathers_column_pieces_like_numpy(tmp_path, dtype):
         src.close()
 
 
+def test_one_batch_reads_pieces_of_several_files_like_numpy(tmp_path):
+    from fastensors.distributed.io import ReadBatch, Source, bytes_requested
+
+    rng = np.random.default_rng(1)
+    arrays = {f"f{i}": {"a": rng.integers(0, 250, (64, 48)).astype(np.uint16),
+                        "b": rng.integers(0, 250, (9, 7, 5)).astype(np.uint8)} for i in range(3)}
+    sources = {}
+    for fname, tensors in arrays.items():
+        path = str(tmp_path / f"{fname}.safetensors")
+        fastensors.numpy.save_file(tensors, path)
+        sources[fname] = Source(path)
+    boxes = [("a", [0, 0], [64, 48]), ("a", [0, 8], [64, 16]), ("a", [10, 0], [20, 48]), ("a", [3, 47], [61, 1]),
+             ("b", [1, 2, 0], [7, 3, 5]), ("b", [0, 0, 4], [9, 7, 1])]
+    batch, want, called = ReadBatch(), [], []
+    try:
+        for fname, source in sources.items():
+            for name, off, size in boxes:
+                arr = arrays[fname][name]
+                starts, length = byte_runs(arr.shape, arr.itemsize, off, size)
+                dst = np.full(int(np.prod(size)) * arr.itemsize, 7, np.uint8)
+                batch.add(source, name, starts, length, dst, then=lambda k=len(want): called.append(k))
+                box = arr[tuple(slice(o, o + n) for o, n in zip(off, size))]
+                want.append((dst, np.ascontiguousarray(box).view(np.uint8).reshape(-1)))
+        nbytes = batch.nbytes
+        before = bytes_requested()
+        batch.run()
+        assert bytes_requested() - before == nbytes == sum(w.nbytes for _, w in want)
+        assert called == list(range(len(want)))
+        for dst, expected in want:
+            assert dst.tobytes() == expected.tobytes()
+        batch.run()  # nothing left: a no-op
+        with pytest.raises(ValueError, match="outside tensor"):
+            batch.add(sources["f0"], "b", np.array([0, 400], np.int64), 8, np.empty(16, np.uint8))
+        with pytest.raises(ValueError, match="do not fill"):
+            batch.add(sources["f0"], "b", np.array([0], np.int64), 8, np.empty(9, np.uint8))
+    finally:
+        for source in sources.values():
+            source.close()
+
+
+def test_write_runs_places_every_run(tmp_path):
+    from fastensors.distributed.io import write_runs
+
+    path = str(tmp_path / "out.bin")
+    with open(path, "wb") as f:
+        f.truncate(4096)
+    src = np.arange(240, dtype=np.uint8)
+    fd_ = os.open(path, os.O_WRONLY)
+    try:
+        starts = np.array([0, 100, 7, 1000, 2000, 4066], np.int64)
+        assert write_runs(fd_, path, 10, starts, 40, src) == 240
+        assert write_runs(fd_, path, 3000, np.arange(4, dtype=np.int64) * 5, 5, src[:20]) == 20  # adjacent: one write
+        with pytest.raises(fastensors.InvalidArgument, match="do not fill"):
+            write_runs(fd_, path, 0, starts, 41, src)
+        with pytest.raises(fastensors.InvalidArgument, match="outside a file"):
+            write_runs(fd_, path, 0, np.array([-1], np.int64), 240, src)
+        with pytest.raises(fastensors.InvalidArgument, match="outside a file"):
+            write_runs(fd_, path, 2**63, np.array([0], np.int64), 240, src)
+        with pytest.raises(fastensors.InvalidArgument, match="outside a file"):
+            write_runs(fd_, path, 2**62 - 100, np.array([0], np.int64), 240, src)
+    finally:
+        os.close(fd_)
+    data = np.fromfile(path, np.uint8)
+    want = np.zeros(4116, np.uint8)
+    for i, s in enumerate(starts):
+        want[10 + s:10 + s + 40] = src[i * 40:(i + 1) * 40]
+    want[3000:3020] = src[:20]
+    assert data.tobytes() == want.tobytes()
+    with pytest.raises(fastensors.SafetensorIOError, match="Bad file descriptor"):
+        write_runs(fd_, path, 0, starts[:1], 40, src[:40])  # closed by now
+    with pytest.raises(fastensors.InvalidArgument, match="file descriptor"):
+        write_runs(-1, path, 0, starts[:1], 40, src[:40])
+
+
 def test_a_file_truncated_under_a_gather_raises_file_changed(tmp_path):
     """In a subprocess: without the core's guard the strided copy would die of SIGBUS."""
     code = f"""

@@ -8,7 +8,6 @@ that each rank reads only the bytes its chunks need."""
 
 from __future__ import annotations
 
-import os
 import threading
 from typing import Callable, Optional
 
@@ -101,10 +100,11 @@ class ReadBatch:
         reads, gathers, after, nbytes = self._reads, self._gathers, self._after, self.nbytes
         self._reads, self._gathers, self._after, self.nbytes = [], [], [], 0
         plan = _core.ReadPlan()
-        # The gathers' spans first: the calling thread copies each as soon
-        # as it is resident while the workers read the rest.
-        entries = [plan.prefetch(mapped, base + first, (n - 1) * step + length)
-                   for mapped, _, base, first, step, n, length, _ in gathers]
+        # The gathers' spans first (overlapping ones merged: two pieces of
+        # one stored tensor), so the calling thread copies each as soon as
+        # it is resident while the workers read the rest.
+        entries = _prefetch_spans(plan, [(g[0], g[2] + g[3], g[2] + g[3] + (g[5] - 1) * g[4] + g[6])
+                                         for g in gathers])
         for file, offset, dst in reads:
             plan.read(file, offset, dst)
         if len(plan):
@@ -120,6 +120,28 @@ class ReadBatch:
             _requested[0] += nbytes
         for fn in after:
             fn()
+
+
+def _prefetch_spans(plan, spans) -> list:
+    """Prefetch entries in ``plan`` covering ``spans`` ((mapped file, begin,
+    end)), overlapping spans of one file merged into one entry; returns the
+    entry covering each span, in order."""
+    order = sorted(range(len(spans)), key=lambda i: (id(spans[i][0]), spans[i][1]))
+    covering = [0] * len(spans)
+    group: list = []
+    end = 0
+    for i in order + [None]:
+        mapped, begin, stop = spans[i] if i is not None else (None, 0, 0)
+        if group and (i is None or mapped is not spans[group[0]][0] or begin >= end):
+            first = spans[group[0]]
+            entry = plan.prefetch(first[0], first[1], end - first[1])
+            for j in group:
+                covering[j] = entry
+            group = []
+        if i is not None:
+            end = max(end, stop) if group else stop
+            group.append(i)
+    return covering
 
 
 def _gather(mapped, name: str, first: int, step: int, n: int, length: int, dst: np.ndarray) -> None:
@@ -146,18 +168,12 @@ def _read_ranges(source: Source, name: str, starts: np.ndarray, length: int, dst
 
 def write_runs(fd: int, path: str, base: int, starts: np.ndarray, length: int, src: np.ndarray) -> int:
     """Write ``src`` (contiguous uint8, the runs back to back) at file offsets
-    ``base + starts[i]``; returns the bytes written."""
-    view = memoryview(src)
-    written = 0
+    ``base + starts[i]``; returns the bytes written. Adjacent runs are one
+    write; the rest are positioned writes by the core, the GIL released."""
+    starts = np.ascontiguousarray(starts, np.int64)
+    if len(starts) > 1 and length and (np.diff(starts) == length).all():
+        starts, length = starts[:1], length * len(starts)  # one contiguous range
     try:
-        for i, s in enumerate(starts):
-            piece = view[i * length:(i + 1) * length]
-            at = base + int(s)
-            while len(piece):
-                n = os.pwrite(fd, piece, at)
-                if n <= 0:
-                    raise OSError(f"pwrite wrote {n} bytes")
-                piece, at, written = piece[n:], at + n, written + n
+        return _core.write_runs(fd, base, starts, length, src)
     except OSError as e:
         raise with_context(SafetensorIOError, f"writing {path!r} failed: {e}", path=path) from e
-    return written
