@@ -177,6 +177,52 @@ def test_one_process_save_is_save_sharded_byte_for_byte(tmp_path):
         assert torch.equal(dest[k].reshape(-1).view(torch.uint8), sd[k].reshape(-1).view(torch.uint8))
 
 
+@pytest.mark.parametrize("durable", [True, False])
+def test_every_file_is_flushed_after_its_last_write(tmp_path, monkeypatch, durable):
+    """durable=True: each data file is fsynced after every byte of it is
+    written (by the coordinator, for the ranks on its kernel); False: none."""
+    _quiet()
+    events = []
+    real_fsync, real_write_runs = os.fsync, fd.writer.write_runs
+
+    def fsync(fd_):
+        events.append(("fsync", os.path.basename(os.readlink(f"/proc/self/fd/{fd_}"))))
+        return real_fsync(fd_)
+
+    def write_runs(fd_, path, *args):
+        events.append(("write", os.path.basename(path)))
+        return real_write_runs(fd_, path, *args)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(fd.writer, "write_runs", write_runs)
+    sd = _worker_module().full_state_dict()
+    fd.save(sd, tmp_path / "c", max_shard_size=1500, durable=durable)
+    written = {name for kind, name in events if kind == "write"}
+    assert len(written) > 1
+    for name in written:
+        last_write = max(i for i, e in enumerate(events) if e == ("write", name))
+        flushed = [i for i, e in enumerate(events) if e == ("fsync", name)]
+        assert (max(flushed, default=-1) > last_write) == durable, (name, events)
+
+
+def test_ranks_on_other_kernels_flush_their_own_writes(tmp_path):
+    from torch.distributed.checkpoint.planner import SavePlan
+
+    writer = fd.StorageWriter(tmp_path / "c")
+    here = fd.writer._node()
+    plans = [SavePlan([], storage_data=fd.writer._LocalPlan([], node)) for node in (here, "boot:elsewhere", here)]
+    try:
+        out = writer.prepare_global_plan(plans)
+        assert [p.storage_data.durable for p in out] == [False, True, False]
+    finally:
+        writer.reset()
+    writer = fd.StorageWriter(tmp_path / "d", durable=False)
+    try:
+        assert not any(p.storage_data.durable for p in writer.prepare_global_plan(plans))
+    finally:
+        writer.reset()
+
+
 def test_save_replaces_the_previous_checkpoint_atomically(tmp_path):
     _quiet()
     fd.save({"a": torch.ones(4), "b": torch.zeros(300)}, tmp_path / "c", max_shard_size=100)

@@ -57,10 +57,9 @@ class ReadBatch:
     Contiguous runs are positioned reads straight into their destination
     (adjacent runs joined, large ones split), done by the engine's workers.
     Evenly spaced short runs (a column piece of a matrix: one run per row)
-    have their span made resident in the file's mapping by the same plan and
-    are gathered by one strided copy each on the calling thread, while the
-    workers go on with the rest: a pread per row would cost more than the
-    bytes it moves."""
+    are gathered from the file's mapping by one strided copy each, on the
+    calling thread while the workers read: a pread per row would cost more
+    than the bytes it moves."""
 
     def __init__(self) -> None:
         self._reads: list = []
@@ -100,48 +99,24 @@ class ReadBatch:
         reads, gathers, after, nbytes = self._reads, self._gathers, self._after, self.nbytes
         self._reads, self._gathers, self._after, self.nbytes = [], [], [], 0
         plan = _core.ReadPlan()
-        # The gathers' spans first (overlapping ones merged: two pieces of
-        # one stored tensor), so the calling thread copies each as soon as
-        # it is resident while the workers read the rest.
-        entries = _prefetch_spans(plan, [(g[0], g[2] + g[3], g[2] + g[3] + (g[5] - 1) * g[4] + g[6])
-                                         for g in gathers])
         for file, offset, dst in reads:
             plan.read(file, offset, dst)
-        if len(plan):
-            job = _core.ReadJob(plan)
-            try:
-                for entry, (mapped, name, _, first, step, n, length, dst) in zip(entries, gathers):
-                    job.wait_entry(entry)
-                    _gather(mapped, name, first, step, n, length, dst)
+        # The workers read the contiguous runs while this thread gathers:
+        # from the mapping, faulting pages in as it goes (populating the
+        # spans first would hold them in this process's memory meanwhile).
+        job = _core.ReadJob(plan) if len(plan) else None
+        try:
+            for mapped, name, _, first, step, n, length, dst in gathers:
+                _gather(mapped, name, first, step, n, length, dst)
+            if job is not None:
                 job.wait()
-            finally:
+        finally:
+            if job is not None:
                 job.close()
         with _lock:
             _requested[0] += nbytes
         for fn in after:
             fn()
-
-
-def _prefetch_spans(plan, spans) -> list:
-    """Prefetch entries in ``plan`` covering ``spans`` ((mapped file, begin,
-    end)), overlapping spans of one file merged into one entry; returns the
-    entry covering each span, in order."""
-    order = sorted(range(len(spans)), key=lambda i: (id(spans[i][0]), spans[i][1]))
-    covering = [0] * len(spans)
-    group: list = []
-    end = 0
-    for i in order + [None]:
-        mapped, begin, stop = spans[i] if i is not None else (None, 0, 0)
-        if group and (i is None or mapped is not spans[group[0]][0] or begin >= end):
-            first = spans[group[0]]
-            entry = plan.prefetch(first[0], first[1], end - first[1])
-            for j in group:
-                covering[j] = entry
-            group = []
-        if i is not None:
-            end = max(end, stop) if group else stop
-            group.append(i)
-    return covering
 
 
 def _gather(mapped, name: str, first: int, step: int, n: int, length: int, dst: np.ndarray) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 import weakref
 from typing import Dict, List, Optional, Tuple
 
@@ -65,7 +66,25 @@ class _RankPlan:
 
     staging: str
     placed: Dict[str, _Placed]
-    durable: bool
+    durable: bool  # fsync what this rank wrote (it runs on another kernel than the coordinator)
+
+
+@dataclasses.dataclass(frozen=True)
+class _LocalPlan:
+    """What each rank tells the coordinator with its local plan."""
+
+    order: List[str]  # the state dict's key order
+    node: str  # the rank's kernel (_node)
+
+
+def _node() -> str:
+    """This kernel's identity: ranks that share it share the page cache, so
+    one fsync by the coordinator makes their writes durable too."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return "boot:" + f.read().strip()
+    except OSError:
+        return "host:" + socket.gethostname()
 
 
 def _abort_quietly(fs: FileSet) -> None:
@@ -135,13 +154,19 @@ class StorageWriter(_TorchStorageWriter):
         # The state dict's key order (the split follows it), before DCP
         # moves replicated items between ranks.
         order = list(dict.fromkeys(item.index.fqn for item in plan.items))
-        return dataclasses.replace(plan, storage_data=order)
+        return dataclasses.replace(plan, storage_data=_LocalPlan(order, _node()))
 
     def prepare_global_plan(self, plans: List[SavePlan]) -> List[SavePlan]:
         self._drop_staging()
         placed = self._plan_files(plans)
-        shared = _RankPlan(self._fs.staging, placed, self.durable)
-        return [dataclasses.replace(p, storage_data=shared) for p in plans]
+        # The coordinator fsyncs every file before the commit (finish): the
+        # writes of ranks on its own kernel are in the page cache it flushes,
+        # and a rank's own fsync of its interleaved runs (a column piece: one
+        # per row) would flush them scattered. Ranks elsewhere flush their own.
+        here = _node()
+        return [dataclasses.replace(p, storage_data=_RankPlan(
+            self._fs.staging, placed, self.durable and getattr(p.storage_data, "node", None) != here))
+            for p in plans]
 
     def write_data(self, plan: SavePlan, planner: SavePlanner) -> "Future[List[WriteResult]]":
         rp: _RankPlan = plan.storage_data
@@ -184,7 +209,7 @@ class StorageWriter(_TorchStorageWriter):
                                         f" {self.path!r}")
             if self.durable:
                 for fname in plan.filename_to_tensors:
-                    fsync_file(fs.path(fname))  # the header, written here
+                    fsync_file(fs.path(fname))  # the header, and the data of the ranks on this kernel
             stage_index(fs, plan, filename_pattern=self.filename_pattern, metadata=self.metadata,
                         total_parameters=self._total_parameters)
             fs.commit()
@@ -201,7 +226,7 @@ class StorageWriter(_TorchStorageWriter):
     def _plan_files(self, plans: List[SavePlan]) -> Dict[str, _Placed]:
         order: List[str] = []
         for p in plans:
-            order.extend(p.storage_data or [])
+            order.extend(p.storage_data.order if isinstance(p.storage_data, _LocalPlan) else [])
         order = list(dict.fromkeys(order))
         pieces: Dict[str, list] = {}
         for p in plans:
