@@ -391,6 +391,28 @@ def test_a_file_cut_before_the_load_is_file_changed(model, backend):
         assert e.value.path == str(path)
 
 
+@pytest.mark.parametrize("request_bytes", [0, 1000, 300_000, 4096 * 3])
+def test_requests_of_any_size_split_on_pages(model, request_bytes):
+    """Requests are split at page boundaries whatever request_bytes asks, so
+    populate calls stay valid: a file cut short is the engine's own
+    FileChanged naming the offset (not the consumer's fault guard)."""
+    path, tensors = model
+    f = fastensors._core.File(str(path), "mmap")
+    try:
+        plan = fastensors._core.ReadPlan()
+        for _, _, _, begin, end in f.infos():
+            plan.prefetch(f, f.data_start + begin, end - begin)
+        os.truncate(path, os.path.getsize(path) // 2)
+        job = fastensors._core.ReadJob(plan, request_bytes=request_bytes)
+        try:
+            with pytest.raises(fastensors.FileChanged, match="offset"):
+                job.wait()
+        finally:
+            job.close()
+    finally:
+        f.close()
+
+
 SHIM_WORKER = textwrap.dedent("""
     import json, sys
     import numpy as np

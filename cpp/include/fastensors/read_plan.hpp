@@ -25,8 +25,9 @@ struct ReadOptions {
   // environment, else 8 (enough requests to keep an NVMe queue busy while
   // few enough to be cheap on a small machine).
   unsigned threads = 0;
-  // Larger ranges are split into requests of this many bytes (0: 8 MiB), so
-  // one large tensor is read by every worker at once.
+  // Larger ranges are split into requests of this many bytes, so one large
+  // tensor is read by every worker at once. 0: the plan's bytes divided
+  // among the workers, between 512 KiB and 8 MiB.
   std::uint64_t request_bytes = 0;
   // How far the job may run ahead of its consumer, in bytes (0: no bound):
   // a request starts only while the bytes of the requests started, less

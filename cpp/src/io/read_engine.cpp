@@ -40,6 +40,7 @@ namespace fastensors {
 namespace {
 
 constexpr std::uint64_t kDefaultRequest = 8ull << 20;
+constexpr std::uint64_t kMinRequest = 512ull << 10;
 constexpr unsigned kDefaultThreads = 8;
 constexpr unsigned kMaxThreads = 256;
 // Prefetches closer than this are one request: reading the gap costs less
@@ -221,8 +222,16 @@ void ReadJob::State::validate() const {
 }
 
 void ReadJob::State::build() {
-  const std::uint64_t limit = options.request_bytes != 0 ? options.request_bytes : kDefaultRequest;
+  std::uint64_t limit = options.request_bytes;
+  if (limit == 0) {
+    // Enough requests for every worker: a plan of one 8 MiB tensor (a
+    // tensor-by-tensor loader) is read by all of them, not by one.
+    std::uint64_t total = 0;
+    for (const auto& e : plan) total += e.size;
+    limit = std::clamp<std::uint64_t>(total / thread_count(options.threads), kMinRequest, kDefaultRequest);
+  }
   const std::uint64_t page = page_size();
+  limit = std::max(page, limit - limit % page);  // split points stay page aligned, as populate calls need
   entries.assign(plan.size(), EntryState{});
   constexpr std::size_t kNone = static_cast<std::size_t>(-1);
   std::size_t open = kNone;  // the request the next entry may join (an index: requests grows)
