@@ -10,6 +10,10 @@ fresh process, by:
 - ``cpp``: ``bench/embed/load_cpp.cpp`` (``Checkpoint::open``, ``read``);
 - ``python_into``: ``fastensors.open_checkpoint`` + ``read_into`` of every
   tensor into one preallocated buffer (the C++ read path, from Python);
+  numpy backs a large array with transparent huge pages, and a cold read
+  into those ran slower here, so ``python_into_4k`` is the same with
+  ``NUMPY_MADVISE_HUGEPAGE=0`` (4 KiB pages, like the C and C++ loaders'
+  buffers);
 - ``python``: ``fastensors.open_checkpoint`` + ``get_tensor`` of every
   tensor (a zero-copy view of the mapping) copied into one preallocated
   buffer (``np.copyto``);
@@ -46,7 +50,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
-PEERS = ("c", "cpp", "python_into", "python", "reference", "device")
+PEERS = ("c", "cpp", "python_into", "python_into_4k", "python", "reference", "device")
 
 PY_FASTENSORS = textwrap.dedent("""
     import json, sys, time, numpy as np, fastensors
@@ -185,10 +189,13 @@ def drop_cache(path: str, files: List[str]) -> float:
 
 def run_peer(peer: str, exe: Dict[str, str], path: str, arena: int, files: List[str]) -> dict:
     env = dict(os.environ, LOAD_ARENA_BYTES=str(arena))
+    if peer == "python_into_4k":
+        env["NUMPY_MADVISE_HUGEPAGE"] = "0"
     if peer in ("c", "cpp"):
         cmd = [exe[peer], path, "mmap"]
     else:
-        script = {"python": PY_FASTENSORS, "python_into": PY_INTO, "reference": PY_REFERENCE, "device": PY_DEVICE}[peer]
+        script = {"python": PY_FASTENSORS, "python_into": PY_INTO, "python_into_4k": PY_INTO,
+                  "reference": PY_REFERENCE, "device": PY_DEVICE}[peer]
         cmd = [sys.executable, "-c", script, path, str(arena)] + (files if peer == "device" else [])
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     if out.returncode != 0:
