@@ -138,6 +138,12 @@ def test_read_into_caller_memory(sharded, backend):
             ckpt.read_into("zz", buf)
         with pytest.raises(fastensors.SafetensorError):
             ckpt.read_into("ids", buf, dtype="Q4")
+        with pytest.raises(fastensors.InvalidArgument, match="out holds F32 elements, the read of 'b.weight' gives BF16"):
+            ckpt.read_into("b.weight", np.zeros(9, np.float32))  # would have been half filled with BF16 bytes
+        with pytest.raises(fastensors.InvalidArgument, match="gives F16"):
+            ckpt.read_into("b.weight", np.zeros(9, np.float32), dtype="F16")
+        raw = np.zeros(18, np.uint8)  # bytes take any dtype
+        assert ckpt.read_into("b.weight", raw) == 18 and raw.tobytes() == flat["b.weight"].tobytes()
 
 
 def test_read_into_torch_tensors(sharded):
@@ -155,6 +161,8 @@ def test_read_into_torch_tensors(sharded):
         assert torch.equal(wide, torch.from_numpy(flat["b.weight"].astype(np.float32)))
         with pytest.raises(fastensors.InvalidArgument, match="contiguous"):
             ckpt.read_into("a.weight", torch.zeros(5, 4).t())
+        with pytest.raises(fastensors.InvalidArgument, match="gives BF16"):
+            ckpt.read_into("b.weight", torch.zeros(3, 3))
 
 
 def test_single_file_and_directory_with_one_file(tmp_path):

@@ -39,6 +39,7 @@ from ..errors import (
     UnlistedTensor,
     with_context as _error,
 )
+from ..format.dtypes import code_from_numpy, code_from_spec_name
 from ..format.plans import ReadAhead, prefetch as _prefetch, read_arrays
 from ..format.reader import TensorInfo, safe_open
 from ..remap import KeySelection
@@ -431,8 +432,9 @@ class Checkpoint:
         Args:
             name: the tensor.
             out: writable, C-contiguous memory of at least the bytes read: a
-                numpy array, a CPU ``torch.Tensor`` or any writable buffer
-                (``bytearray``, ``memoryview``, ``mmap``).
+                numpy array or CPU ``torch.Tensor`` of the dtype read (of
+                uint8 for raw bytes), or any writable buffer (``bytearray``,
+                ``memoryview``, ``mmap``).
             start, stop: one index per axis (``0 <= start <= stop <=
                 shape``); default the whole tensor. Elements come out
                 row-major, back to back.
@@ -446,18 +448,25 @@ class Checkpoint:
         Raises:
             TensorNotFound, InvalidArgument (a box outside the tensor, a
             sub-byte box that does not end on a byte, memory that is not
-            writable or contiguous, a remote checkpoint), SizeMismatch
+            writable or contiguous, an ``out`` array or tensor whose dtype
+            is not the one read (uint8 takes any bytes), a remote
+            checkpoint), UnknownDtype, SizeMismatch
             (``out`` too small), UnsupportedConversion, Io, FileChanged.
         """
         if self._core is None:
             raise InvalidArgument("read_into reads local checkpoints; this one is remote (use get_tensor)")
         stored = self.stored_name(name)
-        self._handle_for(stored)  # the shard opened and checked against the index, errors as get_tensor's
-        dst = _out_bytes(out)
+        handle = self._handle_for(stored)  # the shard opened and checked against the index, errors as get_tensor's
+        dst, elements = _out_bytes(out)
         box = [None if v is None else [_index(i, what) for i in _seq(v, what)] for v, what in ((start, "start"),
                                                                                            (stop, "stop"))]
         if dtype is not None and not isinstance(dtype, str):
             raise InvalidArgument(f"dtype must be a dtype name such as 'F32', not {type(dtype).__name__}")
+        produced = dtype if dtype is not None else handle.tensor_info(stored).dtype
+        if elements is not None and elements != produced:
+            raise InvalidArgument(f"out holds {elements} elements, the read of {name!r} gives {produced}"
+                                  + (" (pass dtype= to convert, or a uint8 view for raw bytes)" if dtype is None
+                                     else ""))
         return self._core.read_into(stored, dst, box[0], box[1], dtype)
 
     def get_slice(self, name: str, **kwargs):
@@ -597,25 +606,32 @@ def _index(value, what: str) -> int:
     return int(value)
 
 
-def _out_bytes(out) -> np.ndarray:
-    """``out`` as a writable 1-D uint8 view of the same memory."""
+def _out_bytes(out) -> Tuple[np.ndarray, Optional[str]]:
+    """``out`` as a writable 1-D uint8 view of the same memory, and the
+    safetensors code of its elements (None for bytes: uint8 arrays and
+    plain buffers take any dtype's bytes)."""
+    code: Optional[str] = None
     if type(out).__module__.split(".")[0] == "torch":
         import torch
 
         if not isinstance(out, torch.Tensor) or out.device.type != "cpu" or not out.is_contiguous():
             raise InvalidArgument("out must be a contiguous CPU tensor")
+        if out.dtype != torch.uint8:
+            code = code_from_spec_name(str(out.dtype).split(".")[-1])
         out = out.detach().reshape(-1).view(torch.uint8).numpy()
     if isinstance(out, np.ndarray):
         if not out.flags.c_contiguous or not out.flags.writeable:
             raise InvalidArgument("out must be a writable, C-contiguous array")
-        return out.reshape(-1).view(np.uint8)
+        if code is None and out.dtype != np.uint8:
+            code = code_from_numpy(out.dtype)
+        return out.reshape(-1).view(np.uint8), code
     try:
         view = memoryview(out)
     except TypeError:
         raise InvalidArgument(f"out must be an array or a writable buffer, not {type(out).__name__}") from None
     if view.readonly or not view.c_contiguous:
         raise InvalidArgument("out must be writable, C-contiguous memory")
-    return np.frombuffer(view.cast("B"), np.uint8)
+    return np.frombuffer(view.cast("B"), np.uint8), None
 
 
 def _fs_bytes(path) -> bytes:
