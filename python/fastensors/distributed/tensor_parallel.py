@@ -17,8 +17,9 @@ import torch.distributed as dist
 
 from ..errors import InvalidArgument, RankFailed, SafetensorError, StateDictMismatch, with_context
 from .catalog import Catalog
+from .io import ReadBatch
 from .layout import overlap, torch_dtype
-from .reader import read_piece_into
+from .reader import BATCH_BYTES, read_piece_into
 
 
 class LoadResult(NamedTuple):
@@ -163,15 +164,22 @@ def load_tensor_parallel(target, path, *, placements: Optional[Dict[str, Sequenc
             stored = cat.tensors.get(name)
             for piece in stored.pieces if stored is not None else ():
                 by_file.setdefault(piece.file, []).append((t, piece))
-        for file, jobs in by_file.items():
-            handle = cat.open(file)
-            try:
+        # One plan of the read engine for every piece (run each BATCH_BYTES).
+        batch, handles = ReadBatch(), {}
+        try:
+            for file, jobs in by_file.items():
+                handles[file] = handle = cat.open(file)
                 for t, piece in jobs:
                     itemsize = t.local.element_size()
-                    _fill(t, piece, itemsize, lambda o, s, dst, p=piece: read_piece_into(handle, p, itemsize, o, s,
-                                                                                        dst))
-            finally:
+                    _fill(t, piece, itemsize, lambda o, s, dst, p=piece, h=handle, n=itemsize:
+                          read_piece_into(h, p, n, o, s, dst, batch))
+                    if batch.nbytes >= BATCH_BYTES:
+                        batch.run()
+            batch.run()
+        finally:
+            for handle in handles.values():
                 handle.close()
+        for file in handles:
             cat.check_unchanged(file)
     except (SafetensorError, OSError, ValueError, TypeError, RuntimeError) as e:
         error = e
