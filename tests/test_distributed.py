@@ -423,7 +423,8 @@ from fastensors.distributed.layout import byte_runs
 path = {str(tmp_path / "t.safetensors")!r}
 arr = np.ones((4096, 64), np.uint8)
 fastensors.numpy.save_file({{"m": arr}}, path)
-src = Source(path)  # maps the file
+src = Source(path)
+src.mapped()
 os.truncate(path, 4096)
 starts, length = byte_runs(arr.shape, 1, [0, 8], [4096, 8])
 try:

@@ -9,7 +9,7 @@ that each rank reads only the bytes its chunks need."""
 from __future__ import annotations
 
 import threading
-from typing import Callable, List, Optional
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -19,54 +19,51 @@ from ..errors import SafetensorIOError, with_context
 _lock = threading.Lock()
 _requested = [0]
 
+# Below this many bytes per run, with more than _MANY_RUNS runs, gather from the mapping.
+_SHORT_RUN = 256 * 1024
+_MANY_RUNS = 8
 _UNITS = {8: (np.uint64, "U64"), 4: (np.uint32, "U32"), 2: (np.uint16, "U16"), 1: (np.uint8, "U8")}
 
 
 def bytes_requested() -> int:
-    """Bytes this process has asked a ``ReadBatch`` for so far."""
+    """Bytes this process has asked ``_read_ranges`` for so far."""
     return _requested[0]
 
 
 class Source:
-    """One checkpoint file open for reading: its mapping (every piece is
-    copied from it), and a pread handle once a piece of irregular runs
-    needs one."""
+    """One checkpoint file open for reading: a pread handle, and its mapping
+    once a gather needs it."""
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self.file = _core.File(path, "mmap")
-        self._pread: Optional["_core.File"] = None
+        self.file = _core.File(path, "pread")
+        self._mapped: Optional["_core.File"] = None
 
-    def pread(self) -> "_core.File":
-        if self._pread is None:
-            self._pread = _core.File(self.path, "pread")
-        return self._pread
+    def mapped(self) -> "_core.File":
+        if self._mapped is None:
+            self._mapped = _core.File(self.path, "mmap")
+        return self._mapped
 
     def close(self) -> None:
         self.file.close()
-        if self._pread is not None:
-            self._pread.close()
+        if self._mapped is not None:
+            self._mapped.close()
 
 
 class ReadBatch:
     """Reads of many pieces run as one plan of the read engine.
 
-    ``add`` records where each piece's bytes go; ``run`` reads them all. A
-    piece that is one range, or evenly spaced runs of it (a column piece of
-    a matrix: one run per row), is copied from the file's mapping by the
-    core (one copy, strided for runs), after the engine's workers have made
-    its span resident with parallel requests, at most ``WINDOW`` bytes ahead
-    of the copies (the spans count in this process's memory until copied;
-    spans already cached are not touched by the workers). A copy from a
-    mapping of cached pages runs about 1.5 times as fast as a pread of them
-    here, and a pread per row would cost more than the bytes it moves. Other
-    pieces (boxes of 3-D tensors) are positioned reads by the same engine."""
-
-    WINDOW = 64 << 20
+    ``add`` records where each piece's bytes go; ``run`` reads them all.
+    Contiguous runs are positioned reads straight into their destination
+    (adjacent runs joined, large ones split), done by the engine's workers.
+    Evenly spaced short runs (a column piece of a matrix: one run per row)
+    are gathered from the file's mapping by one strided copy each, on the
+    calling thread while the workers read: a pread per row would cost more
+    than the bytes it moves."""
 
     def __init__(self) -> None:
         self._reads: list = []
-        self._copies: list = []
+        self._gathers: list = []
         self._after: list = []
         self.nbytes = 0
 
@@ -87,14 +84,11 @@ class ReadBatch:
                 raise ValueError(f"runs up to byte {hi} outside tensor {name!r} of {end - begin} bytes")
             base = source.file.data_start + begin
             steps = np.diff(starts)
-            if n == 1 or (steps == length).all():  # one range
-                self._copies.append((source, name, base, int(starts[0]), 0, 1, n * length, dst))
-            elif (steps == steps[0]).all() and steps[0] > 0:
-                self._copies.append((source, name, base, int(starts[0]), int(steps[0]), n, length, dst))
+            if n > _MANY_RUNS and length < _SHORT_RUN and (steps == steps[0]).all() and steps[0] > 0:
+                self._gathers.append((source.mapped(), name, base, int(starts[0]), int(steps[0]), n, length, dst))
             else:
-                pread = source.pread()
                 for i, s in enumerate(starts):
-                    self._reads.append((pread, base + int(s), dst[i * length:(i + 1) * length]))
+                    self._reads.append((source.file, base + int(s), dst[i * length:(i + 1) * length]))
             self.nbytes += n * length
         if then is not None:
             self._after.append(then)
@@ -102,19 +96,18 @@ class ReadBatch:
     def run(self) -> None:
         """Read everything added since the last run, then call back. Raises
         the engine's Io / FileChanged (a file that shrank)."""
-        reads, copies, after, nbytes = self._reads, self._copies, self._after, self.nbytes
-        self._reads, self._copies, self._after, self.nbytes = [], [], [], 0
+        reads, gathers, after, nbytes = self._reads, self._gathers, self._after, self.nbytes
+        self._reads, self._gathers, self._after, self.nbytes = [], [], [], 0
         plan = _core.ReadPlan()
-        covering = _prefetch_spans(plan, [(c[0], c[2] + c[3], c[2] + c[3] + (c[5] - 1) * c[4] + c[6])
-                                          for c in copies])
         for file, offset, dst in reads:
             plan.read(file, offset, dst)
-        job = _core.ReadJob(plan, window_bytes=self.WINDOW) if len(plan) else None
+        # The workers read the contiguous runs while this thread gathers:
+        # from the mapping, faulting pages in as it goes (populating the
+        # spans first would hold them in this process's memory meanwhile).
+        job = _core.ReadJob(plan) if len(plan) else None
         try:
-            for i in sorted(range(len(copies)), key=covering.__getitem__):
-                if job is not None:
-                    job.wait_entry(covering[i])
-                _copy(*copies[i])
+            for mapped, name, _, first, step, n, length, dst in gathers:
+                _gather(mapped, name, first, step, n, length, dst)
             if job is not None:
                 job.wait()
         finally:
@@ -126,47 +119,18 @@ class ReadBatch:
             fn()
 
 
-def _prefetch_spans(plan, spans) -> List[int]:
-    """Prefetch entries in ``plan`` covering ``spans`` ((source, begin,
-    end)), in file order, overlapping spans of one file merged into one
-    entry (two pieces of one stored tensor); the entry covering each span."""
-    sources = {}
-    for source, _, _ in spans:
-        sources.setdefault(id(source), len(sources))
-    order = sorted(range(len(spans)), key=lambda i: (sources[id(spans[i][0])], spans[i][1]))
-    covering = [0] * len(spans)
-    group: List[int] = []
-    end = 0
-    for i in order + [None]:
-        if group and (i is None or spans[i][0] is not spans[group[0]][0] or spans[i][1] >= end):
-            source, begin, _ = spans[group[0]]
-            entry = plan.prefetch(source.file, begin, end - begin)
-            for j in group:
-                covering[j] = entry
-            group = []
-        if i is not None:
-            end = max(end, spans[i][2]) if group else spans[i][2]
-            group.append(i)
-    return covering
-
-
-def _copy(source: Source, name: str, base: int, first: int, step: int, n: int, length: int,
-          dst: np.ndarray) -> None:
+def _gather(mapped, name: str, first: int, step: int, n: int, length: int, dst: np.ndarray) -> None:
     """``n`` runs of ``length`` bytes, ``step`` apart from byte ``first`` of
-    tensor ``name``, from the mapping into ``dst``: one copy by the core
-    (strided for n > 1), under its SIGBUS guard (a file truncated meanwhile
-    raises FileChanged, never kills the process)."""
-    mapped = source.file
+    tensor ``name`` of the mapped file, into ``dst``: one strided copy by
+    the core, under its SIGBUS guard (a file truncated meanwhile raises
+    FileChanged, never kills the process)."""
     view = mapped.view(name)  # the tensor's bytes, zero-copy
     # The widest unit dividing the geometry: the core copies by elements.
     unit = next(u for u in (8, 4, 2, 1) if first % u == 0 and step % u == 0 and length % u == 0)
     span = view[first:first + (n - 1) * step + length].view(_UNITS[unit][0])
-    rows = np.lib.stride_tricks.as_strided(span, shape=(n, length // unit), strides=(max(step, length), unit),
-                                           writeable=False)
-    # One thread: the engine's workers and the node's other ranks use the
-    # rest. Plain stores: the caller reads the tensor next, and streaming
-    # stores into pages faulted in on the way ran 10-25% slower here.
-    _core.convert(rows, _UNITS[unit][1], dst, _UNITS[unit][1], threads=1, stream=False)
+    rows = np.lib.stride_tricks.as_strided(span, shape=(n, length // unit), strides=(step, unit), writeable=False)
+    # One thread: the engine's workers and the node's other ranks use the rest.
+    _core.convert(rows, _UNITS[unit][1], dst, _UNITS[unit][1], threads=1)
     mapped.release(name)  # its pages stay cached, out of this process's memory
 
 
