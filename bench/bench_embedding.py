@@ -52,31 +52,31 @@ import common  # noqa: E402
 
 PEERS = ("c", "cpp", "python_into", "python_into_4k", "python", "reference", "device")
 
-PY_FASTENSORS = textwrap.dedent("""
-    import json, sys, time, numpy as np, fastensors
-    path, size = sys.argv[1], int(sys.argv[2])
-    arena = np.ones(size, np.uint8)
-    t0 = time.perf_counter()
-    total = 0
-    with fastensors.open_checkpoint(path, "np") as ckpt:
-        for name in ckpt.keys():
-            t = ckpt.get_tensor(name)
-            raw = t.reshape(-1).view(np.uint8)
-            np.copyto(arena[total:total + raw.nbytes], raw)
-            total += raw.nbytes
-    print(json.dumps({"seconds": time.perf_counter() - t0, "bytes": total}))
+def _fastensors_loop(body: str) -> str:
+    """A peer script: open_checkpoint, then ``body`` for every name, which
+    puts the tensor into ``arena`` at ``total`` and advances ``total``."""
+    return textwrap.dedent("""
+        import json, sys, time, numpy as np, fastensors
+        path, size = sys.argv[1], int(sys.argv[2])
+        arena = np.ones(size, np.uint8)
+        t0 = time.perf_counter()
+        total = 0
+        with fastensors.open_checkpoint(path, "np") as ckpt:
+            for name in ckpt.keys():
+        {body}
+        print(json.dumps({{"seconds": time.perf_counter() - t0, "bytes": total}}))
+    """).format(body=textwrap.indent(textwrap.dedent(body), " " * 8))
+
+
+PY_FASTENSORS = _fastensors_loop("""
+    t = ckpt.get_tensor(name)
+    raw = t.reshape(-1).view(np.uint8)
+    np.copyto(arena[total:total + raw.nbytes], raw)
+    total += raw.nbytes
 """)
 
-PY_INTO = textwrap.dedent("""
-    import json, sys, time, numpy as np, fastensors
-    path, size = sys.argv[1], int(sys.argv[2])
-    arena = np.ones(size, np.uint8)
-    t0 = time.perf_counter()
-    total = 0
-    with fastensors.open_checkpoint(path, "np") as ckpt:
-        for name in ckpt.keys():
-            total += ckpt.read_into(name, arena[total:])
-    print(json.dumps({"seconds": time.perf_counter() - t0, "bytes": total}))
+PY_INTO = _fastensors_loop("""
+    total += ckpt.read_into(name, arena[total:])
 """)
 
 PY_REFERENCE = textwrap.dedent("""
