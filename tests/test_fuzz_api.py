@@ -401,4 +401,5 @@ def _read_gguf_mutated(tmp_path_factory, content):
             pass
 
 
-test_read_gguf_mutated_files, test_read_gguf_mutated_files_many = _read_gguf_mutated
+_needs_gguf = pytest.mark.skipif(not GGUF_FILE, reason="the gguf package is not installed")
+test_read_gguf_mutated_files, test_read_gguf_mutated_files_many = map(_needs_gguf, _read_gguf_mutated)

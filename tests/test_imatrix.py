@@ -164,6 +164,7 @@ def test_core_entry_checks_sizes_and_types():
                         np.ones(256, np.float32))
 
 
+@needs_ggml
 @pytest.mark.parametrize("level", ["scalar", "avx2", "avx512"])
 def test_every_kernel_level_gives_ggml_bytes(level):
     """This file's ggml comparisons again in a fresh process with

@@ -190,7 +190,9 @@ def test_subpackages_match_the_documented_layout():
     assert packages == ["_util", "checkpoint", "cli", "distributed", "format", "gguf", "hf", "quant", "sources",
                         "surgery"]
     for name in packages:
-        doc = importlib.import_module(f"fastensors.{name}").__doc__
+        # Read, not imported: some subpackages need an optional framework (torch).
+        with open(os.path.join(ROOT, name, "__init__.py"), encoding="utf-8") as f:
+            doc = ast.get_docstring(ast.parse(f.read()))
         assert doc and doc.strip(), f"fastensors.{name} has no docstring saying what it is for"
 
 
