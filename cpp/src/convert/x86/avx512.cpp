@@ -4,6 +4,8 @@
 // registers instead of blends and 64-byte blocks.
 #include <immintrin.h>
 
+#include <cstring>
+
 #include "convert/convert_internal.h"
 #include "convert/convert_scalar_internal.h"
 #include "convert/convert_simd_internal.h"
@@ -372,7 +374,14 @@ struct Copy {
 
 template <std::size_t W>
 void copy_kernel(const void* src, void* dst, std::size_t n, bool stream) noexcept {
-  if (src != dst) kernel<Copy<W>>(src, dst, n, stream);
+  if (src == dst || n == 0) return;
+  // Cached stores: libc's memcpy is tuned per CPU (rep movsb on large
+  // copies) and beats these loops, most on short rows of a strided gather.
+  if (!stream) {
+    std::memcpy(dst, src, n * W);
+    return;
+  }
+  kernel<Copy<W>>(src, dst, n, stream);
 }
 
 }  // namespace
