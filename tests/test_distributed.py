@@ -205,6 +205,31 @@ def test_every_file_is_flushed_after_its_last_write(tmp_path, monkeypatch, durab
         assert (max(flushed, default=-1) > last_write) == durable, (name, events)
 
 
+def test_ranks_start_writing_at_different_files():
+    """Each rank takes the files from its share of the file list onwards,
+    keeping the plan's order within a file, and writes every item once."""
+    from types import SimpleNamespace
+
+    from fastensors.distributed.writer import _Placed, _RankPlan, _rotated
+
+    files = [f"model-0000{k}-of-00004.safetensors" for k in range(1, 5)]
+    placed = {f"t{k}.{j}": _Placed(files[k], 0, (1,), 1) for k in range(4) for j in range(2)}
+    items = [SimpleNamespace(index=SimpleNamespace(fqn=name)) for name in placed]
+
+    def order(slot, subset=items):
+        return [it.index.fqn for it in _rotated(subset, _RankPlan("s", placed, False, slot))]
+
+    assert order((0, 2)) == list(placed)
+    assert order((1, 2)) == ["t2.0", "t2.1", "t3.0", "t3.1", "t0.0", "t0.1", "t1.0", "t1.1"]
+    assert order((3, 4))[:2] == ["t3.0", "t3.1"]
+    # A rank writing only some files keeps the global rotation.
+    assert order((1, 2), items[:4]) == ["t0.0", "t0.1", "t1.0", "t1.1"]
+    assert order((1, 2), items[2:6]) == ["t2.0", "t2.1", "t1.0", "t1.1"]
+    # More ranks than files: several start at one file, still each item once.
+    for i in range(7):
+        assert sorted(order((i, 7))) == sorted(placed)
+
+
 def test_ranks_on_other_kernels_flush_their_own_writes(tmp_path):
     from torch.distributed.checkpoint.planner import SavePlan
 

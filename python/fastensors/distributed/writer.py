@@ -67,6 +67,7 @@ class _RankPlan:
     staging: str
     placed: Dict[str, _Placed]
     durable: bool  # fsync what this rank wrote (it runs on another kernel than the coordinator)
+    slot: Tuple[int, int]  # (this plan's position, plans): where in the file list this rank starts writing
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,15 +166,16 @@ class StorageWriter(_TorchStorageWriter):
         # per row) would flush them scattered. Ranks elsewhere flush their own.
         here = _node()
         return [dataclasses.replace(p, storage_data=_RankPlan(
-            self._fs.staging, placed, self.durable and getattr(p.storage_data, "node", None) != here))
-            for p in plans]
+            self._fs.staging, placed, self.durable and getattr(p.storage_data, "node", None) != here,
+            (i, len(plans))))
+            for i, p in enumerate(plans)]
 
     def write_data(self, plan: SavePlan, planner: SavePlanner) -> "Future[List[WriteResult]]":
         rp: _RankPlan = plan.storage_data
         results: List[WriteResult] = []
         fds: Dict[str, int] = {}
         try:
-            for item in plan.items:
+            for item in _rotated(plan.items, rp):
                 where = rp.placed[item.index.fqn]
                 path = os.path.join(rp.staging, where.file)
                 fd = fds.get(where.file)
@@ -299,6 +301,19 @@ class StorageWriter(_TorchStorageWriter):
             self._finalizer = None
         self._fs = None
         self._plan = None
+
+
+def _rotated(items, rp: _RankPlan) -> list:
+    """``items`` grouped by file, the files taken from this rank's place in
+    the list of all files onwards: ranks on one node then write different
+    files at a time. Buffered writes to one file hold its inode lock, and
+    the rows of a column piece share pages with other ranks' rows; two ranks
+    writing one file at once wrote 512 MiB in 0.60 s, on two files 0.25 s."""
+    files = sorted({p.file for p in rp.placed.values()})
+    i, n = rp.slot
+    first = i * len(files) // max(n, 1)
+    pos = {f: (k - first) % len(files) for k, f in enumerate(files)}
+    return sorted(items, key=lambda item: pos[rp.placed[item.index.fqn].file])  # stable: the plan's order per file
 
 
 def _check_tiling(fqn: str, shape: Tuple[int, ...], pieces) -> None:
