@@ -13,10 +13,12 @@ DTensors on a 1-D mesh of all ranks: half the tensors row-sharded
   save       dcp.save with fastensors.distributed.StorageWriter (durable,
              and durable=False) vs HuggingFaceStorageWriter(save_distributed=
              True, enable_consolidation=True) given the same file split:
-             both produce model-0000i-of-0000n.safetensors + index
+             both produce model-0000i-of-0000n.safetensors + index; every
+             save starts after a sync (no writeback of the save before it)
   load       dcp.load into DTensors of the same layout from that checkpoint,
              files warm in the page cache: StorageReader vs
-             HuggingFaceStorageReader
+             HuggingFaceStorageReader, and the limit: every rank copying
+             the same bytes from memory it holds into the same destinations
   cold load  the same after evicting the files from the page cache
              (fsync, posix_fadvise DONTNEED): ours vs torch vs plain pread
              of the same bytes by the same ranks (the device's limit)
@@ -106,12 +108,16 @@ def evict(directory: str) -> None:
                 os.close(fd)
 
 
-def measure(fn):
-    """(seconds, peak RSS growth in MiB) of one call, after a barrier."""
+def measure(fn, settle: bool = False):
+    """(seconds, peak RSS growth in MiB) of one call, after a barrier.
+    ``settle``: write every dirty page out first (sync), so that a save does
+    not share the device with the writeback of the variant before it."""
     import torch.distributed as dist
 
     import ctypes
     import gc
+    if settle:
+        os.sync()
     gc.collect()
     # Freed heap goes back to the OS first, or a variant reusing what an
     # earlier one freed would show no growth.
@@ -276,15 +282,25 @@ def worker(args) -> int:
         "torch HF": torch_save,
     }
     dest = empty_like(sd)
+    # The warm load's physical limit: every rank copying its pieces' bytes
+    # from memory it already holds into the same destinations, at once.
+    held = {k: v.to_local().clone() for k, v in sd.items()}
+
+    def memcpy_limit():
+        for k, v in held.items():
+            dest[k].to_local().copy_(v)
+
     loads = {
         "fastensors": lambda: dcp.load(dest, storage_reader=fd.StorageReader(ours)),
         "torch HF": lambda: dcp.load(dest, storage_reader=HuggingFaceStorageReader(ours)),
+        "memcpy (limit)": memcpy_limit,
     }
-    colds = dict(loads, **{"plain pread": lambda: plain_pread(ours, sd)})
+    colds = {"fastensors": loads["fastensors"], "torch HF": loads["torch HF"],
+             "plain pread": lambda: plain_pread(ours, sd)}
     results = {("save", k): [] for k in saves}
     results.update({("load", k): [] for k in loads})
     results.update({("cold load", k): [] for k in colds})
-    for name, fn in saves.items():  # warm-up round, untimed
+    for fn in list(saves.values()) + list(loads.values()):  # warm-up round, untimed
         fn()
     for r in range(args.runs):
         for group, variants in (("save", saves), ("load", loads), ("cold load", colds)):
@@ -295,7 +311,7 @@ def worker(args) -> int:
                     if rank == 0:
                         evict(ours)
                     dist.barrier()
-                results[(group, name)].append(measure(variants[name]))
+                results[(group, name)].append(measure(variants[name], settle=group == "save"))
     totals = {"save": total, "load": total, "cold load": total}
     if args.only == "all":
         quant, totals["quantize"] = bench_quantize(args, rank, world)
