@@ -285,6 +285,51 @@ def expected_arrays(name, seed):
     return state(name, seed)[0]
 
 
+@pytest.mark.parametrize("can_exchange", [True, False], ids=["exchange", "rename"])
+@pytest.mark.parametrize("durable", [False, True], ids=["fast", "durable"])
+def test_shards_replaced_under_their_own_names(tmp_path, monkeypatch, can_exchange, durable):
+    """A save whose shard names equal the current ones (three -> three_b):
+    where the filesystem can exchange two entries, no weight file is renamed
+    over an existing one (ext4 would write it out before the rename
+    returns); where it cannot, renames do the same job. Either way the new
+    checkpoint is complete and nothing of the old one is left."""
+    if can_exchange:
+        probe = tmp_path / "probe"
+        probe.mkdir()
+        (probe / "a").write_text("a")
+        (probe / "b").write_text("b")
+        if not _fileset.exchange_paths(str(probe / "a"), str(probe / "b")):
+            pytest.skip("this OS or filesystem cannot exchange two entries")
+        assert (probe / "a").read_text() == "b"
+        for n in ("a", "b"):
+            os.unlink(probe / n)
+        probe.rmdir()
+    sd0, limit0 = state("three", 0)
+    fastensors.save_sharded(sd0, tmp_path, max_shard_size=limit0)
+    if not can_exchange:
+        monkeypatch.setattr(_fileset, "exchange_paths", lambda a, b: False)
+    over = []
+    real_rename = os.rename
+
+    def rename(src, dst, *a, **k):
+        if str(dst).endswith(".safetensors") and os.path.exists(dst):
+            over.append(os.path.basename(dst))
+        return real_rename(src, dst, *a, **k)
+
+    monkeypatch.setattr(os, "rename", rename)
+    sd1, limit1 = state("three_b", 1)
+    names = set(plan_shards([Entry(k, v.nbytes, None) for k, v in sd1.items()], limit1).filename_to_tensors)
+    assert names == set(files_of(tmp_path)) - {"model.safetensors.index.json"}  # the same names
+    fastensors.save_sharded(sd1, tmp_path, max_shard_size=limit1, durable=durable)
+    monkeypatch.undo()
+    assert sorted(over) == ([] if can_exchange else sorted(names))
+    got = load_dir(tmp_path)
+    want = expected_arrays("three_b", 1)
+    assert got.keys() == want.keys() and all(same_array(got[k], want[k]) for k in want)
+    assert set(files_of(tmp_path)) == names | {"model.safetensors.index.json"}
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".")]
+
+
 def test_replace_keeps_unrelated_files_and_removes_stale(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     (tmp_path / "model.safetensors.backup").write_text("keep me")

@@ -343,7 +343,16 @@ class FileSet:
             tmp = os.path.join(D, f"{INTERIM_MARK}{self.token}-link-{name}")
             _link_or_copy(os.path.join(D, interim[name]), tmp, self.durable)
             _step(f"place-final:{name}")
-            os.rename(tmp, os.path.join(D, name))
+            final = os.path.join(D, name)
+            # Exchanged, then the old file (now under tmp) unlinked: a rename
+            # over it would also make ext4 (auto_da_alloc) write the new
+            # file out before returning, the fsync a durable=False save
+            # skips (55-110 ms per 128 MiB file here).
+            if os.path.isfile(final) and not os.path.islink(final) and exchange_paths(tmp, final):
+                _step(f"drop-replaced:{name}")
+                _unlink(tmp)
+            else:
+                os.rename(tmp, final)
         self._sync(D)
         _step("commit-index")
         os.rename(os.path.join(S, self.index_name), os.path.join(D, self.index_name))
