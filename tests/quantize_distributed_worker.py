@@ -189,19 +189,40 @@ def scenario_kill(out: str, rank: int, world: int) -> dict:
     return seen
 
 
+def scenario_convert_kill(out: str, rank: int, world: int) -> dict:
+    """The same for the multi-process convert_file: the last rank dies after
+    converting its first shard, before the ranks gather their reports."""
+    from fastensors import distributed as fd
+
+    module = sys.modules["fastensors.distributed.convert"]
+    if rank == world - 1:
+        real = module._convert_one
+
+        def dying(*a, **k):
+            real(*a, **k)  # one converted shard in the staging directory, then the rank dies
+            os.kill(os.getpid(), signal.SIGKILL)
+        module._convert_one = dying
+    t0 = time.monotonic()
+    seen = {"killed": expect_error(lambda: fd.convert_file(os.path.join(out, "src"), os.path.join(out, "killed"),
+                                                           "f16"), fastensors.RankFailed)}
+    seen["seconds"] = time.monotonic() - t0
+    return seen
+
+
 def main() -> int:
     scenario, out = sys.argv[1], sys.argv[2]
     timeout = int(os.environ.get("QUANT_TEST_TIMEOUT_S", "60"))
     dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=timeout))
     rank, world = dist.get_rank(), dist.get_world_size()
     try:
-        seen = {"main": scenario_main, "kill": scenario_kill}[scenario](out, rank, world)
+        seen = {"main": scenario_main, "kill": scenario_kill,
+                "convert_kill": scenario_convert_kill}[scenario](out, rank, world)
         seen["ok"] = True
     except BaseException:
         seen = {"ok": False, "error": traceback.format_exc()}
     with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
         json.dump(seen, f, indent=1, default=str)
-    if scenario == "kill":
+    if scenario.endswith("kill"):
         os._exit(0)  # the group lost a rank: tearing it down could wait on the dead peer
     # Every rank reaches the teardown before any closes its connections: a
     # gloo pair torn down while a peer still sends can abort the process.

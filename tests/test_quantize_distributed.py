@@ -106,7 +106,8 @@ def test_four_ranks(tmp_path):
     check_main(tmp_path, 4)
 
 
-def test_a_killed_rank_makes_the_others_fail_and_commits_nothing(tmp_path):
+@pytest.mark.parametrize("scenario", ["kill", "convert_kill"], ids=["quantize_model", "convert_file"])
+def test_a_killed_rank_makes_the_others_fail_and_commits_nothing(tmp_path, scenario):
     W.make_source(str(tmp_path / "src"))
     port = free_port()
     procs = []
@@ -115,7 +116,7 @@ def test_a_killed_rank_makes_the_others_fail_and_commits_nothing(tmp_path):
     for rank in range(2):
         env = worker_env(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
                    LOCAL_RANK=str(rank), QUANT_TEST_TIMEOUT_S="20")
-        procs.append(subprocess.Popen([sys.executable, WORKER, "kill", str(tmp_path)], env=env, cwd=HERE,
+        procs.append(subprocess.Popen([sys.executable, WORKER, scenario, str(tmp_path)], env=env, cwd=HERE,
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     try:
         outs = [p.communicate(timeout=180)[0] for p in procs]

@@ -44,8 +44,9 @@ def convert_file(src, dst, dtype, *, only=None, keep=None, durable: Optional[boo
 
     Args: as ``fastensors.convert_file``; ``dst`` must be on a filesystem
     every rank shares. Returns the same ConversionReport on every rank.
-    Raises the failing rank's error there and RankFailed on the others;
-    nothing is committed then."""
+    Raises the failing rank's error there and RankFailed on the others (also
+    for a rank that died, or the group's timeout passing); nothing is
+    committed then."""
     if not (dist.is_available() and dist.is_initialized()):
         return _convert_file(src, dst, dtype, only=only, keep=keep, durable=durable)
     group = process_group
@@ -70,13 +71,23 @@ def convert_file(src, dst, dtype, *, only=None, keep=None, durable: Optional[boo
             staging[0] = fs.staging
     except _EXPECTED as e:
         error = e
-    try:
-        _agree(error, group)
-    except BaseException:
-        if fs is not None:
-            fs.abort()
-        raise
-    dist.broadcast_object_list(staging, src=0, group=group)
+
+    def together(step):
+        # A collective; rank 0 drops the staged set on any failure.
+        try:
+            return step()
+        except BaseException:
+            if fs is not None:
+                fs.abort()
+            raise
+
+    def collective(fn, *args, **kwargs):
+        # A rank that died, or the group's timeout passing, is RankFailed.
+        with ranks.lost_ranks("convert_file"):
+            fn(*args, **kwargs)
+
+    together(lambda: _agree(error, group, "convert_file"))
+    together(lambda: collective(dist.broadcast_object_list, staging, src=0, group=group))
     owner = _assign([p[3] for p in plan.plans], world)
     mine: Dict[str, ConversionReport] = {}
     try:
@@ -88,13 +99,8 @@ def convert_file(src, dst, dtype, *, only=None, keep=None, durable: Optional[boo
     except _EXPECTED as e:
         error = e
     parts: List[object] = [None] * world
-    dist.all_gather_object(parts, mine if error is None else None, group=group)
-    try:
-        _agree(error, group)
-    except BaseException:
-        if fs is not None:
-            fs.abort()
-        raise
+    together(lambda: collective(dist.all_gather_object, parts, mine if error is None else None, group=group))
+    together(lambda: _agree(error, group, "convert_file"))
     report = ConversionReport(dtype=target)
     merged = {shard: part for p in parts for shard, part in p.items()}
     for shard in plan.shards:
@@ -115,7 +121,7 @@ def convert_file(src, dst, dtype, *, only=None, keep=None, durable: Optional[boo
 def _on_rank0(rank: int, group, work):
     """``work()`` on rank 0; every rank then raises its error (RankFailed on
     the others) or returns its result."""
-    return ranks.on_rank0(rank, group, work, _EXPECTED)
+    return ranks.on_rank0(rank, group, work, _EXPECTED, lost="convert_file")
 
 
 __all__ = ["convert_file"]
