@@ -321,6 +321,45 @@ def test_malformed_torch_per_rank_files(tmp_path, info, error):
         Catalog(tmp_path)
 
 
+def test_any_sharding_info_gives_a_catalog_or_a_typed_error(tmp_path_factory):
+    """Fuzz: torch's per-rank metadata is parsed from the files' headers, so
+    any value there (JSON or not, any shape, any numbers) either describes
+    pieces that tile their tensors or raises a SafetensorError."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+    from safetensors.torch import save_file
+
+    scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(allow_nan=True),
+                        st.text(max_size=8))
+    values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                                            st.dictionaries(st.text(max_size=12), inner, max_size=4)),
+                          max_leaves=12)
+    offsets = st.lists(st.integers(-3, 2**65), min_size=0, max_size=3)
+    infos = st.one_of(
+        st.text(max_size=40),  # not JSON, or JSON of another type
+        values.map(json.dumps),
+        st.dictionaries(st.sampled_from(["w", "v", "x"]),
+                        st.one_of(values, st.fixed_dictionaries({"saved_offsets": st.one_of(offsets, values)})),
+                        max_size=3).map(json.dumps))
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(first=infos, second=infos)
+    def check(first, second):
+        folder = tmp_path_factory.mktemp("dcp")
+        save_file({"w": torch.zeros(2, 2), "v": torch.zeros(3)}, str(folder / "a.safetensors"),
+                  metadata={DCP_SHARDING_INFO: first})
+        save_file({"w": torch.zeros(2, 2)}, str(folder / "b.safetensors"), metadata={DCP_SHARDING_INFO: second})
+        try:
+            cat = Catalog(folder)
+        except fastensors.SafetensorError:
+            return
+        for stored in cat.tensors.values():  # accepted: the pieces tile the tensor exactly
+            cells = sum(int(np.prod(p.shape)) for p in stored.pieces)
+            assert cells == int(np.prod(stored.shape))
+
+    check()
+
+
 def test_several_plain_files_without_an_index_are_ambiguous(tmp_path):
     from safetensors.torch import save_file
 
