@@ -72,35 +72,31 @@ def convert_file(src, dst, dtype, *, only=None, keep=None, durable: Optional[boo
     except _EXPECTED as e:
         error = e
 
-    def together(step):
-        # A collective; rank 0 drops the staged set on any failure.
-        try:
-            return step()
-        except BaseException:
-            if fs is not None:
-                fs.abort()
-            raise
-
-    def collective(fn, *args, **kwargs):
-        # A rank that died, or the group's timeout passing, is RankFailed.
-        with ranks.lost_ranks("convert_file"):
-            fn(*args, **kwargs)
-
-    together(lambda: _agree(error, group, "convert_file"))
-    together(lambda: collective(dist.broadcast_object_list, staging, src=0, group=group))
-    owner = _assign([p[3] for p in plan.plans], world)
-    mine: Dict[str, ConversionReport] = {}
+    # As in quantize_model: every collective's failure (a rank that died,
+    # the group's timeout) is RankFailed, and rank 0 drops the staged set
+    # whatever went wrong.
     try:
-        for shard, who in zip(plan.shards, owner):
-            if who == rank:
-                part = mine[shard] = ConversionReport(dtype=target)
-                _convert_one(os.path.join(src, shard), os.path.join(staging[0], shard), target, only_re, keep_re,
-                             False, durable, part)
-    except _EXPECTED as e:
-        error = e
-    parts: List[object] = [None] * world
-    together(lambda: collective(dist.all_gather_object, parts, mine if error is None else None, group=group))
-    together(lambda: _agree(error, group, "convert_file"))
+        _agree(error, group, "convert_file")
+        with ranks.lost_ranks("convert_file"):
+            dist.broadcast_object_list(staging, src=0, group=group)
+        owner = _assign([p[3] for p in plan.plans], world)
+        mine: Dict[str, ConversionReport] = {}
+        try:
+            for shard, who in zip(plan.shards, owner):
+                if who == rank:
+                    part = mine[shard] = ConversionReport(dtype=target)
+                    _convert_one(os.path.join(src, shard), os.path.join(staging[0], shard), target, only_re,
+                                 keep_re, False, durable, part)
+        except _EXPECTED as e:
+            error = e
+        parts: List[object] = [None] * world
+        with ranks.lost_ranks("convert_file"):
+            dist.all_gather_object(parts, mine if error is None else None, group=group)
+        _agree(error, group, "convert_file")
+    except BaseException:
+        if fs is not None:
+            fs.abort()
+        raise
     report = ConversionReport(dtype=target)
     merged = {shard: part for p in parts for shard, part in p.items()}
     for shard in plan.shards:
